@@ -1,0 +1,97 @@
+// An op's single registry entry: attribute schema, shape rule, gradient rule, f64 reference
+// implementation, f32 runtime kernel binding, and the cases its tests check.
+#pragma once
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "graph/attrs.h"
+#include "graph/types.h"
+
+namespace metagrad {
+
+class Graph;
+class Tensor;
+struct Node;
+class Kernel;
+struct KernelCtx;
+
+// Shape rule: input types and (defaults-filled) attributes -> output types; throws ShapeError
+// with a message that names the shapes (the caller prefixes op and node).
+using ShapeFn = std::function<std::vector<TensorType>(const std::vector<TensorType>& in, const Attrs& attrs)>;
+
+// Gradient rule: builds graph nodes for the cotangent of each input. Cotangents may have a
+// broadcast-compatible shape (the autodiff pass sums them down to the input's shape); an empty
+// Tensor means zero. Output cotangents that are zero arrive as empty Tensors.
+struct GradCtx {
+  const Node& node;
+  std::vector<Tensor> inputs;
+  std::vector<Tensor> outputs;
+  std::vector<Tensor> cotangents;
+  const Attrs& attrs;
+};
+using GradFn = std::function<std::vector<Tensor>(const GradCtx&)>;
+
+// f64 reference evaluation: every value is a row-major array of doubles (i32 values included).
+struct RefTensor {
+  Shape shape;
+  std::vector<double> data;
+};
+using RefFn = std::function<void(const Node& node, const std::vector<const RefTensor*>& in,
+                                 std::vector<RefTensor>& out)>;
+
+// f32 kernel factory, called once at compile time with fixed buffer addresses.
+using KernelFactory = std::function<std::unique_ptr<Kernel>(const KernelCtx&)>;
+
+// A case the registry-driven tests run: f32 kernel vs reference, and first/second-order
+// finite-difference gradient checks of the differentiable inputs.
+struct OpTestCase {
+  std::vector<TensorType> inputs;
+  Attrs attrs;
+  double lo = -2.0, hi = 2.0;          // domain of random f32 inputs
+  std::vector<bool> differentiable;    // per input; empty: every f32 input
+  std::vector<int64_t> int_range;      // [lo, hi) for i32 inputs; default [0, 2)
+  bool second_order = true;
+  double tolerance = 1e-6;             // relative, on f64 finite differences
+  std::string note;
+};
+
+enum class GradKind : uint8_t {
+  Rule,            // `grad` defines the derivative
+  Zero,            // piecewise constant in every input (sign, comparisons, one_hot)
+  StopGradient,    // identity whose derivative is deliberately cut
+  Undefined,       // asking for a derivative is an error
+};
+
+struct OpDef {
+  std::string name;
+  int num_inputs = 1;  // -1: variadic (at least one)
+  std::vector<AttrSpec> attrs;
+  ShapeFn shape;
+  GradKind grad_kind = GradKind::Rule;
+  GradFn grad;
+  RefFn reference;
+  KernelFactory kernel;
+  bool elementwise = false;  // output element i depends only on input elements at i (after broadcast)
+  std::vector<OpTestCase> tests;
+};
+
+class OpRegistry {
+ public:
+  static const OpRegistry& get();  // built once, on first use, from every ops/ family
+  const OpDef* find(const std::string& name) const;
+  const OpDef& at(const std::string& name) const;  // throws GraphError("unknown op ...")
+  const std::map<std::string, OpDef>& all() const { return ops_; }
+  void add(OpDef def);  // throws on duplicates or missing shape/reference/kernel
+
+ private:
+  std::map<std::string, OpDef> ops_;
+};
+
+// Fills attribute defaults and checks the attributes against the schema; throws GraphError.
+Attrs normalize_attrs(const OpDef& op, const Attrs& given);
+
+}  // namespace metagrad

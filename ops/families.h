@@ -1,0 +1,12 @@
+// Each ops/ family file adds its registry entries through one of these.
+#pragma once
+
+namespace metagrad {
+class OpRegistry;
+void register_elementwise_ops(OpRegistry& r);  // ops/elementwise.cpp, ops/unary.cpp
+void register_unary_ops(OpRegistry& r);
+void register_reduce_ops(OpRegistry& r);       // ops/reduce.cpp
+void register_shape_ops(OpRegistry& r);        // ops/shape.cpp
+void register_linalg_ops(OpRegistry& r);       // ops/linalg.cpp
+void register_nn_ops(OpRegistry& r);           // ops/nn.cpp (conv, pooling, softmax)
+}  // namespace metagrad

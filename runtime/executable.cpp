@@ -1,0 +1,220 @@
+// Executable: pruning, arena planning, kernel construction and the run loop.
+#include "runtime/executable.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <new>
+
+#include "graph/error.h"
+#include "graph/op_def.h"
+#include "runtime/memory_plan.h"
+
+namespace metagrad {
+
+Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches)
+    : graph_(g), store_(store), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+  verify(graph_);
+  std::vector<NamedOutput> wanted;
+  if (fetches.empty()) {
+    wanted = graph_.outputs();
+  } else {
+    for (const auto& f : fetches) {
+      bool found = false;
+      for (const auto& o : graph_.outputs())
+        if (o.name == f) wanted.push_back(o), found = true;
+      if (!found) {
+        std::string known;
+        for (const auto& o : graph_.outputs()) known += (known.empty() ? "" : ", ") + o.name;
+        throw RuntimeError(fmt::format("unknown fetch \"{}\" (graph outputs: {})", f, known.empty() ? "none" : known));
+      }
+    }
+  }
+  store_.ensure(graph_);
+
+  const size_t n = graph_.size();
+  std::vector<char> needed(n, 0);
+  for (const auto& o : wanted) needed[size_t(o.value.node)] = 1;
+  for (const auto& u : graph_.updates()) needed[size_t(u.value.node)] = 1;
+  for (size_t i = n; i-- > 0;)
+    if (needed[i])
+      for (Value v : graph_.node(int(i)).inputs) needed[size_t(v.node)] = 1;
+
+  // Schedule = node order restricted to needed nodes; buffers for inputs and op outputs.
+  std::vector<int> step_of(n, -1);
+  int steps = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (needed[i]) step_of[i] = steps++;
+  std::vector<BufferRequest> requests;
+  std::map<Value, size_t> request_of;
+  std::vector<int> last_use(n, -1);
+  for (size_t i = 0; i < n; ++i)
+    if (needed[i])
+      for (Value v : graph_.node(int(i)).inputs) last_use[size_t(v.node)] = std::max(last_use[size_t(v.node)], step_of[i]);
+  for (const auto& o : wanted) last_use[size_t(o.value.node)] = steps;
+  for (const auto& u : graph_.updates()) last_use[size_t(u.value.node)] = steps;
+  for (size_t i = 0; i < n; ++i) {
+    const Node& node = graph_.node(int(i));
+    if (!needed[i] || node.kind == NodeKind::Parameter || node.kind == NodeKind::Constant) continue;
+    // Inputs are written before the first step and live until their last read.
+    int first = node.kind == NodeKind::Input ? -1 : step_of[i];
+    for (size_t k = 0; k < node.outputs.size(); ++k) {
+      request_of[{int(i), int(k)}] = requests.size();
+      requests.push_back({node.outputs[k].bytes(), first, std::max(last_use[i], step_of[i])});
+    }
+  }
+  MemoryPlan plan = plan_memory(requests);
+  arena_bytes_ = plan.peak_bytes;
+  naive_bytes_ = plan.naive_bytes;
+  arena_ = static_cast<float*>(std::aligned_alloc(64, std::max<size_t>(64, (arena_bytes_ + 63) / 64 * 64)));
+  if (!arena_) throw std::bad_alloc();
+
+  ptrs_.assign(n, {});
+  constants_.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (!needed[i]) continue;
+    const Node& node = graph_.node(int(i));
+    if (node.kind == NodeKind::Parameter) {
+      ptrs_[i] = {store_.data(node.name).data()};
+    } else if (node.kind == NodeKind::Constant) {
+      std::vector<float> payload(node.data.size());
+      if (node.type().dtype == DType::i32)
+        for (size_t j = 0; j < payload.size(); ++j) {
+          int32_t v = int32_t(node.data[j]);
+          std::memcpy(&payload[j], &v, 4);
+        }
+      else
+        for (size_t j = 0; j < payload.size(); ++j) payload[j] = float(node.data[j]);
+      if (payload.empty()) payload.resize(1);
+      constants_.push_back(std::move(payload));
+      ptrs_[i] = {constants_.back().data()};
+    } else {
+      for (size_t k = 0; k < node.outputs.size(); ++k)
+        ptrs_[i].push_back(reinterpret_cast<char*>(arena_) + plan.offsets[request_of.at({int(i), int(k)})]);
+      if (node.kind == NodeKind::Input) inputs_.push_back({node.name, node.type(), ptrs_[i][0]});
+    }
+  }
+
+  for (size_t i = 0; i < n; ++i) {
+    const Node& node = graph_.node(int(i));
+    if (!needed[i] || node.kind != NodeKind::Op) continue;
+    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_};
+    for (Value v : node.inputs) {
+      ctx.in_types.push_back(graph_.type(v));
+      ctx.in.push_back(value_ptr(v));
+    }
+    try {
+      kernels_.push_back(node.op->kernel(ctx));
+    } catch (const dnnl::error& e) {
+      throw RuntimeError(fmt::format("{}: oneDNN could not build a kernel: {}", graph_.describe(int(i)), e.what()));
+    }
+    kernel_nodes_.push_back(int(i));
+  }
+  for (const auto& u : graph_.updates()) {
+    const Node& p = graph_.node(u.param);
+    writebacks_.push_back({store_.data(p.name).data(), static_cast<const float*>(value_ptr(u.value)),
+                           size_t(p.type().numel())});
+  }
+  for (const auto& o : wanted) {
+    fetch_names_.push_back(o.name);
+    fetches_.push_back({static_cast<const float*>(value_ptr(o.value)), size_t(graph_.type(o.value).numel())});
+  }
+}
+
+Executable::~Executable() { std::free(arena_); }
+
+void* Executable::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
+
+int Executable::input_slot(const std::string& name) const {
+  for (size_t i = 0; i < inputs_.size(); ++i)
+    if (inputs_[i].name == name) return int(i);
+  int id = graph_.find(name);
+  if (id >= 0 && graph_.node(id).kind == NodeKind::Input)
+    throw RuntimeError(fmt::format("input \"{}\" is not needed by the compiled fetches", name));
+  throw RuntimeError(fmt::format("graph has no input \"{}\"", name));
+}
+
+void Executable::set_input(int slot, std::span<const float> v) {
+  Slot& s = inputs_.at(size_t(slot));
+  if (s.type.dtype != DType::f32) throw RuntimeError(fmt::format("input \"{}\" is {}, fed f32", s.name, dtype_name(s.type.dtype)));
+  if (int64_t(v.size()) != s.type.numel())
+    throw RuntimeError(fmt::format("input \"{}\" of type {} fed {} values", s.name, type_str(s.type), v.size()));
+  std::memcpy(s.ptr, v.data(), v.size_bytes());
+  s.set = true;
+}
+
+void Executable::set_input(int slot, std::span<const int32_t> v) {
+  Slot& s = inputs_.at(size_t(slot));
+  if (s.type.dtype != DType::i32) throw RuntimeError(fmt::format("input \"{}\" is {}, fed i32", s.name, dtype_name(s.type.dtype)));
+  if (int64_t(v.size()) != s.type.numel())
+    throw RuntimeError(fmt::format("input \"{}\" of type {} fed {} values", s.name, type_str(s.type), v.size()));
+  std::memcpy(s.ptr, v.data(), v.size_bytes());
+  s.set = true;
+}
+
+void Executable::run(const std::vector<Feed>& feeds) {
+  std::vector<char> fed(inputs_.size(), 0);
+  for (const Feed& f : feeds) {
+    int slot = input_slot(f.name);
+    Slot& s = inputs_[size_t(slot)];
+    if (fed[size_t(slot)]) throw RuntimeError(fmt::format("input \"{}\" is fed twice", f.name));
+    if (f.dtype != s.type.dtype)
+      throw RuntimeError(fmt::format("input \"{}\" expects {}, fed {}", f.name, type_str(s.type),
+                                     type_str({f.dtype, f.shape})));
+    if (f.shape != s.type.shape)
+      throw RuntimeError(fmt::format("input \"{}\" expects shape {}, fed {}", f.name, shape_str(s.type.shape),
+                                     shape_str(f.shape)));
+    if (!f.data) throw RuntimeError(fmt::format("input \"{}\" fed a null pointer", f.name));
+    std::memcpy(s.ptr, f.data, s.type.bytes());
+    fed[size_t(slot)] = 1;
+  }
+  for (size_t i = 0; i < inputs_.size(); ++i)
+    if (!fed[i]) throw RuntimeError(fmt::format("missing feed for input \"{}\" of type {}", inputs_[i].name, type_str(inputs_[i].type)));
+  execute();
+}
+
+void Executable::run() {
+  for (const Slot& s : inputs_)
+    if (!s.set) throw RuntimeError(fmt::format("input \"{}\" was never set", s.name));
+  execute();
+}
+
+void Executable::execute() {
+  for (auto& k : kernels_) k->run(stream_);
+  for (const WriteBack& w : writebacks_)
+    if (w.dst != w.src) std::memmove(w.dst, w.src, w.count * sizeof(float));
+}
+
+std::span<const float> Executable::fetch(size_t index) const {
+  if (index >= fetches_.size()) throw RuntimeError(fmt::format("fetch index {} out of range", index));
+  return {fetches_[index].first, fetches_[index].second};
+}
+
+std::span<const float> Executable::fetch(const std::string& name) const {
+  for (size_t i = 0; i < fetch_names_.size(); ++i)
+    if (fetch_names_[i] == name) return fetch(i);
+  throw RuntimeError(fmt::format("\"{}\" was not compiled as a fetch", name));
+}
+
+std::vector<KernelProfile> Executable::profile(int n) {
+  std::vector<KernelProfile> prof(kernels_.size());
+  for (size_t i = 0; i < kernels_.size(); ++i) {
+    const Node& node = graph_.node(kernel_nodes_[i]);
+    prof[i] = {node.op->name, graph_.describe(node.id), kernels_[i]->impl(), 0.0};
+  }
+  for (int r = 0; r < n; ++r) {
+    for (size_t i = 0; i < kernels_.size(); ++i) {
+      auto t0 = std::chrono::steady_clock::now();
+      kernels_[i]->run(stream_);
+      prof[i].seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    }
+    for (const WriteBack& w : writebacks_)
+      if (w.dst != w.src) std::memmove(w.dst, w.src, w.count * sizeof(float));
+  }
+  return prof;
+}
+
+}  // namespace metagrad

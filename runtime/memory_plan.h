@@ -1,0 +1,24 @@
+// The memory planner: a plain function from buffer lifetimes to offsets in one arena.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+namespace metagrad {
+
+struct BufferRequest {
+  size_t bytes;
+  int first;  // schedule step that writes it
+  int last;   // last schedule step that reads it (inclusive)
+};
+
+struct MemoryPlan {
+  std::vector<size_t> offsets;  // one per request
+  size_t peak_bytes = 0;        // arena size
+  size_t naive_bytes = 0;       // every buffer kept alive
+};
+
+// First-fit placement: a buffer may reuse the space of buffers whose last read is at a step
+// strictly before its first write. Offsets are 64-byte aligned.
+MemoryPlan plan_memory(const std::vector<BufferRequest>& requests);
+
+}  // namespace metagrad
