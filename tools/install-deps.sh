@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages metagrad builds with, skipping those already present.
+# Usage: tools/install-deps.sh [--bench]   (--bench adds python3-torch for bench/ comparisons)
+set -euo pipefail
+pkgs=(g++ cmake ninja-build libdnnl-dev libeigen3-dev libfmt-dev libgtest-dev libbenchmark-dev
+      libcli11-dev nlohmann-json3-dev)
+[[ "${1:-}" == "--bench" ]] && pkgs+=(python3-torch)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}" >&2
+  sudo_cmd=""
+  [[ $(id -u) -ne 0 ]] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+fi
