@@ -25,6 +25,7 @@ struct TensorType {
   int64_t numel() const { return num_elements(shape); }
   size_t bytes() const { return size_t(numel()) * dtype_size(dtype); }
   bool operator==(const TensorType&) const = default;
+  auto operator<=>(const TensorType&) const = default;
 };
 std::string type_str(const TensorType& t);  // "f32[2,3]"
 

@@ -1,0 +1,184 @@
+// Passes: each rewrite on its own (with a negative twin), and every pipeline checked for meaning
+// with the f64 reference interpreter before and after, on random graphs and a gradient graph.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "graph/op_def.h"
+#include "ops/ops.h"
+#include "passes/autodiff.h"
+#include "passes/common_subexpr_elim.h"
+#include "passes/constant_fold.h"
+#include "passes/dead_code_elim.h"
+#include "passes/pipeline.h"
+#include "passes/simplify.h"
+#include "tests/test_util.h"
+
+namespace metagrad {
+namespace {
+
+size_t count_op(const Graph& g, const std::string& op) {
+  size_t n = 0;
+  for (const Node& node : g.nodes()) n += node.kind == NodeKind::Op && node.op->name == op;
+  return n;
+}
+
+// Evaluates every output of `g` in f64.
+std::vector<RefTensor> eval_outputs(const Graph& g, const RefValues& feeds) {
+  std::vector<Value> vs;
+  for (const auto& o : g.outputs()) vs.push_back(o.value);
+  return reference_eval(g, vs, feeds);
+}
+
+void expect_same_meaning(const Graph& before, const Graph& after, const RefValues& feeds) {
+  auto a = eval_outputs(before, feeds), b = eval_outputs(after, feeds);
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].shape, b[i].shape);
+    for (size_t k = 0; k < a[i].data.size(); ++k)
+      ASSERT_NEAR(a[i].data[k], b[i].data[k], 1e-9 * std::max(1.0, std::abs(a[i].data[k]))) << "output " << i;
+  }
+}
+
+TEST(Simplify, RemovesIdentitiesAndKeepsRealWork) {
+  Graph g;
+  Tensor x = input(g, "x", {2, 3});
+  Tensor y = ((x * 1.0 + 0.0) - 0.0) / 1.0;
+  Tensor z = reshape(reshape(transpose(transpose(y, {1, 0}), {1, 0}), {3, 2}), {2, 3});
+  g.add_output("z", neg(neg(z)).value());
+  Graph before = g;
+  EXPECT_TRUE(simplify(g));
+  eliminate_dead_code(g);
+  EXPECT_EQ(g.output("z"), Value{0, 0}) << "everything was an identity of x";
+  expect_same_meaning(before, g, {{"x", testing::random_ref({2, 3}, 1)}});
+
+  // Negative twin: multiplying by 2 and broadcasting by +0 to a larger shape are real work.
+  Graph h;
+  Tensor a = input(h, "a", {3});
+  h.add_output("b", (a * 2.0 + full(h, {2, 3}, 0.0)).value());
+  Graph h0 = h;
+  simplify(h);
+  EXPECT_EQ(count_op(h, "mul"), 1u);
+  EXPECT_EQ(h.type(h.output("b")).shape, (Shape{2, 3}));
+  expect_same_meaning(h0, h, {{"a", testing::random_ref({3}, 2)}});
+}
+
+TEST(CommonSubexprElim, MergesEqualNodesOnly) {
+  Graph g;
+  Tensor x = input(g, "x", {4});
+  Tensor a = exp(x) * 2.0, b = exp(x) * 2.0, c = exp(x) * 3.0;
+  g.add_output("s", (a + b + c).value());
+  Graph before = g;
+  EXPECT_TRUE(eliminate_common_subexpressions(g));
+  eliminate_dead_code(g);
+  EXPECT_EQ(count_op(g, "exp"), 1u);
+  EXPECT_EQ(count_op(g, "mul"), 2u) << "x*2 merged, x*3 kept";
+  expect_same_meaning(before, g, {{"x", testing::random_ref({4}, 3)}});
+  EXPECT_FALSE(eliminate_common_subexpressions(g)) << "a second run finds nothing";
+}
+
+TEST(ConstantFold, FoldsSmallConstantSubgraphsOnly) {
+  Graph g;
+  Tensor x = input(g, "x", {3});
+  Tensor k = exp(scalar(g, 1.0)) * 2.0;  // foldable
+  g.add_output("y", (x * k).value());
+  g.add_output("big", (x + full(g, {3}, 1.0)).value());
+  Graph before = g;
+  EXPECT_TRUE(fold_constants(g));
+  eliminate_dead_code(g);
+  EXPECT_EQ(count_op(g, "exp"), 0u);
+  EXPECT_EQ(count_op(g, "broadcast_to"), 1u) << "broadcasts are not folded";
+  expect_same_meaning(before, g, {{"x", testing::random_ref({3}, 4)}});
+}
+
+TEST(DeadCodeElim, KeepsInterfaceDropsUnread) {
+  Graph g;
+  Tensor x = input(g, "x", {3});
+  Tensor unused_in = input(g, "unused", {2});
+  Tensor w = parameter(g, "w", {3}, Init::ones());
+  exp(x);  // dead
+  g.add_output("y", (x * w).value());
+  EXPECT_TRUE(eliminate_dead_code(g));
+  EXPECT_EQ(count_op(g, "exp"), 0u);
+  EXPECT_GE(g.find("unused"), 0);
+  EXPECT_FALSE(eliminate_dead_code(g));
+  (void)unused_in;
+}
+
+// Random graphs of elementwise, reduction, shape and matmul ops: the pipeline keeps meaning.
+Graph random_graph(uint64_t seed, RefValues& feeds) {
+  std::mt19937_64 rng(seed);
+  Graph g;
+  std::vector<Tensor> pool;
+  for (int i = 0; i < 3; ++i) {
+    std::string name = "x" + std::to_string(i);
+    pool.push_back(input(g, name, {3, 4}));
+    feeds[name] = testing::random_ref({3, 4}, seed * 10 + uint64_t(i), 0.5, 1.5);
+  }
+  auto pick = [&] { return pool[rng() % pool.size()]; };
+  for (int i = 0; i < 25; ++i) {
+    Tensor a = pick(), b = pick(), r;
+    switch (rng() % 10) {
+      case 0: r = a + b; break;
+      case 1: r = a * b; break;
+      case 2: r = a - b * 1.0; break;
+      case 3: r = tanh(a) + 0.0; break;
+      case 4: r = reshape(reshape(a, {4, 3}), {3, 4}); break;
+      case 5: r = transpose(transpose(a, {1, 0}), {1, 0}); break;
+      case 6: r = broadcast_to(sum(a, {1}, true), {3, 4}); break;
+      case 7: r = matmul(a, b, false, true) * 0.1; r = matmul(r, a); break;
+      case 8: r = exp(a * 0.1) * exp(a * 0.1); break;
+      default: r = sigmoid(a) / 1.0; break;
+    }
+    pool.push_back(r);
+  }
+  g.add_output("out", sum(pool.back() + pool[pool.size() - 2]).value());
+  g.add_output("mid", pool[pool.size() / 2].value());
+  return g;
+}
+
+TEST(Pipeline, RandomGraphsKeepTheirMeaning) {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    RefValues feeds;
+    Graph g = random_graph(seed, feeds);
+    Graph before = g;
+    auto records = optimize(g);
+    EXPECT_LE(g.size(), before.size());
+    expect_same_meaning(before, g, feeds);
+  }
+}
+
+TEST(Pipeline, SecondOrderGradientGraphKeepsMeaningAndShrinks) {
+  Graph g;
+  Tensor x = input(g, "x", {5, 3});
+  Tensor w = input(g, "w", {3, 4});
+  Tensor loss = sum(square(tanh(matmul(x, w))));
+  Tensor gw = grad(loss, {w})[0];
+  Tensor g2 = grad(sum(gw * gw), {w})[0];
+  g.add_output("g2", g2.value());
+  Graph before = g;
+  auto records = optimize(g);
+  EXPECT_LT(g.size(), before.size());
+  expect_same_meaning(before, g, {{"x", testing::random_ref({5, 3}, 5)}, {"w", testing::random_ref({3, 4}, 6)}});
+  ASSERT_FALSE(records.empty());
+  EXPECT_EQ(records.front().nodes_before, before.size());
+}
+
+TEST(Pipeline, OptLevelZeroAndUnknownPass) {
+  Graph g;
+  Tensor x = input(g, "x", {2});
+  g.add_output("y", (x * 1.0).value());
+  Graph before = g;
+  EXPECT_TRUE(optimize(g, {.opt_level = 0}).empty());
+  EXPECT_EQ(g.size(), before.size());
+  EXPECT_THROW(optimize(g, {.disabled = {"nonesuch"}}), Error);
+  std::string dumped;
+  PipelineOptions o;
+  o.dump_after = "simplify";
+  o.dump = [&](const std::string& pass, const Graph&) { dumped = pass; };
+  optimize(g, o);
+  EXPECT_EQ(dumped, "simplify");
+}
+
+}  // namespace
+}  // namespace metagrad
