@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "graph/error.h"
 #include "graph/op_def.h"
 #include "ops/ops.h"
 #include "passes/autodiff.h"
@@ -49,7 +50,7 @@ TEST(Simplify, RemovesIdentitiesAndKeepsRealWork) {
   Graph before = g;
   EXPECT_TRUE(simplify(g));
   eliminate_dead_code(g);
-  EXPECT_EQ(g.output("z"), Value{0, 0}) << "everything was an identity of x";
+  EXPECT_EQ(g.output("z"), (Value{0, 0})) << "everything was an identity of x";
   expect_same_meaning(before, g, {{"x", testing::random_ref({2, 3}, 1)}});
 
   // Negative twin: multiplying by 2 and broadcasting by +0 to a larger shape are real work.
@@ -169,9 +170,13 @@ TEST(Pipeline, OptLevelZeroAndUnknownPass) {
   Tensor x = input(g, "x", {2});
   g.add_output("y", (x * 1.0).value());
   Graph before = g;
-  EXPECT_TRUE(optimize(g, {.opt_level = 0}).empty());
+  PipelineOptions none;
+  none.opt_level = 0;
+  EXPECT_TRUE(optimize(g, none).empty());
   EXPECT_EQ(g.size(), before.size());
-  EXPECT_THROW(optimize(g, {.disabled = {"nonesuch"}}), Error);
+  PipelineOptions bad;
+  bad.disabled = {"nonesuch"};
+  EXPECT_THROW(optimize(g, bad), Error);
   std::string dumped;
   PipelineOptions o;
   o.dump_after = "simplify";
