@@ -59,6 +59,11 @@ struct OpTestCase {
   std::string note;
 };
 
+// f32 math of an elementwise op over `n` contiguous elements whose inputs are already
+// broadcast; `param` carries the op's one float attribute (e.g. leaky_relu's alpha). Fused
+// elementwise kernels chain these over cache-sized blocks.
+using EltwiseFn = void (*)(int64_t n, const float* const* in, float* out, float param);
+
 enum class GradKind : uint8_t {
   Rule,            // `grad` defines the derivative
   Zero,            // piecewise constant in every input (sign, comparisons, one_hot)
@@ -76,6 +81,8 @@ struct OpDef {
   RefFn reference;
   KernelFactory kernel;
   bool elementwise = false;  // output element i depends only on input elements at i (after broadcast)
+  EltwiseFn eltwise_f32 = nullptr;  // set for elementwise ops that fusion may chain
+  std::string eltwise_param;        // the float attribute passed as EltwiseFn's param, if any
   std::vector<OpTestCase> tests;
 };
 

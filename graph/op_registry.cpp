@@ -16,6 +16,7 @@ const OpRegistry& OpRegistry::get() {
     register_shape_ops(r);
     register_linalg_ops(r);
     register_nn_ops(r);
+    register_fused_ops(r);
     return r;
   }();
   return registry;

@@ -9,4 +9,5 @@ void register_reduce_ops(OpRegistry& r);       // ops/reduce.cpp
 void register_shape_ops(OpRegistry& r);        // ops/shape.cpp
 void register_linalg_ops(OpRegistry& r);       // ops/linalg.cpp
 void register_nn_ops(OpRegistry& r);           // ops/nn.cpp (conv, pooling, softmax)
+void register_fused_ops(OpRegistry& r);        // ops/fused.cpp (fused_elementwise)
 }  // namespace metagrad

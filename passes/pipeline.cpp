@@ -10,6 +10,7 @@
 #include "passes/common_subexpr_elim.h"
 #include "passes/constant_fold.h"
 #include "passes/dead_code_elim.h"
+#include "passes/fuse_elementwise.h"
 #include "passes/simplify.h"
 
 namespace metagrad {
@@ -20,6 +21,7 @@ const std::vector<PassInfo>& all_passes() {
       {"fold", "evaluate small all-constant subgraphs", [](Graph& g) { return fold_constants(g); }},
       {"cse", "merge equal nodes and equal constants", eliminate_common_subexpressions},
       {"dce", "drop nodes no output or update reads", eliminate_dead_code},
+      {"fuse", "merge chains of elementwise ops into single-pass kernels", fuse_elementwise},
   };
   return passes;
 }

@@ -11,6 +11,7 @@
 #include "passes/common_subexpr_elim.h"
 #include "passes/constant_fold.h"
 #include "passes/dead_code_elim.h"
+#include "passes/fuse_elementwise.h"
 #include "passes/pipeline.h"
 #include "passes/simplify.h"
 #include "tests/test_util.h"
@@ -104,6 +105,27 @@ TEST(DeadCodeElim, KeepsInterfaceDropsUnread) {
   EXPECT_GE(g.find("unused"), 0);
   EXPECT_FALSE(eliminate_dead_code(g));
   (void)unused_in;
+}
+
+TEST(FuseElementwise, ChainsBecomeOneNodeSharedValuesStay) {
+  Graph g;
+  Tensor x = input(g, "x", {4, 5});
+  Tensor b = input(g, "b", {5});
+  Tensor h = relu(x * 2.0 + b);          // mul, add, relu: one group
+  Tensor shared = exp(x);                // read twice: stays materialized
+  g.add_output("y", (h * shared + shared).value());
+  Graph before = g;
+  EXPECT_TRUE(fuse_elementwise(g));
+  EXPECT_EQ(count_op(g, "exp"), 1u);
+  EXPECT_EQ(count_op(g, "relu"), 0u);
+  EXPECT_GE(count_op(g, "fused_elementwise"), 1u);
+  expect_same_meaning(before, g, {{"x", testing::random_ref({4, 5}, 12)}, {"b", testing::random_ref({5}, 13)}});
+
+  // Negative twin: a lone op, or ops of different shapes, are left alone.
+  Graph h2;
+  Tensor a = input(h2, "a", {3});
+  h2.add_output("s", sum(exp(a)).value());
+  EXPECT_FALSE(fuse_elementwise(h2));
 }
 
 // Random graphs of elementwise, reduction, shape and matmul ops: the pipeline keeps meaning.

@@ -1,0 +1,9 @@
+// Elementwise fusion: merges chains of fusable elementwise ops of one output shape, whose
+// intermediate values have no other reader, into single fused_elementwise nodes.
+#pragma once
+#include "graph/graph.h"
+
+namespace metagrad {
+// For graphs about to execute: fused nodes have no gradient rule.
+bool fuse_elementwise(Graph& g);
+}  // namespace metagrad
