@@ -83,6 +83,7 @@ struct OpDef {
   bool elementwise = false;  // output element i depends only on input elements at i (after broadcast)
   EltwiseFn eltwise_f32 = nullptr;  // set for elementwise ops that fusion may chain
   std::string eltwise_param;        // the float attribute passed as EltwiseFn's param, if any
+  bool inplace = false;  // the kernel stays correct when its output overwrites a same-typed input
   std::vector<OpTestCase> tests;
 };
 

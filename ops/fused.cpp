@@ -194,6 +194,7 @@ void register_fused_ops(OpRegistry& r) {
   d.reference = fused_reference;
   d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<FusedKernel>(ctx); };
   d.elementwise = true;
+  d.inplace = true;  // each block is read before the same block of the output is written
   auto t = [](Shape a, Shape b, Shape c, std::string ops, std::vector<int64_t> args, std::vector<double> params,
               Shape out) {
     OpTestCase tc;

@@ -65,6 +65,16 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
       request_of[{int(i), int(k)}] = requests.size();
       requests.push_back({node.outputs[k].bytes(), first, std::max(last_use[i], step_of[i])});
     }
+    // An in-place kernel may write over an operand that dies here (never over a fed input,
+    // which the caller may not re-feed before the next run).
+    if (node.kind == NodeKind::Op && node.op->inplace && node.outputs.size() == 1)
+      for (Value v : node.inputs) {
+        const Node& src = graph_.node(v.node);
+        if (src.kind == NodeKind::Op && graph_.type(v) == node.type() && last_use[size_t(v.node)] == step_of[i]) {
+          requests.back().inplace_of = int(request_of.at(v));
+          break;
+        }
+      }
   }
   MemoryPlan plan = plan_memory(requests);
   arena_bytes_ = plan.peak_bytes;

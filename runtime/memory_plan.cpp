@@ -16,6 +16,7 @@ MemoryPlan plan_memory(const std::vector<BufferRequest>& requests) {
   struct Live {
     size_t begin, end;
     int last;
+    size_t owner;
   };
   std::vector<Live> live;
   for (size_t idx : order) {
@@ -23,6 +24,16 @@ MemoryPlan plan_memory(const std::vector<BufferRequest>& requests) {
     size_t bytes = (std::max<size_t>(r.bytes, 1) + align - 1) / align * align;
     plan.naive_bytes += bytes;
     live.erase(std::remove_if(live.begin(), live.end(), [&](const Live& l) { return l.last < r.first; }), live.end());
+    if (r.inplace_of >= 0) {
+      auto partner = std::find_if(live.begin(), live.end(), [&](const Live& l) { return l.owner == size_t(r.inplace_of); });
+      const BufferRequest& p = requests[size_t(r.inplace_of)];
+      if (partner != live.end() && p.last == r.first && partner->end - partner->begin >= bytes) {
+        plan.offsets[idx] = partner->begin;
+        partner->owner = idx;
+        partner->last = r.last;
+        continue;
+      }
+    }
     std::sort(live.begin(), live.end(), [](const Live& a, const Live& b) { return a.begin < b.begin; });
     size_t at = 0;
     for (const Live& l : live) {
@@ -30,7 +41,7 @@ MemoryPlan plan_memory(const std::vector<BufferRequest>& requests) {
       at = std::max(at, l.end);
     }
     plan.offsets[idx] = at;
-    live.push_back({at, at + bytes, r.last});
+    live.push_back({at, at + bytes, r.last, idx});
     plan.peak_bytes = std::max(plan.peak_bytes, at + bytes);
   }
   return plan;

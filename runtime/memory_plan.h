@@ -9,6 +9,7 @@ struct BufferRequest {
   size_t bytes;
   int first;  // schedule step that writes it
   int last;   // last schedule step that reads it (inclusive)
+  int inplace_of = -1;  // a request whose space this one may take over if that one dies at `first`
 };
 
 struct MemoryPlan {
@@ -18,7 +19,8 @@ struct MemoryPlan {
 };
 
 // First-fit placement: a buffer may reuse the space of buffers whose last read is at a step
-// strictly before its first write. Offsets are 64-byte aligned.
+// strictly before its first write, or, when it names an in-place partner that dies exactly at
+// its first write, that partner's space. Offsets are 64-byte aligned.
 MemoryPlan plan_memory(const std::vector<BufferRequest>& requests);
 
 }  // namespace metagrad

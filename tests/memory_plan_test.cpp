@@ -23,6 +23,16 @@ TEST(MemoryPlan, OutputNeverSharesWithInputOfSameStep) {
   EXPECT_NE(plan.offsets[0], plan.offsets[1]);
 }
 
+TEST(MemoryPlan, InPlacePartnerIsTakenOverOnlyWhenItDiesThere) {
+  // b may overwrite a, which dies at b's step; c names b but b lives on, so c gets new space.
+  std::vector<BufferRequest> req{{512, 0, 1}, {512, 1, 3}, {512, 2, 3}};
+  req[1].inplace_of = 0;
+  req[2].inplace_of = 1;
+  auto plan = plan_memory(req);
+  EXPECT_EQ(plan.offsets[1], plan.offsets[0]);
+  EXPECT_NE(plan.offsets[2], plan.offsets[1]);
+}
+
 TEST(MemoryPlan, RandomLifetimesNeverOverlap) {
   std::mt19937 rng(7);
   for (int trial = 0; trial < 50; ++trial) {
