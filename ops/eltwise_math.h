@@ -1,0 +1,66 @@
+// f32 block math of the elementwise ops (EltwiseFn), used by fused elementwise kernels. Each
+// function maps n contiguous, already-broadcast inputs to n outputs; out may alias an input.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+namespace metagrad::eltwise {
+
+#define METAGRAD_EW1(NAME, EXPR)                                                   \
+  inline void NAME(int64_t n, const float* const* in, float* out, float param) { \
+    const float* a = in[0];                                                      \
+    (void)param;                                                                 \
+    for (int64_t i = 0; i < n; ++i) {                                            \
+      const float x = a[i];                                                      \
+      out[i] = (EXPR);                                                           \
+    }                                                                            \
+  }
+#define METAGRAD_EW2(NAME, EXPR)                                                   \
+  inline void NAME(int64_t n, const float* const* in, float* out, float param) { \
+    const float* a = in[0];                                                      \
+    const float* b = in[1];                                                      \
+    (void)param;                                                                 \
+    for (int64_t i = 0; i < n; ++i) {                                            \
+      const float x = a[i], y = b[i];                                            \
+      out[i] = (EXPR);                                                           \
+    }                                                                            \
+  }
+
+METAGRAD_EW2(add, x + y)
+METAGRAD_EW2(sub, x - y)
+METAGRAD_EW2(mul, x * y)
+METAGRAD_EW2(div, x / y)
+METAGRAD_EW2(pow, std::pow(x, y))
+METAGRAD_EW2(maximum, x > y ? x : y)
+METAGRAD_EW2(minimum, x < y ? x : y)
+METAGRAD_EW2(equal, x == y ? 1.0f : 0.0f)
+METAGRAD_EW2(not_equal, x != y ? 1.0f : 0.0f)
+METAGRAD_EW2(less, x < y ? 1.0f : 0.0f)
+METAGRAD_EW2(less_equal, x <= y ? 1.0f : 0.0f)
+METAGRAD_EW2(greater, x > y ? 1.0f : 0.0f)
+METAGRAD_EW2(greater_equal, x >= y ? 1.0f : 0.0f)
+METAGRAD_EW1(neg, -x)
+METAGRAD_EW1(exp, std::exp(x))
+METAGRAD_EW1(log, std::log(x))
+METAGRAD_EW1(sqrt, std::sqrt(x))
+METAGRAD_EW1(rsqrt, 1.0f / std::sqrt(x))
+METAGRAD_EW1(abs, std::fabs(x))
+METAGRAD_EW1(sign, x > 0 ? 1.0f : (x < 0 ? -1.0f : 0.0f))
+METAGRAD_EW1(square, x * x)
+METAGRAD_EW1(relu, x > 0 ? x : 0.0f)
+METAGRAD_EW1(leaky_relu, x > 0 ? x : param * x)
+METAGRAD_EW1(sigmoid, 1.0f / (1.0f + std::exp(-x)))
+METAGRAD_EW1(tanh, std::tanh(x))
+// log(1 + e^x) without overflow for large x.
+METAGRAD_EW1(softplus, x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)))
+METAGRAD_EW1(identity, x)
+
+inline void where(int64_t n, const float* const* in, float* out, float) {
+  const float *c = in[0], *a = in[1], *b = in[2];
+  for (int64_t i = 0; i < n; ++i) out[i] = c[i] != 0.0f ? a[i] : b[i];
+}
+
+#undef METAGRAD_EW1
+#undef METAGRAD_EW2
+
+}  // namespace metagrad::eltwise
