@@ -1,0 +1,140 @@
+// Optimizer update rules built from graph ops.
+#include "meta/optimizers.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "graph/error.h"
+#include "ops/ops.h"
+
+namespace metagrad {
+
+const std::vector<std::string>& optimizer_names() {
+  static const std::vector<std::string> names = {"sgd",     "momentum", "nesterov", "adagrad", "rmsprop",
+                                                 "rmsprop_centered", "adam", "adamw", "nadam"};
+  return names;
+}
+
+std::vector<Tensor> clip_by_value(const std::vector<Tensor>& grads, double v) {
+  std::vector<Tensor> out;
+  for (const Tensor& gr : grads) out.push_back(minimum(maximum(gr, scalar(gr.graph(), -v)), scalar(gr.graph(), v)));
+  return out;
+}
+
+std::vector<Tensor> clip_by_global_norm(const std::vector<Tensor>& grads, double max_norm) {
+  if (grads.empty()) return {};
+  Graph& g = grads[0].graph();
+  Tensor sq;
+  for (const Tensor& gr : grads) sq = sq.defined() ? sq + sum(square(gr)) : sum(square(gr));
+  // scale = max_norm / max(norm, max_norm): 1 when within the bound.
+  Tensor scale = scalar(g, max_norm) / maximum(sqrt(sq + 1e-30), scalar(g, max_norm));
+  std::vector<Tensor> out;
+  for (const Tensor& gr : grads) out.push_back(gr * scale);
+  return out;
+}
+
+namespace {
+
+Tensor state(Graph& g, const std::string& prefix, const Tensor& p, const std::string& slot, double init = 0.0) {
+  std::string pname = g.node(p.value().node).name;
+  if (pname.empty()) pname = fmt::format("v{}", p.value().node);
+  return parameter(g, fmt::format("{}.{}.{}", prefix, pname, slot), p.shape(),
+                   init == 0.0 ? Init::zeros() : Init::constant(init), /*trainable=*/false);
+}
+
+Tensor or_const(Graph& g, const Tensor& t, double v) { return t.defined() ? t : scalar(g, v); }
+
+}  // namespace
+
+OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
+                             const std::vector<Tensor>& grads_in, Hyper h, const std::string& prefix) {
+  const auto& names = optimizer_names();
+  if (std::find(names.begin(), names.end(), cfg.name) == names.end())
+    throw GraphError(fmt::format("unknown optimizer '{}'", cfg.name));
+  if (params.size() != grads_in.size())
+    throw GraphError(fmt::format("optimizer: {} parameters but {} gradients", params.size(), grads_in.size()));
+  for (size_t i = 0; i < params.size(); ++i)
+    if (params[i].shape() != grads_in[i].shape())
+      throw ShapeError(fmt::format("optimizer: gradient {} has shape {}, parameter has {}", i,
+                                   shape_str(grads_in[i].shape()), shape_str(params[i].shape())));
+  h.lr = or_const(g, h.lr, cfg.lr);
+  h.momentum = or_const(g, h.momentum, cfg.momentum);
+  h.beta1 = or_const(g, h.beta1, cfg.beta1);
+  h.beta2 = or_const(g, h.beta2, cfg.beta2);
+  h.rho = or_const(g, h.rho, cfg.rho);
+  h.eps = or_const(g, h.eps, cfg.eps);
+  h.weight_decay = or_const(g, h.weight_decay, cfg.weight_decay);
+
+  std::vector<Tensor> grads = grads_in;
+  if (cfg.clip_value > 0) grads = clip_by_value(grads, cfg.clip_value);
+  if (cfg.clip_norm > 0) grads = clip_by_global_norm(grads, cfg.clip_norm);
+  const bool coupled_decay = cfg.weight_decay != 0.0 && cfg.name != "adamw";
+  if (coupled_decay)
+    for (size_t i = 0; i < grads.size(); ++i) grads[i] = grads[i] + h.weight_decay * params[i];
+
+  OptimizerStep out;
+  Tensor t = parameter(g, prefix + ".t", {}, Init::zeros(), false);
+  Tensor t1 = t + 1.0;
+  out.state.push_back({t, t1});
+  out.step = t1;
+  // Bias corrections of the Adam family: 1 - beta^t.
+  Tensor bc1, bc2;
+  if (cfg.name == "adam" || cfg.name == "adamw" || cfg.name == "nadam") {
+    bc1 = 1.0 - pow(h.beta1, t1);
+    bc2 = 1.0 - pow(h.beta2, t1);
+  }
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& p = params[i];
+    const Tensor& gr = grads[i];
+    Tensor next;
+    if (cfg.name == "sgd") {
+      next = p - h.lr * gr;
+    } else if (cfg.name == "momentum" || cfg.name == "nesterov") {
+      // v' = mu v + g; p' = p - lr v' (heavy ball) or p - lr (g + mu v') (Nesterov, as in PyTorch).
+      Tensor v = state(g, prefix, p, "velocity");
+      Tensor v1 = h.momentum * v + gr;
+      out.state.push_back({v, v1});
+      next = cfg.name == "momentum" ? p - h.lr * v1 : p - h.lr * (gr + h.momentum * v1);
+    } else if (cfg.name == "adagrad") {
+      Tensor s = state(g, prefix, p, "sum_sq");
+      Tensor s1 = s + square(gr);
+      out.state.push_back({s, s1});
+      next = p - h.lr * gr / (sqrt(s1) + h.eps);
+    } else if (cfg.name == "rmsprop" || cfg.name == "rmsprop_centered") {
+      Tensor s = state(g, prefix, p, "mean_sq");
+      Tensor s1 = h.rho * s + (1.0 - h.rho) * square(gr);
+      out.state.push_back({s, s1});
+      Tensor denom = s1;
+      if (cfg.name == "rmsprop_centered") {
+        Tensor m = state(g, prefix, p, "mean");
+        Tensor m1 = h.rho * m + (1.0 - h.rho) * gr;
+        out.state.push_back({m, m1});
+        denom = s1 - square(m1);
+      }
+      next = p - h.lr * gr / (sqrt(denom) + h.eps);
+    } else {  // adam, adamw, nadam
+      Tensor m = state(g, prefix, p, "m");
+      Tensor v = state(g, prefix, p, "v");
+      Tensor m1 = h.beta1 * m + (1.0 - h.beta1) * gr;
+      Tensor v1 = h.beta2 * v + (1.0 - h.beta2) * square(gr);
+      out.state.push_back({m, m1});
+      out.state.push_back({v, v1});
+      Tensor mhat = m1 / bc1;
+      if (cfg.name == "nadam")  // Dozat's Nesterov form with constant beta1 (as in Keras/optax)
+        mhat = h.beta1 * mhat + (1.0 - h.beta1) * gr / bc1;
+      Tensor vhat = v1 / bc2;
+      next = p - h.lr * mhat / (sqrt(vhat) + h.eps);
+      if (cfg.name == "adamw" && cfg.weight_decay != 0.0) next = next - h.lr * h.weight_decay * p;
+    }
+    out.new_params.push_back(next);
+  }
+  return out;
+}
+
+void add_updates(Graph& g, const std::vector<Tensor>& params, const OptimizerStep& step) {
+  for (size_t i = 0; i < params.size(); ++i) g.add_update(params[i].value().node, step.new_params[i].value());
+  for (const auto& [s, v] : step.state) g.add_update(s.value().node, v.value());
+}
+
+}  // namespace metagrad

@@ -1,0 +1,150 @@
+// Optimizers: each graph update against its published rule computed independently in f64 over
+// several steps, and the step's derivative with respect to a hyperparameter against finite
+// differences.
+#include "meta/optimizers.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "graph/error.h"
+
+#include "ops/ops.h"
+#include "passes/autodiff.h"
+#include "tests/test_util.h"
+
+namespace metagrad {
+namespace {
+
+// Plain f64 implementations of the update rules, written from the papers / framework docs.
+struct Plain {
+  OptimizerConfig c;
+  std::vector<double> v, s, m, mean;
+  int t = 0;
+  void step(std::vector<double>& p, std::vector<double> g) {
+    const size_t n = p.size();
+    if (v.empty()) v.assign(n, 0), s.assign(n, 0), m.assign(n, 0), mean.assign(n, 0);
+    ++t;
+    if (c.weight_decay != 0 && c.name != "adamw")
+      for (size_t i = 0; i < n; ++i) g[i] += c.weight_decay * p[i];
+    for (size_t i = 0; i < n; ++i) {
+      if (c.name == "sgd") {
+        p[i] -= c.lr * g[i];
+      } else if (c.name == "momentum") {
+        v[i] = c.momentum * v[i] + g[i];
+        p[i] -= c.lr * v[i];
+      } else if (c.name == "nesterov") {
+        v[i] = c.momentum * v[i] + g[i];
+        p[i] -= c.lr * (g[i] + c.momentum * v[i]);
+      } else if (c.name == "adagrad") {
+        s[i] += g[i] * g[i];
+        p[i] -= c.lr * g[i] / (std::sqrt(s[i]) + c.eps);
+      } else if (c.name == "rmsprop" || c.name == "rmsprop_centered") {
+        s[i] = c.rho * s[i] + (1 - c.rho) * g[i] * g[i];
+        double d = s[i];
+        if (c.name == "rmsprop_centered") {
+          mean[i] = c.rho * mean[i] + (1 - c.rho) * g[i];
+          d -= mean[i] * mean[i];
+        }
+        p[i] -= c.lr * g[i] / (std::sqrt(d) + c.eps);
+      } else {
+        m[i] = c.beta1 * m[i] + (1 - c.beta1) * g[i];
+        s[i] = c.beta2 * s[i] + (1 - c.beta2) * g[i] * g[i];
+        double b1 = 1 - std::pow(c.beta1, t), b2 = 1 - std::pow(c.beta2, t);
+        double mhat = m[i] / b1;
+        if (c.name == "nadam") mhat = c.beta1 * mhat + (1 - c.beta1) * g[i] / b1;
+        double upd = c.lr * mhat / (std::sqrt(s[i] / b2) + c.eps);
+        if (c.name == "adamw") upd += c.lr * c.weight_decay * p[i];
+        p[i] -= upd;
+      }
+    }
+  }
+};
+
+class OptimizerRule : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
+  OptimizerConfig cfg;
+  cfg.name = GetParam();
+  cfg.lr = 0.05;
+  cfg.weight_decay = cfg.name == "sgd" ? 0.0 : 0.01;
+  // A fixed quadratic-plus-quartic loss so gradients change every step.
+  Graph g;
+  Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
+  Tensor target = input(g, "target", {4});
+  Tensor loss = sum(square(w - target)) + 0.1 * sum(square(square(w)));
+  Tensor gw = grad(loss, {w})[0];
+  OptimizerStep st = optimizer_step(g, cfg, {w}, {gw});
+  add_updates(g, {w}, st);
+
+  RefValues feeds{{"target", testing::random_ref({4}, 9)}};
+  RefValues params;
+  Plain plain{cfg};
+  std::vector<double> p = reference_eval(g, {w.value()}, feeds, {})[0].data;  // same initial weights
+  for (int step = 0; step < 6; ++step) {
+    params = reference_step(g, feeds, params);
+    std::vector<double> grad_plain(4);
+    for (size_t i = 0; i < 4; ++i) {
+      double d = p[i] - feeds["target"].data[i];
+      grad_plain[i] = 2 * d + 0.1 * 4 * p[i] * p[i] * p[i];
+    }
+    plain.step(p, grad_plain);
+    const auto& got = params.at("w").data;
+    for (size_t i = 0; i < 4; ++i) ASSERT_NEAR(got[i], p[i], 1e-10) << cfg.name << " step " << step << " elem " << i;
+  }
+  EXPECT_EQ(params.at("opt.t").data[0], 6.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(All, OptimizerRule, ::testing::ValuesIn(optimizer_names()),
+                         [](const auto& info) { return info.param; });
+
+TEST(Optimizers, StepIsDifferentiableInItsHyperparameters) {
+  for (const std::string& name : optimizer_names()) {
+    OptimizerConfig cfg;
+    cfg.name = name;
+    Graph g;
+    Tensor w = input(g, "w", {3});
+    Tensor lr = input(g, "lr", {});
+    Tensor loss = sum(square(w) * w);
+    Tensor gw = grad(loss, {w})[0];
+    Hyper h;
+    h.lr = lr;
+    OptimizerStep st = optimizer_step(g, cfg, {w}, {gw}, h);
+    // Validation-style objective of the updated weights, differentiated w.r.t. the learning rate.
+    Tensor after = sum(square(st.new_params[0] - 0.3));
+    Tensor dlr = grad(after, {lr})[0];
+    RefValues feeds{{"w", testing::random_ref({3}, 4, 0.5, 1.5)}, {"lr", RefTensor{{}, {0.05}}}};
+    double analytic = reference_eval(g, {dlr.value()}, feeds)[0].data[0];
+    double fd = testing::finite_diff(g, after.value(), feeds, "lr")[0];
+    EXPECT_NEAR(analytic, fd, 1e-6 * std::max(1.0, std::abs(fd))) << name;
+  }
+}
+
+TEST(Optimizers, ClippingBoundsGradients) {
+  Graph g;
+  Tensor a = input(g, "a", {3});
+  Tensor b = input(g, "b", {2});
+  auto byv = clip_by_value({a}, 0.5);
+  auto byn = clip_by_global_norm({a, b}, 1.0);
+  RefValues f{{"a", RefTensor{{3}, {3.0, -0.2, 4.0}}}, {"b", RefTensor{{2}, {0.0, 0.0}}}};
+  auto r = reference_eval(g, {byv[0].value(), byn[0].value()}, f);
+  EXPECT_EQ(r[0].data, (std::vector<double>{0.5, -0.2, 0.5}));
+  double norm = std::sqrt(9 + 0.04 + 16);
+  EXPECT_NEAR(r[1].data[0], 3.0 / norm, 1e-9);
+  EXPECT_NEAR(r[1].data[2], 4.0 / norm, 1e-9);
+}
+
+TEST(Optimizers, BadInputAreClearErrors) {
+  Graph g;
+  Tensor w = parameter(g, "w", {3}, Init::zeros());
+  Tensor bad = input(g, "x", {2});
+  OptimizerConfig cfg;
+  cfg.name = "adamx";
+  EXPECT_THROW(optimizer_step(g, cfg, {w}, {w}), Error);
+  cfg.name = "sgd";
+  EXPECT_THROW(optimizer_step(g, cfg, {w}, {bad}), Error);
+  EXPECT_THROW(optimizer_step(g, cfg, {w}, {}), Error);
+}
+
+}  // namespace
+}  // namespace metagrad
