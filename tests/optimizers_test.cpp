@@ -79,7 +79,8 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
 
   RefValues feeds{{"target", testing::random_ref({4}, 9)}};
   RefValues params;
-  Plain plain{cfg};
+  Plain plain;
+  plain.c = cfg;
   std::vector<double> p = reference_eval(g, {w.value()}, feeds, {})[0].data;  // same initial weights
   for (int step = 0; step < 6; ++step) {
     params = reference_step(g, feeds, params);
