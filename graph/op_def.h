@@ -52,6 +52,7 @@ struct OpTestCase {
   std::vector<TensorType> inputs;
   Attrs attrs;
   double lo = -2.0, hi = 2.0;          // domain of random f32 inputs
+  bool mirror = false;                 // also draw negatives: [-hi, -lo] ∪ [lo, hi] (kinks at 0)
   std::vector<bool> differentiable;    // per input; empty: every f32 input
   std::vector<int64_t> int_range;      // [lo, hi) for i32 inputs; default [0, 2)
   bool second_order = true;

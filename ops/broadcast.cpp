@@ -32,4 +32,24 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out) {
   return s;
 }
 
+void gather_broadcast(const float* src, const std::vector<int64_t>& strides, const Shape& shape, int64_t start,
+                      int64_t n, float* dst) {
+  const size_t rank = shape.size();
+  int64_t idx[kMaxRank] = {}, off = 0, rem = start;
+  for (size_t d = rank; d-- > 0;) {
+    idx[d] = rem % shape[d];
+    rem /= shape[d];
+    off += idx[d] * strides[d];
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    dst[i] = src[off];
+    for (size_t d = rank; d-- > 0;) {
+      off += strides[d];
+      if (++idx[d] < shape[d]) break;
+      off -= strides[d] * shape[d];
+      idx[d] = 0;
+    }
+  }
+}
+
 }  // namespace metagrad

@@ -13,6 +13,11 @@ Shape broadcast_shapes(const Shape& a, const Shape& b);
 // Element strides of `in` indexed by positions of `out` (right-aligned; 0 on broadcast axes).
 std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 
+// Copies elements [start, start + n) of `src` broadcast to `shape` into dst, where `strides`
+// comes from broadcast_strides(src shape, shape). Allocation-free.
+void gather_broadcast(const float* src, const std::vector<int64_t>& strides, const Shape& shape, int64_t start,
+                      int64_t n, float* dst);
+
 // Calls f(out_index, offset_0, ..., offset_k) for every element of `out` in row-major order,
 // where offset_j indexes operand j through strides[j] (from broadcast_strides).
 template <class F, size_t K>

@@ -120,7 +120,7 @@ class FusedKernel final : public Kernel {
       for (Ext& x : ext_) {
         if (x.kind == Ext::Full) x.cur = x.base + start;
         else if (x.kind == Ext::Scalar) std::fill(x.buf, x.buf + n, x.base[0]), x.cur = x.buf;
-        else gather(x, start, n), x.cur = x.buf;
+        else gather_broadcast(x.base, x.strides, shape_, start, n, x.buf), x.cur = x.buf;
       }
       for (size_t j = 0; j < code_.size(); ++j) {
         const float* args[3] = {nullptr, nullptr, nullptr};
@@ -148,26 +148,6 @@ class FusedKernel final : public Kernel {
     float param;
     int nargs;
   };
-  // Copies a block of a broadcast input: decompose the block's first index once, then step.
-  void gather(Ext& x, int64_t start, int64_t n) const {
-    const size_t rank = shape_.size();
-    int64_t idx[kMaxRank] = {}, off = 0, rem = start;
-    for (size_t d = rank; d-- > 0;) {
-      idx[d] = rem % shape_[d];
-      rem /= shape_[d];
-      off += idx[d] * x.strides[d];
-    }
-    for (int64_t i = 0; i < n; ++i) {
-      x.buf[i] = x.base[off];
-      for (size_t d = rank; d-- > 0;) {
-        off += x.strides[d];
-        if (++idx[d] < shape_[d]) break;
-        off -= x.strides[d] * shape_[d];
-        idx[d] = 0;
-      }
-    }
-  }
-
   float* out_;
   Shape shape_;
   int64_t total_ = 0;

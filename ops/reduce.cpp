@@ -1,5 +1,143 @@
-// STUB: replaced by the real family.
+// Reductions over axes (sum, mean, max) with keepdims, and sum_to_shape.
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
 #include "ops/families.h"
+#include "ops/op_helpers.h"
+#include "ops/ops.h"
+
 namespace metagrad {
-void register_reduce_ops(OpRegistry&) {}
+
+namespace {
+
+std::vector<int64_t> canonical_axes(std::vector<int64_t> axes, size_t rank) {
+  if (axes.empty())
+    for (size_t i = 0; i < rank; ++i) axes.push_back(int64_t(i));
+  for (int64_t& a : axes) {
+    if (a < 0) a += int64_t(rank);
+    if (a < 0 || a >= int64_t(rank)) throw ShapeError(fmt::format("axis out of range for rank {}", rank));
+  }
+  std::sort(axes.begin(), axes.end());
+  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) throw ShapeError("an axis is listed twice");
+  return axes;
+}
+
+Shape keep_shape(const Shape& in, const std::vector<int64_t>& axes) {
+  Shape s = in;
+  for (int64_t a : axes) s[size_t(a)] = 1;
+  return s;
+}
+
+Shape reduced_shape(const Shape& in, const std::vector<int64_t>& axes, bool keepdims) {
+  if (keepdims) return keep_shape(in, axes);
+  Shape s;
+  for (size_t i = 0; i < in.size(); ++i)
+    if (!std::binary_search(axes.begin(), axes.end(), int64_t(i))) s.push_back(in[i]);
+  return s;
+}
+
+std::vector<TensorType> reduce_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  if (in[0].dtype != DType::f32) throw ShapeError("reductions take f32 inputs");
+  auto axes = canonical_axes(attr_ints(a, "axes"), in[0].shape.size());
+  return {{DType::f32, reduced_shape(in[0].shape, axes, attr_int(a, "keepdims") != 0)}};
+}
+
+Tensor reduce(const std::string& op, const Tensor& x, std::vector<int64_t> axes, bool keepdims) {
+  return apply(op, {x}, {{"axes", canonical_axes(std::move(axes), x.shape().size())}, {"keepdims", int64_t(keepdims)}});
+}
+
+// The cotangent of a reduction's output, broadcast back over the reduced axes.
+Tensor expand(const GradCtx& c, const Tensor& g) {
+  auto axes = canonical_axes(attr_ints(c.attrs, "axes"), size_t(c.inputs[0].rank()));
+  return broadcast_to(reshape(g, keep_shape(c.inputs[0].shape(), axes)), c.inputs[0].shape());
+}
+
+enum class Kind { Sum, Mean, Max };
+
+void reference(Kind kind, const Node& n, const RefTensor& x, RefTensor& out) {
+  auto axes = canonical_axes(attr_ints(n.attrs, "axes"), x.shape.size());
+  Shape ks = keep_shape(x.shape, axes);
+  auto strides = broadcast_strides(ks, x.shape);
+  const double init = kind == Kind::Max ? -std::numeric_limits<double>::infinity() : 0.0;
+  std::fill(out.data.begin(), out.data.end(), init);
+  for_each_broadcast_n(x.shape, {strides}, [&](int64_t i, const int64_t* off) {
+    double& o = out.data[size_t(off[0])];
+    o = kind == Kind::Max ? std::max(o, x.data[size_t(i)]) : o + x.data[size_t(i)];
+  });
+  if (kind == Kind::Mean) {
+    double count = double(x.data.size()) / double(std::max<size_t>(1, out.data.size()));
+    for (double& o : out.data) o /= count;
+  }
+}
+
+std::unique_ptr<Kernel> reduce_kernel(const KernelCtx& ctx, dnnl::algorithm alg) {
+  const TensorType& in = ctx.in_types[0];
+  if (in.numel() == ctx.out_type().numel()) {  // nothing reduced (size-1 axes): a copy
+    const float* src = ctx.in_f32(0);
+    float* dst = ctx.out_f32();
+    size_t bytes = in.bytes();
+    return std::make_unique<LoopKernel>([=] { std::memmove(dst, src, bytes); }, "copy");
+  }
+  auto axes = canonical_axes(attr_ints(ctx.node.attrs, "axes"), in.shape.size());
+  auto src = dense_desc(in.shape), dst = dense_desc(keep_shape(in.shape, axes));
+  dnnl::reduction::primitive_desc pd(dnnl::reduction::desc(alg, src, dst, 0.f, 0.f), dnnl_attr(), ctx.engine);
+  return std::make_unique<DnnlKernel>(
+      dnnl::reduction(pd), pd,
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, src, ctx.in[0]}, {DNNL_ARG_DST, dst, ctx.out[0]}}, ctx.engine);
+}
+
+void add_reduction(OpRegistry& r, const char* name, Kind kind, dnnl::algorithm alg, GradFn grad) {
+  OpDef d;
+  d.name = name;
+  d.attrs = {{"axes", AttrKind::Ints, AttrValue(std::vector<int64_t>{})}, {"keepdims", AttrKind::Int, AttrValue(int64_t(0))}};
+  d.shape = reduce_rule;
+  d.grad = std::move(grad);
+  d.reference = [kind](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+    reference(kind, n, *in[0], out[0]);
+  };
+  d.kernel = [alg](const KernelCtx& ctx) { return reduce_kernel(ctx, alg); };
+  auto ax = [](std::vector<int64_t> a, int64_t keep) { return Attrs{{"axes", a}, {"keepdims", keep}}; };
+  d.tests = {tcase({{3, 4}}, ax({1}, 0)),         tcase({{3, 4}}, ax({0}, 1)),
+             tcase({{2, 3, 4}}, ax({0, 2}, 0)),   tcase({{2, 3, 4}}, ax({0, 1, 2}, 0)),
+             tcase({{2, 3, 4}}, ax({1}, 1)),      tcase({{5}}, ax({}, 0)),
+             tcase({{3, 1}}, ax({1}, 0))};
+  r.add(std::move(d));
+}
+
+}  // namespace
+
+Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdims) { return reduce("sum", x, std::move(axes), keepdims); }
+Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdims) { return reduce("mean", x, std::move(axes), keepdims); }
+Tensor max(const Tensor& x, std::vector<int64_t> axes, bool keepdims) { return reduce("max", x, std::move(axes), keepdims); }
+
+Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
+  const Shape& xs = x.shape();
+  if (xs == shape) return x;
+  if (broadcast_shapes(shape, xs) != xs)
+    throw ShapeError(fmt::format("sum_to_shape: {} is not a broadcast of {}", shape_str(xs), shape_str(shape)));
+  const size_t lead = xs.size() - shape.size();
+  std::vector<int64_t> axes;
+  for (size_t i = 0; i < xs.size(); ++i)
+    if (i < lead || (shape[i - lead] == 1 && xs[i] != 1)) axes.push_back(int64_t(i));
+  Tensor s = axes.empty() ? x : sum(x, axes, false);
+  return s.shape() == shape ? s : reshape(s, shape);
+}
+
+void register_reduce_ops(OpRegistry& r) {
+  add_reduction(r, "sum", Kind::Sum, dnnl::algorithm::reduction_sum,
+                [](const GradCtx& c) { return std::vector<Tensor>{expand(c, c.cotangents[0])}; });
+  add_reduction(r, "mean", Kind::Mean, dnnl::algorithm::reduction_mean, [](const GradCtx& c) {
+    double count = double(c.inputs[0].numel()) / double(std::max<int64_t>(1, c.outputs[0].numel()));
+    return std::vector<Tensor>{expand(c, c.cotangents[0]) / count};
+  });
+  // Random test inputs have no ties, so the mask selects exactly the maximum.
+  add_reduction(r, "max", Kind::Max, dnnl::algorithm::reduction_max, [](const GradCtx& c) {
+    Tensor mask = equal(c.inputs[0], expand(c, c.outputs[0]));
+    return std::vector<Tensor>{expand(c, c.cotangents[0]) * mask};
+  });
+}
+
 }  // namespace metagrad

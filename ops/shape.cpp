@@ -1,5 +1,534 @@
-// STUB: replaced by the real family.
+// Shape and data-movement ops: reshape, transpose, broadcast_to, slice, concat, pad, gather,
+// scatter_add, one_hot.
+#include <fmt/format.h>
+
+#include <cstring>
+#include <numeric>
+
+#include "ops/eltwise_math.h"
 #include "ops/families.h"
+#include "ops/op_helpers.h"
+#include "ops/ops.h"
+
 namespace metagrad {
-void register_shape_ops(OpRegistry&) {}
+
+namespace {
+
+int64_t norm_axis(int64_t axis, size_t rank) {
+  if (axis < 0) axis += int64_t(rank);
+  if (axis < 0 || axis >= int64_t(rank)) throw ShapeError(fmt::format("axis {} out of range for rank {}", axis, rank));
+  return axis;
+}
+
+std::vector<int64_t> dense_strides(const Shape& s) {
+  std::vector<int64_t> st(s.size());
+  int64_t k = 1;
+  for (size_t i = s.size(); i-- > 0;) st[i] = k, k *= s[i];
+  return st;
+}
+
+std::unique_ptr<Kernel> copy_kernel(const KernelCtx& ctx) {
+  const void* src = ctx.in[0];
+  void* dst = ctx.out[0];
+  size_t bytes = ctx.out_type().bytes();
+  return std::make_unique<LoopKernel>([=] { std::memmove(dst, src, bytes); }, "copy");
+}
+
+// A oneDNN reorder from a strided view of the input (dims in output order) into the output.
+std::unique_ptr<Kernel> strided_copy_kernel(const KernelCtx& ctx, const Shape& dims, const std::vector<int64_t>& strides,
+                                            int64_t offset) {
+  if (dims.empty()) return copy_kernel(ctx);
+  auto dt = ctx.out_type().dtype == DType::f32 ? dnnl::memory::data_type::f32 : dnnl::memory::data_type::s32;
+  dnnl::memory::desc src(to_dims(dims), dt, dnnl::memory::dims(strides.begin(), strides.end()));
+  auto dst = dense_desc(dims, ctx.out_type().dtype);
+  dnnl::reorder::primitive_desc pd(ctx.engine, src, ctx.engine, dst, dnnl_attr());
+  void* base = static_cast<char*>(ctx.in[0]) + offset * 4;
+  return std::make_unique<DnnlKernel>(
+      dnnl::reorder(pd), pd,
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_FROM, src, base}, {DNNL_ARG_TO, dst, ctx.out[0]}}, ctx.engine);
+}
+
+// ---- reshape ----
+std::vector<TensorType> reshape_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  Shape s = attr_ints(a, "shape");
+  for (int64_t d : s)
+    if (d < 0) throw ShapeError("reshape target " + shape_str(s) + " has a negative dimension");
+  if (num_elements(s) != in[0].numel())
+    throw ShapeError(fmt::format("cannot reshape {} ({} elements) to {} ({} elements)", shape_str(in[0].shape),
+                                 in[0].numel(), shape_str(s), num_elements(s)));
+  return {{in[0].dtype, s}};
+}
+
+// ---- transpose ----
+std::vector<TensorType> transpose_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  const auto& perm = attr_ints(a, "perm");
+  const Shape& s = in[0].shape;
+  if (perm.size() != s.size()) throw ShapeError(fmt::format("perm has {} axes for shape {}", perm.size(), shape_str(s)));
+  std::vector<int64_t> seen(perm);
+  std::sort(seen.begin(), seen.end());
+  for (size_t i = 0; i < seen.size(); ++i)
+    if (seen[i] != int64_t(i)) throw ShapeError("perm is not a permutation");
+  Shape out;
+  for (int64_t p : perm) out.push_back(s[size_t(p)]);
+  return {{in[0].dtype, out}};
+}
+
+std::vector<int64_t> inverse_perm(const std::vector<int64_t>& perm) {
+  std::vector<int64_t> inv(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i) inv[size_t(perm[i])] = int64_t(i);
+  return inv;
+}
+
+// ---- broadcast_to ----
+std::vector<TensorType> broadcast_to_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  Shape target = attr_ints(a, "shape");
+  if (broadcast_shapes(in[0].shape, target) != target)
+    throw ShapeError(fmt::format("cannot broadcast {} to {}", shape_str(in[0].shape), shape_str(target)));
+  return {{in[0].dtype, target}};
+}
+
+// ---- slice ----
+std::vector<TensorType> slice_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  const auto &b = attr_ints(a, "begin"), &e = attr_ints(a, "end");
+  const Shape& s = in[0].shape;
+  if (b.size() != s.size() || e.size() != s.size())
+    throw ShapeError(fmt::format("slice needs begin/end for every axis of {}", shape_str(s)));
+  Shape out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (b[i] < 0 || e[i] > s[i] || b[i] > e[i])
+      throw ShapeError(fmt::format("slice [{}, {}) out of range on axis {} of {}", b[i], e[i], i, shape_str(s)));
+    out.push_back(e[i] - b[i]);
+  }
+  return {{in[0].dtype, out}};
+}
+
+// ---- concat ----
+std::vector<TensorType> concat_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  int64_t axis = norm_axis(attr_int(a, "axis"), in[0].shape.size());
+  Shape out = in[0].shape;
+  out[size_t(axis)] = 0;
+  for (const auto& t : in) {
+    Shape x = t.shape;
+    if (x.size() != out.size() || t.dtype != in[0].dtype)
+      throw ShapeError(fmt::format("concat of {} and {}", type_str(in[0]), type_str(t)));
+    out[size_t(axis)] += x[size_t(axis)];
+    x[size_t(axis)] = in[0].shape[size_t(axis)];
+    if (x != in[0].shape) throw ShapeError(fmt::format("concat of {} and {} along axis {}", shape_str(in[0].shape), shape_str(t.shape), axis));
+  }
+  return {{in[0].dtype, out}};
+}
+
+// ---- pad ----
+std::vector<TensorType> pad_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  const auto &b = attr_ints(a, "before"), &e = attr_ints(a, "after");
+  const Shape& s = in[0].shape;
+  if (b.size() != s.size() || e.size() != s.size())
+    throw ShapeError(fmt::format("pad needs before/after for every axis of {}", shape_str(s)));
+  Shape out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (b[i] < 0 || e[i] < 0) throw ShapeError("negative padding");
+    out.push_back(s[i] + b[i] + e[i]);
+  }
+  return {{in[0].dtype, out}};
+}
+
+// The window of a big tensor that starts at `begin` and has a small tensor's shape, as offsets
+// precomputed once (kernels build it at compile time).
+struct Window {
+  Shape small;
+  std::vector<std::vector<int64_t>> strides;  // {small dense strides, big dense strides}
+  int64_t base = 0;
+};
+Window make_window(const Shape& small, const Shape& big, const std::vector<int64_t>& begin) {
+  Window w{small, {dense_strides(small), dense_strides(big)}, 0};
+  for (size_t i = 0; i < big.size(); ++i) w.base += begin[i] * w.strides[1][i];
+  return w;
+}
+// Copies small into the window when `into_big`, else the window into small.
+template <class T>
+void window_copy(const Window& w, T* small, T* big, bool into_big) {
+  for_each_broadcast_n(w.small, w.strides, [&](int64_t, const int64_t* off) {
+    if (into_big) big[w.base + off[1]] = small[off[0]];
+    else small[off[0]] = big[w.base + off[1]];
+  });
+}
+
+// ---- gather / scatter_add ----
+struct GatherDims {
+  int64_t outer, n_idx, axis_size, inner;
+};
+GatherDims gather_dims(const Shape& data, int64_t axis, int64_t n_idx) {
+  GatherDims d{1, n_idx, data[size_t(axis)], 1};
+  for (int64_t i = 0; i < axis; ++i) d.outer *= data[size_t(i)];
+  for (size_t i = size_t(axis) + 1; i < data.size(); ++i) d.inner *= data[i];
+  return d;
+}
+
+std::vector<TensorType> gather_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  if (in[1].dtype != DType::i32) throw ShapeError("gather indices must be i32, got " + type_str(in[1]));
+  int64_t axis = norm_axis(attr_int(a, "axis"), in[0].shape.size());
+  Shape out(in[0].shape.begin(), in[0].shape.begin() + axis);
+  out.insert(out.end(), in[1].shape.begin(), in[1].shape.end());
+  out.insert(out.end(), in[0].shape.begin() + axis + 1, in[0].shape.end());
+  return {{in[0].dtype, out}};
+}
+
+std::vector<TensorType> scatter_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  if (in[1].dtype != DType::i32) throw ShapeError("scatter_add indices must be i32, got " + type_str(in[1]));
+  const Shape &u = in[0].shape, &ix = in[1].shape;
+  int64_t axis = attr_int(a, "axis"), size = attr_int(a, "size");
+  if (axis < 0 || size_t(axis) + ix.size() > u.size()) throw ShapeError("scatter_add axis out of range");
+  Shape expect_ix(u.begin() + axis, u.begin() + axis + long(ix.size()));
+  if (expect_ix != ix)
+    throw ShapeError(fmt::format("scatter_add updates {} do not match indices {} at axis {}", shape_str(u), shape_str(ix), axis));
+  Shape out(u.begin(), u.begin() + axis);
+  out.push_back(size);
+  out.insert(out.end(), u.begin() + axis + long(ix.size()), u.end());
+  return {{in[0].dtype, out}};
+}
+
+void check_index(double v, int64_t limit, const char* op) {
+  if (v < 0 || v >= double(limit))
+    throw RuntimeError(fmt::format("{}: index {} out of range [0, {})", op, int64_t(v), limit));
+}
+
+// ---- one_hot ----
+std::vector<TensorType> one_hot_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  if (in[0].dtype != DType::i32) throw ShapeError("one_hot labels must be i32, got " + type_str(in[0]));
+  int64_t depth = attr_int(a, "depth");
+  if (depth <= 0) throw ShapeError("one_hot depth must be positive");
+  Shape out = in[0].shape;
+  out.push_back(depth);
+  return {{DType::f32, out}};
+}
+
+OpTestCase int_case(std::vector<TensorType> inputs, Attrs attrs, int64_t lo, int64_t hi) {
+  OpTestCase c;
+  c.inputs = std::move(inputs);
+  c.attrs = std::move(attrs);
+  c.int_range = {lo, hi};
+  return c;
+}
+
+}  // namespace
+
+Tensor reshape(const Tensor& x, const Shape& shape) {
+  Shape s = shape;
+  int64_t known = 1, unknown = -1;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == -1) {
+      if (unknown >= 0) throw ShapeError("reshape: at most one dimension may be -1 in " + shape_str(shape));
+      unknown = int64_t(i);
+    } else {
+      known *= s[i];
+    }
+  }
+  if (unknown >= 0) {
+    if (known == 0 || x.numel() % known != 0)
+      throw ShapeError(fmt::format("op reshape: cannot reshape {} to {}", shape_str(x.shape()), shape_str(shape)));
+    s[size_t(unknown)] = x.numel() / known;
+  }
+  return apply("reshape", {x}, {{"shape", s}});
+}
+Tensor transpose(const Tensor& x, std::vector<int64_t> perm) { return apply("transpose", {x}, {{"perm", perm}}); }
+Tensor transpose_last2(const Tensor& x) {
+  std::vector<int64_t> perm(size_t(x.rank()));
+  std::iota(perm.begin(), perm.end(), 0);
+  if (perm.size() < 2) throw ShapeError("transpose_last2 needs rank >= 2, got " + shape_str(x.shape()));
+  std::swap(perm[perm.size() - 1], perm[perm.size() - 2]);
+  return transpose(x, perm);
+}
+Tensor broadcast_to(const Tensor& x, const Shape& shape) { return apply("broadcast_to", {x}, {{"shape", shape}}); }
+Tensor slice(const Tensor& x, std::vector<int64_t> begin, std::vector<int64_t> end) {
+  return apply("slice", {x}, {{"begin", begin}, {"end", end}});
+}
+Tensor concat(const std::vector<Tensor>& xs, int64_t axis) {
+  if (xs.empty()) throw ShapeError("concat of nothing");
+  return apply("concat", xs, {{"axis", norm_axis(axis, size_t(xs[0].rank()))}});
+}
+Tensor pad(const Tensor& x, std::vector<int64_t> before, std::vector<int64_t> after) {
+  return apply("pad", {x}, {{"before", before}, {"after", after}});
+}
+Tensor gather(const Tensor& x, const Tensor& indices, int64_t axis) {
+  return apply("gather", {x, indices}, {{"axis", norm_axis(axis, size_t(x.rank()))}});
+}
+Tensor scatter_add(const Tensor& updates, const Tensor& indices, int64_t axis, int64_t size) {
+  return apply("scatter_add", {updates, indices}, {{"axis", axis}, {"size", size}});
+}
+Tensor one_hot(const Tensor& labels, int64_t depth) { return apply("one_hot", {labels}, {{"depth", depth}}); }
+
+void register_shape_ops(OpRegistry& r) {
+  {
+    OpDef d;
+    d.name = "reshape";
+    d.attrs = {{"shape", AttrKind::Ints, std::nullopt}};
+    d.shape = reshape_rule;
+    d.grad = [](const GradCtx& c) { return std::vector<Tensor>{reshape(c.cotangents[0], c.inputs[0].shape())}; };
+    d.reference = [](const Node&, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      out[0].data = in[0]->data;
+    };
+    d.kernel = copy_kernel;
+    d.tests = {tcase({{2, 6}}, {{"shape", Shape{3, 4}}}), tcase({{2, 3, 4}}, {{"shape", Shape{24}}}),
+               tcase({{1}}, {{"shape", Shape{}}})};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "transpose";
+    d.attrs = {{"perm", AttrKind::Ints, std::nullopt}};
+    d.shape = transpose_rule;
+    d.grad = [](const GradCtx& c) {
+      return std::vector<Tensor>{transpose(c.cotangents[0], inverse_perm(attr_ints(c.attrs, "perm")))};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      const auto& perm = attr_ints(n.attrs, "perm");
+      auto st = dense_strides(in[0]->shape);
+      std::vector<int64_t> view;
+      for (int64_t p : perm) view.push_back(st[size_t(p)]);
+      for_each_broadcast_n(out[0].shape, {view}, [&](int64_t i, const int64_t* off) { out[0].data[size_t(i)] = in[0]->data[size_t(off[0])]; });
+    };
+    d.kernel = [](const KernelCtx& ctx) {
+      const auto& perm = attr_ints(ctx.node.attrs, "perm");
+      auto st = dense_strides(ctx.in_types[0].shape);
+      std::vector<int64_t> view;
+      for (int64_t p : perm) view.push_back(st[size_t(p)]);
+      return strided_copy_kernel(ctx, ctx.out_type().shape, view, 0);
+    };
+    d.tests = {tcase({{2, 3}}, {{"perm", std::vector<int64_t>{1, 0}}}),
+               tcase({{2, 3, 4}}, {{"perm", std::vector<int64_t>{2, 0, 1}}}),
+               tcase({{2, 3, 4, 5}}, {{"perm", std::vector<int64_t>{0, 3, 1, 2}}})};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "broadcast_to";
+    d.attrs = {{"shape", AttrKind::Ints, std::nullopt}};
+    d.shape = broadcast_to_rule;
+    d.grad = [](const GradCtx& c) { return std::vector<Tensor>{sum_to_shape(c.cotangents[0], c.inputs[0].shape())}; };
+    d.reference = [](const Node&, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      ref_broadcast(in, out[0], [](const double* x) { return x[0]; });
+    };
+    d.kernel = [](const KernelCtx& ctx) { return loop_eltwise_kernel(ctx, eltwise::identity); };
+    d.tests = {tcase({{3, 1}}, {{"shape", Shape{3, 4}}}), tcase({{}}, {{"shape", Shape{2, 3}}}),
+               tcase({{4}}, {{"shape", Shape{2, 3, 4}}}), tcase({{2, 1, 3}}, {{"shape", Shape{2, 5, 3}}})};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "slice";
+    d.attrs = {{"begin", AttrKind::Ints, std::nullopt}, {"end", AttrKind::Ints, std::nullopt}};
+    d.shape = slice_rule;
+    d.grad = [](const GradCtx& c) {
+      const auto& b = attr_ints(c.attrs, "begin");
+      const auto& e = attr_ints(c.attrs, "end");
+      std::vector<int64_t> after;
+      for (size_t i = 0; i < b.size(); ++i) after.push_back(c.inputs[0].shape()[i] - e[i]);
+      return std::vector<Tensor>{pad(c.cotangents[0], b, after)};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      auto w = make_window(out[0].shape, in[0]->shape, attr_ints(n.attrs, "begin"));
+      window_copy(w, out[0].data.data(), const_cast<double*>(in[0]->data.data()), false);
+    };
+    d.kernel = [](const KernelCtx& ctx) {
+      const auto& b = attr_ints(ctx.node.attrs, "begin");
+      auto st = dense_strides(ctx.in_types[0].shape);
+      int64_t off = 0;
+      for (size_t i = 0; i < b.size(); ++i) off += b[i] * st[i];
+      return strided_copy_kernel(ctx, ctx.out_type().shape, st, off);
+    };
+    auto sl = [](std::vector<int64_t> b, std::vector<int64_t> e) { return Attrs{{"begin", b}, {"end", e}}; };
+    d.tests = {tcase({{4, 5}}, sl({1, 0}, {3, 5})), tcase({{3, 4, 5}}, sl({0, 1, 2}, {2, 4, 4})),
+               tcase({{6}}, sl({2}, {6}))};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "concat";
+    d.num_inputs = -1;
+    d.attrs = {{"axis", AttrKind::Int, std::nullopt}};
+    d.shape = concat_rule;
+    d.grad = [](const GradCtx& c) {
+      int64_t axis = attr_int(c.attrs, "axis");
+      std::vector<Tensor> out;
+      int64_t at = 0;
+      for (const Tensor& x : c.inputs) {
+        std::vector<int64_t> b(size_t(x.rank()), 0), e(x.shape().begin(), x.shape().end());
+        b[size_t(axis)] = at;
+        e[size_t(axis)] = at + x.shape()[size_t(axis)];
+        at = e[size_t(axis)];
+        out.push_back(slice(c.cotangents[0], b, e));
+      }
+      return out;
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      int64_t axis = attr_int(n.attrs, "axis"), at = 0;
+      for (const RefTensor* x : in) {
+        std::vector<int64_t> b(x->shape.size(), 0);
+        b[size_t(axis)] = at;
+        at += x->shape[size_t(axis)];
+        window_copy(make_window(x->shape, out[0].shape, b), const_cast<double*>(x->data.data()), out[0].data.data(), true);
+      }
+    };
+    d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+      int axis = int(attr_int(ctx.node.attrs, "axis"));
+      std::vector<dnnl::memory::desc> srcs;
+      std::vector<DnnlKernel::Arg> args;
+      for (size_t i = 0; i < ctx.in.size(); ++i) {
+        srcs.push_back(dense_desc(ctx.in_types[i].shape, ctx.in_types[i].dtype));
+        args.push_back({DNNL_ARG_MULTIPLE_SRC + int(i), srcs.back(), ctx.in[i]});
+      }
+      auto dst = dense_desc(ctx.out_type().shape, ctx.out_type().dtype);
+      dnnl::concat::primitive_desc pd(dst, axis, srcs, ctx.engine, dnnl_attr());
+      args.push_back({DNNL_ARG_DST, dst, ctx.out[0]});
+      return std::make_unique<DnnlKernel>(dnnl::concat(pd), pd, args, ctx.engine);
+    };
+    d.tests = {tcase({{2, 3}, {4, 3}}, {{"axis", int64_t(0)}}), tcase({{2, 3}, {2, 1}, {2, 2}}, {{"axis", int64_t(1)}}),
+               tcase({{2, 2, 3}, {2, 1, 3}}, {{"axis", int64_t(1)}})};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "pad";
+    d.attrs = {{"before", AttrKind::Ints, std::nullopt}, {"after", AttrKind::Ints, std::nullopt}};
+    d.shape = pad_rule;
+    d.grad = [](const GradCtx& c) {
+      const auto& b = attr_ints(c.attrs, "before");
+      std::vector<int64_t> e;
+      for (size_t i = 0; i < b.size(); ++i) e.push_back(b[i] + c.inputs[0].shape()[i]);
+      return std::vector<Tensor>{slice(c.cotangents[0], b, e)};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      std::fill(out[0].data.begin(), out[0].data.end(), 0.0);
+      auto w = make_window(in[0]->shape, out[0].shape, attr_ints(n.attrs, "before"));
+      window_copy(w, const_cast<double*>(in[0]->data.data()), out[0].data.data(), true);
+    };
+    d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+      float* x = static_cast<float*>(ctx.in[0]);  // only read: window_copy into the output
+      float* y = ctx.out_f32();
+      auto w = make_window(ctx.in_types[0].shape, ctx.out_type().shape, attr_ints(ctx.node.attrs, "before"));
+      int64_t n = ctx.out_type().numel();
+      return std::make_unique<LoopKernel>([=] {
+        std::fill(y, y + n, 0.f);
+        window_copy(w, x, y, true);
+      });
+    };
+    auto pd = [](std::vector<int64_t> b, std::vector<int64_t> a) { return Attrs{{"before", b}, {"after", a}}; };
+    d.tests = {tcase({{2, 3}}, pd({1, 0}, {0, 2})), tcase({{2, 3, 4}}, pd({0, 1, 1}, {1, 1, 0}))};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "gather";
+    d.num_inputs = 2;
+    d.attrs = {{"axis", AttrKind::Int, AttrValue(int64_t(0))}};
+    d.shape = gather_rule;
+    d.grad = [](const GradCtx& c) {
+      int64_t axis = attr_int(c.attrs, "axis");
+      return std::vector<Tensor>{scatter_add(c.cotangents[0], c.inputs[1], axis, c.inputs[0].shape()[size_t(axis)]),
+                                 none()};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      auto gd = gather_dims(in[0]->shape, attr_int(n.attrs, "axis"), int64_t(in[1]->data.size()));
+      for (int64_t o = 0; o < gd.outer; ++o)
+        for (int64_t j = 0; j < gd.n_idx; ++j) {
+          double ix = in[1]->data[size_t(j)];
+          check_index(ix, gd.axis_size, "gather");
+          for (int64_t k = 0; k < gd.inner; ++k)
+            out[0].data[size_t((o * gd.n_idx + j) * gd.inner + k)] =
+                in[0]->data[size_t((o * gd.axis_size + int64_t(ix)) * gd.inner + k)];
+        }
+    };
+    d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+      auto gd = gather_dims(ctx.in_types[0].shape, attr_int(ctx.node.attrs, "axis"), ctx.in_types[1].numel());
+      const float* x = ctx.in_f32(0);
+      const int32_t* idx = ctx.in_i32(1);
+      float* y = ctx.out_f32();
+      return std::make_unique<LoopKernel>([=] {
+        for (int64_t o = 0; o < gd.outer; ++o)
+          for (int64_t j = 0; j < gd.n_idx; ++j) {
+            check_index(idx[j], gd.axis_size, "gather");
+            std::memcpy(y + (o * gd.n_idx + j) * gd.inner, x + (o * gd.axis_size + idx[j]) * gd.inner,
+                        size_t(gd.inner) * sizeof(float));
+          }
+      });
+    };
+    auto c1 = int_case({{DType::f32, {5, 3}}, {DType::i32, {4}}}, {{"axis", int64_t(0)}}, 0, 5);
+    auto c2 = int_case({{DType::f32, {2, 4, 3}}, {DType::i32, {2, 2}}}, {{"axis", int64_t(1)}}, 0, 4);
+    d.tests = {c1, c2};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "scatter_add";
+    d.num_inputs = 2;
+    d.attrs = {{"axis", AttrKind::Int, std::nullopt}, {"size", AttrKind::Int, std::nullopt}};
+    d.shape = scatter_rule;
+    d.grad = [](const GradCtx& c) {
+      return std::vector<Tensor>{gather(c.cotangents[0], c.inputs[1], attr_int(c.attrs, "axis")), none()};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      auto gd = gather_dims(out[0].shape, attr_int(n.attrs, "axis"), int64_t(in[1]->data.size()));
+      std::fill(out[0].data.begin(), out[0].data.end(), 0.0);
+      for (int64_t o = 0; o < gd.outer; ++o)
+        for (int64_t j = 0; j < gd.n_idx; ++j) {
+          double ix = in[1]->data[size_t(j)];
+          check_index(ix, gd.axis_size, "scatter_add");
+          for (int64_t k = 0; k < gd.inner; ++k)
+            out[0].data[size_t((o * gd.axis_size + int64_t(ix)) * gd.inner + k)] +=
+                in[0]->data[size_t((o * gd.n_idx + j) * gd.inner + k)];
+        }
+    };
+    d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+      auto gd = gather_dims(ctx.out_type().shape, attr_int(ctx.node.attrs, "axis"), ctx.in_types[1].numel());
+      const float* u = ctx.in_f32(0);
+      const int32_t* idx = ctx.in_i32(1);
+      float* y = ctx.out_f32();
+      int64_t n = ctx.out_type().numel();
+      return std::make_unique<LoopKernel>([=] {
+        std::fill(y, y + n, 0.f);
+        for (int64_t o = 0; o < gd.outer; ++o)
+          for (int64_t j = 0; j < gd.n_idx; ++j) {
+            check_index(idx[j], gd.axis_size, "scatter_add");
+            float* dst = y + (o * gd.axis_size + idx[j]) * gd.inner;
+            const float* src = u + (o * gd.n_idx + j) * gd.inner;
+            for (int64_t k = 0; k < gd.inner; ++k) dst[k] += src[k];
+          }
+      });
+    };
+    d.tests = {int_case({{DType::f32, {4, 3}}, {DType::i32, {4}}}, {{"axis", int64_t(0)}, {"size", int64_t(5)}}, 0, 5),
+               int_case({{DType::f32, {2, 2, 2, 3}}, {DType::i32, {2, 2}}}, {{"axis", int64_t(1)}, {"size", int64_t(3)}}, 0, 3)};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "one_hot";
+    d.attrs = {{"depth", AttrKind::Int, std::nullopt}};
+    d.shape = one_hot_rule;
+    d.grad_kind = GradKind::Zero;
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      int64_t depth = attr_int(n.attrs, "depth");
+      std::fill(out[0].data.begin(), out[0].data.end(), 0.0);
+      for (size_t i = 0; i < in[0]->data.size(); ++i) {
+        check_index(in[0]->data[i], depth, "one_hot");
+        out[0].data[i * size_t(depth) + size_t(in[0]->data[i])] = 1.0;
+      }
+    };
+    d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+      int64_t depth = attr_int(ctx.node.attrs, "depth"), n = ctx.in_types[0].numel();
+      const int32_t* lab = ctx.in_i32(0);
+      float* y = ctx.out_f32();
+      return std::make_unique<LoopKernel>([=] {
+        std::fill(y, y + n * depth, 0.f);
+        for (int64_t i = 0; i < n; ++i) {
+          check_index(lab[i], depth, "one_hot");
+          y[i * depth + lab[i]] = 1.f;
+        }
+      });
+    };
+    d.tests = {int_case({{DType::i32, {5}}}, {{"depth", int64_t(3)}}, 0, 3),
+               int_case({{DType::i32, {2, 3}}}, {{"depth", int64_t(4)}}, 0, 4)};
+    r.add(std::move(d));
+  }
+}
+
 }  // namespace metagrad

@@ -30,9 +30,6 @@ bool fold_constants(Graph& g, int64_t max_elements) {
     out[0].data.assign(size_t(n.type().numel()), 0.0);
     n.op->reference(n, ptrs, out);
     Value c = rb.dst().add_constant(n.type(), std::move(out[0].data), n.name);
-    // f32 values must stay representable: the runtime stores constants in f32.
-    if (n.type().dtype == DType::f32)
-      for (double& d : rb.dst().node(c.node).data) d = double(float(d));
     rb.set({n.id, 0}, c);
     changed = true;
   }

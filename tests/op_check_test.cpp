@@ -40,7 +40,8 @@ RefTensor random_tensor(const TensorType& t, const OpTestCase& c, std::mt19937_6
   } else {
     std::uniform_real_distribution<double> d(c.lo, c.hi);
     // Values are rounded to f32 so the kernel and the reference see identical inputs.
-    for (double& v : r.data) v = double(float(d(rng)));
+    std::bernoulli_distribution flip(0.5);
+    for (double& v : r.data) v = double(float(d(rng))) * (c.mirror && flip(rng) ? -1.0 : 1.0);
   }
   return r;
 }

@@ -1,0 +1,103 @@
+// Shared kernel and test-case builders for op registry entries.
+#include "ops/op_helpers.h"
+
+#include <cstring>
+
+#include "ops/broadcast.h"
+
+namespace metagrad {
+
+OpTestCase tcase(std::vector<Shape> shapes, Attrs attrs, double lo, double hi) {
+  OpTestCase c;
+  for (auto& s : shapes) c.inputs.push_back({DType::f32, s});
+  c.attrs = std::move(attrs);
+  c.lo = lo;
+  c.hi = hi;
+  return c;
+}
+
+Shape pad_rank(const Shape& s, size_t rank) {
+  Shape out(rank - std::min(rank, s.size()), 1);
+  out.insert(out.end(), s.begin(), s.end());
+  return out;
+}
+
+namespace {
+
+class GatherLoopKernel final : public Kernel {
+ public:
+  GatherLoopKernel(const KernelCtx& ctx, EltwiseFn fn, float param) : fn_(fn), param_(param), out_(ctx.out_f32()) {
+    const Shape& out = ctx.out_type().shape;
+    n_ = num_elements(out);
+    bufs_.resize(ctx.in.size());
+    for (size_t k = 0; k < ctx.in.size(); ++k) {
+      const float* src = ctx.in_f32(k);
+      if (ctx.in_types[k].shape == out || (ctx.in_types[k].numel() == n_)) {
+        args_.push_back(src);
+        continue;
+      }
+      bufs_[k].assign(size_t(n_), 0.f);
+      gathers_.push_back({src, bufs_[k].data(), broadcast_strides(ctx.in_types[k].shape, out)});
+      args_.push_back(bufs_[k].data());
+    }
+    shape_ = out;
+  }
+  void run(dnnl::stream&) override {
+    for (const Gather& gth : gathers_) gather_broadcast(gth.src, gth.strides, shape_, 0, n_, gth.dst);
+    fn_(n_, args_.data(), out_, param_);
+  }
+  std::string impl() const override { return "loop"; }
+
+ private:
+  struct Gather {
+    const float* src;
+    float* dst;
+    std::vector<int64_t> strides;
+  };
+  EltwiseFn fn_;
+  float param_;
+  float* out_;
+  int64_t n_ = 0;
+  Shape shape_;
+  std::vector<std::vector<float>> bufs_;
+  std::vector<Gather> gathers_;
+  std::vector<const float*> args_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> loop_eltwise_kernel(const KernelCtx& ctx, EltwiseFn fn, float param) {
+  return std::make_unique<GatherLoopKernel>(ctx, fn, param);
+}
+
+std::unique_ptr<Kernel> binary_kernel(const KernelCtx& ctx, dnnl::algorithm alg, EltwiseFn fallback, bool commutative) {
+  const Shape& out = ctx.out_type().shape;
+  const size_t rank = std::max<size_t>(out.size(), 1);
+  Shape a = pad_rank(ctx.in_types[0].shape, rank), b = pad_rank(ctx.in_types[1].shape, rank);
+  Shape o = pad_rank(out, rank);
+  void* pa = ctx.in[0];
+  void* pb = ctx.in[1];
+  if (a != o && b == o && commutative) {
+    std::swap(a, b);
+    std::swap(pa, pb);
+  }
+  if (a != o) return loop_eltwise_kernel(ctx, fallback);
+  auto md_a = dense_desc(a), md_b = dense_desc(b), md_o = dense_desc(o);
+  dnnl::binary::primitive_desc pd(dnnl::binary::desc(alg, md_a, md_b, md_o), dnnl_attr(), ctx.engine);
+  return std::make_unique<DnnlKernel>(dnnl::binary(pd), pd,
+                                      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC_0, md_a, pa},
+                                                                   {DNNL_ARG_SRC_1, md_b, pb},
+                                                                   {DNNL_ARG_DST, md_o, ctx.out[0]}},
+                                      ctx.engine);
+}
+
+std::unique_ptr<Kernel> eltwise_kernel(const KernelCtx& ctx, dnnl::algorithm alg, float alpha, float beta) {
+  auto md = dense_desc({ctx.out_type().numel()});
+  dnnl::eltwise_forward::primitive_desc pd(
+      dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, alg, md, alpha, beta), dnnl_attr(), ctx.engine);
+  return std::make_unique<DnnlKernel>(
+      dnnl::eltwise_forward(pd), pd,
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, md, ctx.in[0]}, {DNNL_ARG_DST, md, ctx.out[0]}}, ctx.engine);
+}
+
+}  // namespace metagrad

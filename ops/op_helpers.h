@@ -1,0 +1,54 @@
+// Shared pieces of op registry entries: test-case and kernel builders used by several families.
+#pragma once
+#include <dnnl.hpp>
+
+#include <memory>
+#include <vector>
+
+#include "graph/builder.h"
+#include "graph/error.h"
+#include "graph/op_def.h"
+#include "runtime/kernel.h"
+
+namespace metagrad {
+
+// An f32 test case over the given input shapes with inputs drawn from [lo, hi].
+OpTestCase tcase(std::vector<Shape> shapes, Attrs attrs = {}, double lo = -2.0, double hi = 2.0);
+
+// Pads a shape with leading 1s to `rank` (oneDNN wants equal ranks for broadcasting operands).
+Shape pad_rank(const Shape& s, size_t rank);
+
+// oneDNN binary primitive with NumPy broadcasting; oneDNN broadcasts only its second operand,
+// so commutative ops swap operands, and other cases fall back to `fallback` over gathered copies.
+std::unique_ptr<Kernel> binary_kernel(const KernelCtx& ctx, dnnl::algorithm alg, EltwiseFn fallback, bool commutative);
+
+// oneDNN eltwise primitive (forward inference) over a dense tensor.
+std::unique_ptr<Kernel> eltwise_kernel(const KernelCtx& ctx, dnnl::algorithm alg, float alpha = 0.f, float beta = 0.f);
+
+// Any-arity elementwise loop kernel: broadcast operands are gathered into buffers made at
+// compile time, then `fn` runs once over the whole output.
+std::unique_ptr<Kernel> loop_eltwise_kernel(const KernelCtx& ctx, EltwiseFn fn, float param = 0.f);
+
+// Reference helper: out[i] = f(inputs at i) with NumPy broadcasting.
+template <class F>
+void ref_broadcast(const std::vector<const RefTensor*>& in, RefTensor& out, F&& f);
+
+// The cotangent of a zero-grad or integer input.
+inline Tensor none() { return Tensor(); }
+
+}  // namespace metagrad
+
+#include "ops/broadcast.h"
+
+namespace metagrad {
+template <class F>
+void ref_broadcast(const std::vector<const RefTensor*>& in, RefTensor& out, F&& f) {
+  std::vector<std::vector<int64_t>> strides;
+  for (const RefTensor* t : in) strides.push_back(broadcast_strides(t->shape, out.shape));
+  double args[kMaxOperands];
+  for_each_broadcast_n(out.shape, strides, [&](int64_t i, const int64_t* off) {
+    for (size_t k = 0; k < in.size(); ++k) args[k] = in[k]->data[size_t(off[k])];
+    out.data[size_t(i)] = f(args);
+  });
+}
+}  // namespace metagrad
