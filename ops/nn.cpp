@@ -1,5 +1,399 @@
-// STUB: replaced by the real family.
+// Neural-network ops: 2-D convolution and the two transposes its gradient needs, max and
+// average pooling, softmax and log-softmax.
+#include <fmt/format.h>
+
+#include <cmath>
+#include <limits>
+
 #include "ops/families.h"
+#include "ops/op_helpers.h"
+#include "ops/ops.h"
+
 namespace metagrad {
-void register_nn_ops(OpRegistry&) {}
+
+namespace {
+
+using IntList = std::vector<int64_t>;
+
+struct ConvGeom {
+  int64_t n, c, h, w, o, kh, kw, oh, ow, sh, sw, ph, pw;
+};
+
+ConvGeom geom(const Shape& x, const Shape& wt, const IntList& stride, const IntList& pad) {
+  if (stride.size() != 2 || pad.size() != 2) throw ShapeError("stride and padding need two values");
+  if (stride[0] <= 0 || stride[1] <= 0 || pad[0] < 0 || pad[1] < 0) throw ShapeError("bad stride or padding");
+  ConvGeom g{x[0], x[1], x[2], x[3], wt[0], wt[2], wt[3], 0, 0, stride[0], stride[1], pad[0], pad[1]};
+  g.oh = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
+  g.ow = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
+  if (g.oh <= 0 || g.ow <= 0)
+    throw ShapeError(fmt::format("window {}x{} does not fit input {}", g.kh, g.kw, shape_str(x)));
+  return g;
+}
+
+void need_rank4(const TensorType& t, const char* what) {
+  if (t.shape.size() != 4 || t.dtype != DType::f32) throw ShapeError(fmt::format("{} must be f32 rank 4, got {}", what, type_str(t)));
+}
+
+// ---- shape rules ----
+std::vector<TensorType> conv_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  need_rank4(in[0], "conv2d input");
+  need_rank4(in[1], "conv2d weights");
+  if (in[0].shape[1] != in[1].shape[1])
+    throw ShapeError(fmt::format("input channels {} differ from weight channels {}", in[0].shape[1], in[1].shape[1]));
+  auto g = geom(in[0].shape, in[1].shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
+  return {{DType::f32, {g.n, g.o, g.oh, g.ow}}};
+}
+
+std::vector<TensorType> conv_bwd_data_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  need_rank4(in[0], "output cotangent");
+  need_rank4(in[1], "weights");
+  const auto& hw = attr_ints(a, "input_hw");
+  Shape x{in[0].shape[0], in[1].shape[1], hw.at(0), hw.at(1)};
+  auto out = conv_rule({{DType::f32, x}, in[1]}, a);
+  if (out[0].shape != in[0].shape)
+    throw ShapeError(fmt::format("cotangent {} does not match convolution output {}", shape_str(in[0].shape), shape_str(out[0].shape)));
+  return {{DType::f32, x}};
+}
+
+std::vector<TensorType> conv_bwd_weights_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  need_rank4(in[0], "input");
+  need_rank4(in[1], "output cotangent");
+  const auto& k = attr_ints(a, "kernel_hw");
+  Shape w{in[1].shape[1], in[0].shape[1], k.at(0), k.at(1)};
+  auto out = conv_rule({in[0], {DType::f32, w}}, a);
+  if (out[0].shape != in[1].shape)
+    throw ShapeError(fmt::format("cotangent {} does not match convolution output {}", shape_str(in[1].shape), shape_str(out[0].shape)));
+  return {{DType::f32, w}};
+}
+
+// ---- f64 references: one loop nest, three uses ----
+enum class ConvMode { Forward, BackwardData, BackwardWeights };
+void conv_loops(const ConvGeom& g, const double* x, const double* w, double* y, ConvMode mode) {
+  for (int64_t n = 0; n < g.n; ++n)
+    for (int64_t o = 0; o < g.o; ++o)
+      for (int64_t i = 0; i < g.oh; ++i)
+        for (int64_t j = 0; j < g.ow; ++j) {
+          double& out = y[((n * g.o + o) * g.oh + i) * g.ow + j];
+          for (int64_t c = 0; c < g.c; ++c)
+            for (int64_t p = 0; p < g.kh; ++p)
+              for (int64_t q = 0; q < g.kw; ++q) {
+                int64_t r = i * g.sh + p - g.ph, s = j * g.sw + q - g.pw;
+                if (r < 0 || r >= g.h || s < 0 || s >= g.w) continue;
+                size_t xi = size_t(((n * g.c + c) * g.h + r) * g.w + s);
+                size_t wi = size_t(((o * g.c + c) * g.kh + p) * g.kw + q);
+                if (mode == ConvMode::Forward) out += x[xi] * w[wi];
+                else if (mode == ConvMode::BackwardData) const_cast<double*>(x)[xi] += out * w[wi];
+                else const_cast<double*>(w)[wi] += out * x[xi];
+              }
+        }
+}
+
+// ---- oneDNN kernels ----
+dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvGeom& g, const dnnl::engine& eng) {
+  auto src = dense_desc({g.n, g.c, g.h, g.w}), wei = dense_desc({g.o, g.c, g.kh, g.kw}),
+       dst = dense_desc({g.n, g.o, g.oh, g.ow});
+  dnnl::memory::dims strides{g.sh, g.sw}, pad{g.ph, g.pw};
+  // Right padding covers only what the output reaches (oneDNN checks the arithmetic exactly).
+  dnnl::memory::dims pad_r{(g.oh - 1) * g.sh + g.kh - g.h - g.ph, (g.ow - 1) * g.sw + g.kw - g.w - g.pw};
+  return {dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
+                                          wei, dst, strides, pad, pad_r),
+          dnnl_attr(), eng};
+}
+
+std::unique_ptr<Kernel> conv_kernel(const KernelCtx& ctx, ConvMode mode) {
+  const Attrs& a = ctx.node.attrs;
+  Shape x, w;
+  if (mode == ConvMode::Forward) x = ctx.in_types[0].shape, w = ctx.in_types[1].shape;
+  if (mode == ConvMode::BackwardData) x = ctx.out_type().shape, w = ctx.in_types[1].shape;
+  if (mode == ConvMode::BackwardWeights) x = ctx.in_types[0].shape, w = ctx.out_type().shape;
+  ConvGeom g = geom(x, w, attr_ints(a, "stride"), attr_ints(a, "padding"));
+  auto fwd = conv_fwd_pd(g, ctx.engine);
+  auto src = dense_desc(x), wei = dense_desc(w), dst = dense_desc({g.n, g.o, g.oh, g.ow});
+  dnnl::memory::dims strides{g.sh, g.sw}, pad{g.ph, g.pw};
+  dnnl::memory::dims pad_r{(g.oh - 1) * g.sh + g.kh - g.h - g.ph, (g.ow - 1) * g.sw + g.kw - g.w - g.pw};
+  using DA = DnnlKernel::Arg;
+  if (mode == ConvMode::Forward)
+    return std::make_unique<DnnlKernel>(
+        dnnl::convolution_forward(fwd), fwd,
+        std::vector<DA>{{DNNL_ARG_SRC, src, ctx.in[0]}, {DNNL_ARG_WEIGHTS, wei, ctx.in[1]}, {DNNL_ARG_DST, dst, ctx.out[0]}},
+        ctx.engine);
+  if (mode == ConvMode::BackwardData) {
+    dnnl::convolution_backward_data::primitive_desc pd(
+        dnnl::convolution_backward_data::desc(dnnl::algorithm::convolution_direct, src, wei, dst, strides, pad, pad_r),
+        dnnl_attr(), ctx.engine, fwd);
+    return std::make_unique<DnnlKernel>(dnnl::convolution_backward_data(pd), pd,
+                                        std::vector<DA>{{DNNL_ARG_DIFF_DST, dst, ctx.in[0]},
+                                                        {DNNL_ARG_WEIGHTS, wei, ctx.in[1]},
+                                                        {DNNL_ARG_DIFF_SRC, src, ctx.out[0]}},
+                                        ctx.engine);
+  }
+  dnnl::convolution_backward_weights::primitive_desc pd(
+      dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, src, wei, dst, strides, pad, pad_r),
+      dnnl_attr(), ctx.engine, fwd);
+  return std::make_unique<DnnlKernel>(dnnl::convolution_backward_weights(pd), pd,
+                                      std::vector<DA>{{DNNL_ARG_SRC, src, ctx.in[0]},
+                                                      {DNNL_ARG_DIFF_DST, dst, ctx.in[1]},
+                                                      {DNNL_ARG_DIFF_WEIGHTS, wei, ctx.out[0]}},
+                                      ctx.engine);
+}
+
+Attrs conv_attrs(const Attrs& a) { return {{"stride", attr_ints(a, "stride")}, {"padding", attr_ints(a, "padding")}}; }
+
+Tensor conv_bwd_data(const Tensor& gy, const Tensor& w, const Attrs& conv, const Shape& x_shape) {
+  Attrs a = conv_attrs(conv);
+  a["input_hw"] = IntList{x_shape[2], x_shape[3]};
+  return apply("conv2d_backward_data", {gy, w}, a);
+}
+
+Tensor conv_bwd_weights(const Tensor& x, const Tensor& gy, const Attrs& conv, const Shape& w_shape) {
+  Attrs a = conv_attrs(conv);
+  a["kernel_hw"] = IntList{w_shape[2], w_shape[3]};
+  return apply("conv2d_backward_weights", {x, gy}, a);
+}
+
+Tensor conv_fwd(const Tensor& x, const Tensor& w, const Attrs& conv) { return apply("conv2d", {x, w}, conv_attrs(conv)); }
+
+void add_conv_op(OpRegistry& r, const char* name, ShapeFn shape, ConvMode mode, GradFn grad, std::vector<OpTestCase> tests,
+                 std::vector<AttrSpec> extra) {
+  OpDef d;
+  d.name = name;
+  d.num_inputs = 2;
+  d.attrs = {{"stride", AttrKind::Ints, AttrValue(IntList{1, 1})}, {"padding", AttrKind::Ints, AttrValue(IntList{0, 0})}};
+  d.attrs.insert(d.attrs.end(), extra.begin(), extra.end());
+  d.shape = std::move(shape);
+  d.grad = std::move(grad);
+  d.reference = [mode](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+    const Attrs& a = n.attrs;
+    if (mode == ConvMode::Forward) {
+      auto g = geom(in[0]->shape, in[1]->shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
+      conv_loops(g, in[0]->data.data(), in[1]->data.data(), out[0].data.data(), mode);
+    } else if (mode == ConvMode::BackwardData) {
+      auto g = geom(out[0].shape, in[1]->shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
+      conv_loops(g, out[0].data.data(), in[1]->data.data(), const_cast<double*>(in[0]->data.data()), mode);
+    } else {
+      auto g = geom(in[0]->shape, out[0].shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
+      conv_loops(g, in[0]->data.data(), out[0].data.data(), const_cast<double*>(in[1]->data.data()), mode);
+    }
+  };
+  d.kernel = [mode](const KernelCtx& ctx) { return conv_kernel(ctx, mode); };
+  d.tests = std::move(tests);
+  r.add(std::move(d));
+}
+
+// ---- pooling ----
+struct PoolGeom {
+  int64_t n, c, h, w, kh, kw, sh, sw, ph, pw, oh, ow;
+};
+PoolGeom pool_geom(const Shape& x, const Attrs& a) {
+  const auto& k = attr_ints(a, "kernel");
+  auto s = attr_ints(a, "stride");
+  const auto& p = attr_ints(a, "padding");
+  if (s.empty()) s = k;
+  if (x.size() != 4 || k.size() != 2 || s.size() != 2 || p.size() != 2)
+    throw ShapeError(fmt::format("pooling needs a rank-4 input and two-value kernel/stride/padding, got {}", shape_str(x)));
+  PoolGeom g{x[0], x[1], x[2], x[3], k[0], k[1], s[0], s[1], p[0], p[1], 0, 0};
+  if (g.kh <= 0 || g.kw <= 0 || g.sh <= 0 || g.sw <= 0 || g.ph < 0 || g.pw < 0) throw ShapeError("bad pooling window");
+  g.oh = (g.h + 2 * g.ph - g.kh) / g.sh + 1;
+  g.ow = (g.w + 2 * g.pw - g.kw) / g.sw + 1;
+  if (g.oh <= 0 || g.ow <= 0) throw ShapeError(fmt::format("pooling window does not fit {}", shape_str(x)));
+  return g;
+}
+
+std::vector<TensorType> pool_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  auto g = pool_geom(in[0].shape, a);
+  return {{DType::f32, {g.n, g.c, g.oh, g.ow}}};
+}
+
+void pool_reference(bool is_max, const Node& node, const RefTensor& x, RefTensor& y) {
+  auto g = pool_geom(x.shape, node.attrs);
+  for (int64_t nc = 0; nc < g.n * g.c; ++nc)
+    for (int64_t i = 0; i < g.oh; ++i)
+      for (int64_t j = 0; j < g.ow; ++j) {
+        double acc = is_max ? -std::numeric_limits<double>::infinity() : 0.0;
+        int64_t count = 0;
+        for (int64_t p = 0; p < g.kh; ++p)
+          for (int64_t q = 0; q < g.kw; ++q) {
+            int64_t r = i * g.sh + p - g.ph, s = j * g.sw + q - g.pw;
+            if (r < 0 || r >= g.h || s < 0 || s >= g.w) continue;
+            double v = x.data[size_t((nc * g.h + r) * g.w + s)];
+            acc = is_max ? std::max(acc, v) : acc + v;
+            ++count;
+          }
+        y.data[size_t((nc * g.oh + i) * g.ow + j)] = is_max ? acc : acc / double(count);
+      }
+}
+
+std::unique_ptr<Kernel> pool_kernel(const KernelCtx& ctx, dnnl::algorithm alg) {
+  auto g = pool_geom(ctx.in_types[0].shape, ctx.node.attrs);
+  auto src = dense_desc(ctx.in_types[0].shape), dst = dense_desc(ctx.out_type().shape);
+  dnnl::memory::dims pad_r{(g.oh - 1) * g.sh + g.kh - g.h - g.ph, (g.ow - 1) * g.sw + g.kw - g.w - g.pw};
+  dnnl::pooling_forward::primitive_desc pd(
+      dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst, {g.sh, g.sw}, {g.kh, g.kw},
+                                  {g.ph, g.pw}, pad_r),
+      dnnl_attr(), ctx.engine);
+  return std::make_unique<DnnlKernel>(
+      dnnl::pooling_forward(pd), pd,
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, src, ctx.in[0]}, {DNNL_ARG_DST, dst, ctx.out[0]}}, ctx.engine);
+}
+
+// Nearest upsampling of a pooled [N,C,H/kh,W/kw] tensor back to [N,C,H,W], from primitives.
+Tensor upsample(const Tensor& y, const PoolGeom& g) {
+  Tensor t = reshape(y, {g.n, g.c, g.oh, 1, g.ow, 1});
+  t = broadcast_to(t, {g.n, g.c, g.oh, g.kh, g.ow, g.kw});
+  return reshape(t, {g.n, g.c, g.h, g.w});
+}
+
+// Pool gradients exist as graph for non-overlapping windows that tile the input exactly.
+PoolGeom tiling_geom(const GradCtx& c, const char* op) {
+  auto g = pool_geom(c.inputs[0].shape(), c.attrs);
+  if (g.sh != g.kh || g.sw != g.kw || g.ph || g.pw || g.h % g.kh || g.w % g.kw)
+    throw GraphError(fmt::format("{}: gradients exist for non-overlapping, unpadded windows that tile the input; "
+                                 "got kernel {}x{}, stride {}x{}, padding {}x{} on {}",
+                                 op, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, shape_str(c.inputs[0].shape())));
+  return g;
+}
+
+void add_pool(OpRegistry& r, const char* name, bool is_max) {
+  OpDef d;
+  d.name = name;
+  d.attrs = {{"kernel", AttrKind::Ints, std::nullopt},
+             {"stride", AttrKind::Ints, AttrValue(IntList{})},
+             {"padding", AttrKind::Ints, AttrValue(IntList{0, 0})}};
+  d.shape = pool_rule;
+  std::string opname = name;
+  d.grad = [is_max, opname](const GradCtx& c) {
+    auto g = tiling_geom(c, opname.c_str());
+    Tensor up = upsample(c.cotangents[0], g);
+    if (is_max) return std::vector<Tensor>{up * equal(c.inputs[0], upsample(c.outputs[0], g))};
+    return std::vector<Tensor>{up / double(g.kh * g.kw)};
+  };
+  d.reference = [is_max](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+    pool_reference(is_max, n, *in[0], out[0]);
+  };
+  auto alg = is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding;
+  d.kernel = [alg](const KernelCtx& ctx) { return pool_kernel(ctx, alg); };
+  d.tests = {tcase({{2, 3, 4, 4}}, {{"kernel", IntList{2, 2}}}), tcase({{1, 2, 6, 4}}, {{"kernel", IntList{3, 2}}})};
+  // Overlapping and padded windows run forward (kernel vs reference) but have no gradient rule.
+  OpTestCase forward_only = tcase({{1, 2, 5, 5}}, {{"kernel", IntList{3, 3}}, {"stride", IntList{2, 2}}, {"padding", IntList{1, 1}}});
+  forward_only.differentiable = {false};
+  d.tests.push_back(forward_only);
+  r.add(std::move(d));
+}
+
+// ---- softmax ----
+std::vector<TensorType> softmax_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  int64_t axis = attr_int(a, "axis");
+  if (in[0].dtype != DType::f32 || axis < 0 || axis >= int64_t(in[0].shape.size()))
+    throw ShapeError(fmt::format("softmax axis {} invalid for {}", axis, type_str(in[0])));
+  return {in[0]};
+}
+
+void softmax_reference(bool log_space, const Node& n, const RefTensor& x, RefTensor& y) {
+  int64_t axis = attr_int(n.attrs, "axis");
+  int64_t outer = 1, len = x.shape[size_t(axis)], inner = 1;
+  for (int64_t i = 0; i < axis; ++i) outer *= x.shape[size_t(i)];
+  for (size_t i = size_t(axis) + 1; i < x.shape.size(); ++i) inner *= x.shape[i];
+  for (int64_t o = 0; o < outer; ++o)
+    for (int64_t k = 0; k < inner; ++k) {
+      auto at = [&](int64_t j) { return size_t((o * len + j) * inner + k); };
+      double mx = -std::numeric_limits<double>::infinity(), total = 0;
+      for (int64_t j = 0; j < len; ++j) mx = std::max(mx, x.data[at(j)]);
+      for (int64_t j = 0; j < len; ++j) total += std::exp(x.data[at(j)] - mx);
+      for (int64_t j = 0; j < len; ++j)
+        y.data[at(j)] = log_space ? x.data[at(j)] - mx - std::log(total) : std::exp(x.data[at(j)] - mx) / total;
+    }
+}
+
+int64_t norm_axis(const Tensor& x, int64_t axis) {
+  if (axis < 0) axis += x.rank();
+  return axis;
+}
+
+void add_softmax(OpRegistry& r, const char* name, bool log_space) {
+  OpDef d;
+  d.name = name;
+  d.attrs = {{"axis", AttrKind::Int, std::nullopt}};
+  d.shape = softmax_rule;
+  d.grad = [log_space](const GradCtx& c) {
+    int64_t axis = attr_int(c.attrs, "axis");
+    const Tensor &g = c.cotangents[0], &y = c.outputs[0];
+    if (log_space) return std::vector<Tensor>{g - exp(y) * sum(g, {axis}, true)};
+    return std::vector<Tensor>{y * (g - sum(g * y, {axis}, true))};
+  };
+  d.reference = [log_space](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+    softmax_reference(log_space, n, *in[0], out[0]);
+  };
+  d.kernel = [log_space](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+    auto md = dense_desc(ctx.out_type().shape);
+    int axis = int(attr_int(ctx.node.attrs, "axis"));
+    std::vector<DnnlKernel::Arg> args{{DNNL_ARG_SRC, md, ctx.in[0]}, {DNNL_ARG_DST, md, ctx.out[0]}};
+    if (log_space) {
+      dnnl::logsoftmax_forward::primitive_desc pd(
+          dnnl::logsoftmax_forward::desc(dnnl::prop_kind::forward_inference, md, axis), dnnl_attr(), ctx.engine);
+      return std::make_unique<DnnlKernel>(dnnl::logsoftmax_forward(pd), pd, args, ctx.engine);
+    }
+    dnnl::softmax_forward::primitive_desc pd(dnnl::softmax_forward::desc(dnnl::prop_kind::forward_inference, md, axis),
+                                             dnnl_attr(), ctx.engine);
+    return std::make_unique<DnnlKernel>(dnnl::softmax_forward(pd), pd, args, ctx.engine);
+  };
+  d.tests = {tcase({{3, 5}}, {{"axis", int64_t(1)}}), tcase({{4, 3}}, {{"axis", int64_t(0)}}),
+             tcase({{2, 3, 4}}, {{"axis", int64_t(1)}})};
+  r.add(std::move(d));
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& x, const Tensor& w, std::vector<int64_t> stride, std::vector<int64_t> padding) {
+  return apply("conv2d", {x, w}, {{"stride", stride}, {"padding", padding}});
+}
+Tensor max_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> padding) {
+  if (stride.empty()) stride = kernel;
+  return apply("max_pool2d", {x}, {{"kernel", kernel}, {"stride", stride}, {"padding", padding}});
+}
+Tensor avg_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> padding) {
+  if (stride.empty()) stride = kernel;
+  return apply("avg_pool2d", {x}, {{"kernel", kernel}, {"stride", stride}, {"padding", padding}});
+}
+Tensor softmax(const Tensor& x, int64_t axis) { return apply("softmax", {x}, {{"axis", norm_axis(x, axis)}}); }
+Tensor log_softmax(const Tensor& x, int64_t axis) { return apply("log_softmax", {x}, {{"axis", norm_axis(x, axis)}}); }
+
+void register_nn_ops(OpRegistry& r) {
+  auto ct = [](Shape x, Shape w, IntList s, IntList p) { return tcase({x, w}, {{"stride", s}, {"padding", p}}, -1, 1); };
+  add_conv_op(
+      r, "conv2d", conv_rule, ConvMode::Forward,
+      [](const GradCtx& c) {
+        const Tensor &x = c.inputs[0], &w = c.inputs[1], &g = c.cotangents[0];
+        return std::vector<Tensor>{conv_bwd_data(g, w, c.attrs, x.shape()), conv_bwd_weights(x, g, c.attrs, w.shape())};
+      },
+      {ct({2, 3, 5, 5}, {4, 3, 3, 3}, {1, 1}, {0, 0}), ct({1, 2, 5, 5}, {3, 2, 3, 3}, {2, 2}, {1, 1}),
+       ct({1, 2, 4, 6}, {2, 2, 1, 3}, {1, 2}, {0, 1})},
+      {});
+  auto bd = [](Shape gy, Shape w, IntList s, IntList p, IntList hw) {
+    return tcase({gy, w}, {{"stride", s}, {"padding", p}, {"input_hw", hw}}, -1, 1);
+  };
+  add_conv_op(
+      r, "conv2d_backward_data", conv_bwd_data_rule, ConvMode::BackwardData,
+      [](const GradCtx& c) {  // z = Dx(gy, w): linear in gy, bilinear with w
+        const Tensor &gy = c.inputs[0], &w = c.inputs[1], &cz = c.cotangents[0];
+        return std::vector<Tensor>{conv_fwd(cz, w, c.attrs), conv_bwd_weights(cz, gy, c.attrs, w.shape())};
+      },
+      {bd({2, 4, 3, 3}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {5, 5}), bd({1, 3, 3, 3}, {3, 2, 3, 3}, {2, 2}, {1, 1}, {5, 5})},
+      {{"input_hw", AttrKind::Ints, std::nullopt}});
+  auto bw = [](Shape x, Shape gy, IntList s, IntList p, IntList k) {
+    return tcase({x, gy}, {{"stride", s}, {"padding", p}, {"kernel_hw", k}}, -1, 1);
+  };
+  add_conv_op(
+      r, "conv2d_backward_weights", conv_bwd_weights_rule, ConvMode::BackwardWeights,
+      [](const GradCtx& c) {  // z = Dw(x, gy)
+        const Tensor &x = c.inputs[0], &gy = c.inputs[1], &cz = c.cotangents[0];
+        return std::vector<Tensor>{conv_bwd_data(gy, cz, c.attrs, x.shape()), conv_fwd(x, cz, c.attrs)};
+      },
+      {bw({2, 3, 5, 5}, {2, 4, 3, 3}, {1, 1}, {0, 0}, {3, 3}), bw({1, 2, 5, 5}, {1, 3, 3, 3}, {2, 2}, {1, 1}, {3, 3})},
+      {{"kernel_hw", AttrKind::Ints, std::nullopt}});
+  add_pool(r, "max_pool2d", true);
+  add_pool(r, "avg_pool2d", false);
+  add_softmax(r, "softmax", false);
+  add_softmax(r, "log_softmax", true);
+}
+
 }  // namespace metagrad
