@@ -17,4 +17,8 @@ std::string to_dot(const Graph& g);
 //  "outputs": [{"name", "value"}], "updates": [{"param", "value"}]}
 std::string to_json(const Graph& g);
 
+// Pieces of the text form shared by the writers: a string literal with escapes, and "%3" / "%3.1".
+std::string quote(const std::string& s);
+std::string value_str(Value v);
+
 }  // namespace metagrad

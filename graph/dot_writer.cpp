@@ -1,0 +1,62 @@
+// Graphviz DOT writer: one box per node, edges labelled with types, outputs and updates marked,
+// fused elementwise kernels drawn as clusters of the ops they run.
+#include <fmt/format.h>
+
+#include <sstream>
+
+#include "graph/op_def.h"
+#include "graph/serialize.h"
+
+namespace metagrad {
+
+namespace {
+// DOT strings use the same escapes as the text IR; newlines become DOT's "\n".
+std::string dot_label(const std::string& s) { return quote(s); }
+}  // namespace
+
+std::string to_dot(const Graph& g) {
+  std::ostringstream out;
+  out << "digraph metagrad {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n"
+      << "  edge [fontname=\"monospace\", fontsize=8];\n";
+  for (const Node& n : g.nodes()) {
+    std::string what = n.kind == NodeKind::Op ? n.op->name : node_kind_name(n.kind);
+    std::string label = n.name.empty() ? fmt::format("%{} {}\n{}", n.id, what, type_str(n.type()))
+                                       : fmt::format("%{} {} \"{}\"\n{}", n.id, what, n.name, type_str(n.type()));
+    std::string shape = n.kind == NodeKind::Input ? "ellipse" : n.kind == NodeKind::Parameter ? "cylinder"
+                        : n.kind == NodeKind::Constant ? "plaintext" : "box";
+    if (n.kind == NodeKind::Op && n.op->name == "fused_elementwise") {
+      // A fused kernel is a cluster holding one small node per op it runs.
+      out << fmt::format("  subgraph cluster_{} {{\n    label={};\n    style=rounded;\n", n.id,
+                         dot_label(fmt::format("fused %{}", n.id)));
+      std::string ops = attr_string(n.attrs, "ops");
+      size_t k = 0, start = 0;
+      std::string prev;
+      while (start <= ops.size()) {
+        size_t end = ops.find(',', start);
+        if (end == std::string::npos) end = ops.size();
+        std::string id = fmt::format("n{}_{}", n.id, k++);
+        out << fmt::format("    {} [label={}, shape=box, style=dashed];\n", id, dot_label(ops.substr(start, end - start)));
+        if (!prev.empty()) out << fmt::format("    {} -> {} [style=dotted];\n", prev, id);
+        prev = id;
+        start = end + 1;
+      }
+      out << fmt::format("    n{} [label={}, shape=box, style=bold];\n  }}\n", n.id, dot_label(label));
+      out << fmt::format("  {} -> n{} [style=dotted];\n", prev, n.id);
+    } else {
+      out << fmt::format("  n{} [label={}, shape={}];\n", n.id, dot_label(label), shape);
+    }
+    for (Value v : n.inputs)
+      out << fmt::format("  n{} -> n{} [label={}];\n", v.node, n.id, dot_label(type_str(g.type(v))));
+  }
+  for (size_t i = 0; i < g.outputs().size(); ++i) {
+    const auto& o = g.outputs()[i];
+    out << fmt::format("  out{} [label={}, shape=doubleoctagon];\n  n{} -> out{};\n", i, dot_label("output " + o.name),
+                       o.value.node, i);
+  }
+  for (const auto& u : g.updates())
+    out << fmt::format("  n{} -> n{} [style=dashed, color=blue, label=\"update\", constraint=false];\n", u.value.node, u.param);
+  out << "}\n";
+  return out.str();
+}
+
+}  // namespace metagrad

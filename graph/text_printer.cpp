@@ -1,0 +1,79 @@
+// The text IR printer (the format parse_text reads back).
+#include <fmt/format.h>
+
+#include <sstream>
+
+#include "graph/op_def.h"
+#include "graph/serialize.h"
+
+namespace metagrad {
+
+std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+std::string value_str(Value v) { return v.index == 0 ? fmt::format("%{}", v.node) : fmt::format("%{}.{}", v.node, v.index); }
+
+namespace {
+
+std::string attrs_str(const Attrs& a) {
+  std::string s = "{";
+  for (const auto& [k, v] : a) s += (s.size() > 1 ? ", " : "") + k + "=" + attr_str(v);
+  return s + "}";
+}
+
+std::string types_str(const std::vector<TensorType>& ts) {
+  std::string s;
+  for (size_t i = 0; i < ts.size(); ++i) s += (i ? ", " : "") + type_str(ts[i]);
+  return s;
+}
+
+}  // namespace
+
+std::string to_text(const Graph& g) {
+  std::ostringstream out;
+  out << "graph {\n";
+  for (const Node& n : g.nodes()) {
+    out << "  %" << n.id << " = ";
+    switch (n.kind) {
+      case NodeKind::Input:
+        out << "input " << quote(n.name) << " : " << type_str(n.type());
+        break;
+      case NodeKind::Parameter:
+        out << "param " << quote(n.name) << " : " << type_str(n.type()) << " init " << n.init << " " << attrs_str(n.attrs)
+            << (n.trainable ? "" : " state");
+        break;
+      case NodeKind::Constant: {
+        out << "const " << (n.name.empty() ? "" : quote(n.name) + " ") << ": " << type_str(n.type()) << " {";
+        for (size_t i = 0; i < n.data.size(); ++i) out << (i ? ", " : "") << fmt::format("{}", n.data[i]);
+        out << "}";
+        break;
+      }
+      case NodeKind::Op: {
+        out << n.op->name << "(";
+        for (size_t i = 0; i < n.inputs.size(); ++i) out << (i ? ", " : "") << value_str(n.inputs[i]);
+        out << ")";
+        if (!n.attrs.empty()) out << " " << attrs_str(n.attrs);
+        if (!n.name.empty()) out << " " << quote(n.name);
+        out << " : " << types_str(n.outputs);
+        break;
+      }
+    }
+    out << "\n";
+  }
+  for (const auto& o : g.outputs()) out << "  output " << quote(o.name) << " = " << value_str(o.value) << "\n";
+  for (const auto& u : g.updates()) out << "  update " << quote(g.node(u.param).name) << " = " << value_str(u.value) << "\n";
+  out << "}\n";
+  return out.str();
+}
+
+}  // namespace metagrad
