@@ -13,6 +13,11 @@ Shape broadcast_shapes(const Shape& a, const Shape& b);
 // Element strides of `in` indexed by positions of `out` (right-aligned; 0 on broadcast axes).
 std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 
+// Merges adjacent axes that every operand walks contiguously (stride[d] == stride[d+1] * shape[d+1]),
+// and drops size-1 axes, so loops run over as few, as long axes as possible. Shapes and strides
+// are rewritten in place; a scalar becomes shape [1].
+void coalesce_axes(Shape& shape, std::vector<std::vector<int64_t>>& strides);
+
 // Copies elements [start, start + n) of `src` broadcast to `shape` into dst, where `strides`
 // comes from broadcast_strides(src shape, shape). Allocation-free.
 void gather_broadcast(const float* src, const std::vector<int64_t>& strides, const Shape& shape, int64_t start,

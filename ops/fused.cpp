@@ -100,7 +100,10 @@ class FusedKernel final : public Kernel {
     const size_t n_ext = ctx.in.size(), n_ins = p.ops.size();
     regs_.assign((n_ext + n_ins) * size_t(kBlock), 0.0f);
     for (size_t e = 0; e < n_ext; ++e) {
-      Ext x{ctx.in_f32(e), Ext::Full, broadcast_strides(ctx.in_types[e].shape, shape_), regs_.data() + e * kBlock};
+      Shape iter = shape_;
+      std::vector<std::vector<int64_t>> st{broadcast_strides(ctx.in_types[e].shape, shape_), broadcast_strides(shape_, shape_)};
+      coalesce_axes(iter, st);
+      Ext x{ctx.in_f32(e), Ext::Full, st[0], iter, regs_.data() + e * kBlock};
       if (ctx.in_types[e].numel() == 1) x.kind = Ext::Scalar;
       else if (ctx.in_types[e].shape != shape_) x.kind = Ext::Gather;
       ext_.push_back(std::move(x));
@@ -120,7 +123,7 @@ class FusedKernel final : public Kernel {
       for (Ext& x : ext_) {
         if (x.kind == Ext::Full) x.cur = x.base + start;
         else if (x.kind == Ext::Scalar) std::fill(x.buf, x.buf + n, x.base[0]), x.cur = x.buf;
-        else gather_broadcast(x.base, x.strides, shape_, start, n, x.buf), x.cur = x.buf;
+        else gather_broadcast(x.base, x.strides, x.iter, start, n, x.buf), x.cur = x.buf;
       }
       for (size_t j = 0; j < code_.size(); ++j) {
         const float* args[3] = {nullptr, nullptr, nullptr};
@@ -139,7 +142,8 @@ class FusedKernel final : public Kernel {
   struct Ext {
     const float* base;
     enum Kind { Full, Scalar, Gather } kind;
-    std::vector<int64_t> strides;  // element strides of the input seen from the output shape
+    std::vector<int64_t> strides;  // element strides of the input over `iter`
+    Shape iter;                    // the output shape with axes coalesced
     float* buf;
     const float* cur = nullptr;
   };

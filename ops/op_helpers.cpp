@@ -37,13 +37,15 @@ class GatherLoopKernel final : public Kernel {
         continue;
       }
       bufs_[k].assign(size_t(n_), 0.f);
-      gathers_.push_back({src, bufs_[k].data(), broadcast_strides(ctx.in_types[k].shape, out)});
+      Shape shape = out;
+      std::vector<std::vector<int64_t>> st{broadcast_strides(ctx.in_types[k].shape, out), broadcast_strides(out, out)};
+      coalesce_axes(shape, st);
+      gathers_.push_back({src, bufs_[k].data(), st[0], shape});
       args_.push_back(bufs_[k].data());
     }
-    shape_ = out;
   }
   void run(dnnl::stream&) override {
-    for (const Gather& gth : gathers_) gather_broadcast(gth.src, gth.strides, shape_, 0, n_, gth.dst);
+    for (const Gather& gth : gathers_) gather_broadcast(gth.src, gth.strides, gth.shape, 0, n_, gth.dst);
     fn_(n_, args_.data(), out_, param_);
   }
   std::string impl() const override { return "loop"; }
@@ -53,12 +55,12 @@ class GatherLoopKernel final : public Kernel {
     const float* src;
     float* dst;
     std::vector<int64_t> strides;
+    Shape shape;  // coalesced iteration shape
   };
   EltwiseFn fn_;
   float param_;
   float* out_;
   int64_t n_ = 0;
-  Shape shape_;
   std::vector<std::vector<float>> bufs_;
   std::vector<Gather> gathers_;
   std::vector<const float*> args_;
