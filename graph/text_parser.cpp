@@ -20,6 +20,14 @@ class Reader {
   [[noreturn]] void fail(const std::string& msg) const {
     throw GraphError(fmt::format("line {}, column {}: {}", line_, col_, msg));
   }
+  // Errors found after a whole statement was read point at the statement's start.
+  [[noreturn]] void fail_statement(const std::string& msg) const {
+    throw GraphError(fmt::format("line {}, column {}: {}", stmt_line_, stmt_col_, msg));
+  }
+  void start_statement() {
+    skip();
+    stmt_line_ = line_, stmt_col_ = col_;
+  }
   void skip() {
     while (pos_ < s_.size()) {
       char c = s_[pos_];
@@ -177,6 +185,7 @@ class Reader {
   const std::string& s_;
   size_t pos_ = 0;
   int line_ = 1, col_ = 1;
+  int stmt_line_ = 1, stmt_col_ = 1;
 };
 
 }  // namespace
@@ -188,6 +197,7 @@ Graph parse_text(const std::string& text) {
   r.expect('{');
   while (!r.accept('}')) {
     if (r.at_end()) r.fail("missing '}' at the end of the graph");
+    r.start_statement();
     if (r.peek() != '%') {
       std::string kw = r.word();
       if (kw != "output" && kw != "update") r.fail(fmt::format("expected a node, 'output' or 'update', found '{}'", kw));
@@ -204,7 +214,7 @@ Graph parse_text(const std::string& text) {
           g.add_update(p, v);
         }
       } catch (const Error& e) {
-        r.fail(e.what());
+        r.fail_statement(e.what());
       }
       continue;
     }
@@ -262,14 +272,14 @@ Graph parse_text(const std::string& text) {
         while (r.accept(',')) types.push_back(r.type());
         g.add_op_multi(kind, ins, a, name);
         const auto& inferred = g.node(id.node).outputs;
-        if (inferred != types) r.fail(fmt::format("{} produces {}, the text says {}", kind, type_str(inferred[0]), type_str(types[0])));
+        if (inferred != types) r.fail_statement(fmt::format("{} produces {}, the text says {}", kind, type_str(inferred[0]), type_str(types[0])));
       }
     } catch (const GraphError& e) {
       std::string msg = e.what();
       if (msg.rfind("line ", 0) == 0) throw;
-      r.fail(msg);
+      r.fail_statement(msg);
     } catch (const Error& e) {
-      r.fail(e.what());
+      r.fail_statement(e.what());
     }
   }
   if (!r.at_end()) r.fail("text after the end of the graph");

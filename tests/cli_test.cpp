@@ -1,0 +1,102 @@
+// End-to-end runs of the metagrad command line.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <sys/wait.h>
+
+namespace {
+
+struct CliRun {
+  int status;
+  std::string out, err;
+};
+
+CliRun run(const std::string& args) {
+  auto dir = std::filesystem::temp_directory_path();
+  std::string err_path = (dir / ("metagrad_cli_err_" + std::to_string(::getpid()))).string();
+  std::string cmd = std::string(METAGRAD_CLI) + " " + args + " 2>" + err_path;
+  CliRun r{};
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
+  int st = pclose(p);
+  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  std::ifstream e(err_path);
+  std::stringstream ss;
+  ss << e.rdbuf();
+  r.err = ss.str();
+  std::filesystem::remove(err_path);
+  return r;
+}
+
+size_t lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+TEST(Cli, HelpEverywhere) {
+  for (const char* args : {"--help", "bench --help", "bench sinusoid --help", "dump --help", "dump sinusoid --help"}) {
+    CliRun r = run(args);
+    EXPECT_EQ(r.status, 0) << args;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << args << ": " << r.out;
+  }
+  EXPECT_NE(run("--help").out.find("bench"), std::string::npos);
+}
+
+TEST(Cli, WrongFlagsAndValuesExitTwoWithOneLine) {
+  for (const char* args : {"bench sinusoid --shots-typo 5", "bench sinusoid --algo reptile", "bench sinusoid --shots -3",
+                           "bench sinusoid --iters many", "frobnicate", "dump sinusoid --format png"}) {
+    CliRun r = run(args);
+    EXPECT_EQ(r.status, 2) << args;
+    EXPECT_EQ(lines(r.err), 1u) << args << ": " << r.err;
+  }
+}
+
+TEST(Cli, BenchSinusoidWritesTheSummary) {
+  std::string json = (std::filesystem::temp_directory_path() / "metagrad_cli_bench.json").string();
+  CliRun r = run("bench sinusoid --iters 50 --eval-tasks 20 --quiet --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("post-adaptation MSE"), std::string::npos);
+  std::ifstream in(json);
+  auto j = nlohmann::json::parse(in);
+  for (const char* k : {"pre_adapt_mse", "post_adapt_mse", "ms_per_meta_iter", "peak_bytes", "iters"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["iters"], 50);
+  EXPECT_GT(j["ms_per_meta_iter"].get<double>(), 0.0);
+  std::filesystem::remove(json);
+}
+
+TEST(Cli, ProgressGoesToStderr) {
+  CliRun r = run("bench sinusoid --iters 30 --eval-tasks 10");
+  ASSERT_EQ(r.status, 0);
+  EXPECT_NE(r.err.find("meta-train"), std::string::npos);
+  EXPECT_EQ(r.out.find("meta-train ["), std::string::npos);
+}
+
+TEST(Cli, DumpFormats) {
+  CliRun j = run("dump sinusoid --format json");
+  ASSERT_EQ(j.status, 0) << j.err;
+  auto parsed = nlohmann::json::parse(j.out);
+  EXPECT_GT(parsed["nodes"].size(), 100u);
+  CliRun d = run("dump sinusoid --format dot --stage optimized");
+  ASSERT_EQ(d.status, 0);
+  EXPECT_EQ(d.out.rfind("digraph metagrad {", 0), 0u);
+  EXPECT_NE(d.out.find("cluster_"), std::string::npos) << "fused kernels are drawn as clusters";
+  CliRun t = run("dump sinusoid --format text --algo fomaml");
+  ASSERT_EQ(t.status, 0);
+  EXPECT_NE(t.out.find("stop_gradient("), std::string::npos);
+}
+
+TEST(Cli, UnwritableOutputIsAnErrorNotACrash) {
+  CliRun r = run("dump sinusoid -o /nonexistent-dir/graph.txt");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("/nonexistent-dir/graph.txt"), std::string::npos) << r.err;
+}
+
+}  // namespace
