@@ -18,22 +18,14 @@ void count_alloc() {
   if (metagrad::foreign_alloc_scope() > 0) ++g_foreign;
   else ++g_ours;
 }
-[[maybe_unused]] void* checked(void* p) {
+void* checked(void* p) {
   if (!p) throw std::bad_alloc();
   return p;
 }
 }  // namespace
 
-#if defined(__SANITIZE_ADDRESS__)
-// AddressSanitizer owns the allocation functions; count through its allocation hook instead.
-// Declared by hand: GCC on Debian ships the runtime but not <sanitizer/allocator_interface.h>.
-extern "C" int __sanitizer_install_malloc_and_free_hooks(void (*malloc_hook)(const volatile void*, size_t),
-                                                         void (*free_hook)(const volatile void*));
-namespace {
-void on_malloc(const volatile void*, size_t) { count_alloc(); }
-[[maybe_unused]] const int g_hook_installed = __sanitizer_install_malloc_and_free_hooks(on_malloc, nullptr);
-}  // namespace
-#else
+// Under AddressSanitizer these replacements stay in force; run with
+// ASAN_OPTIONS=alloc_dealloc_mismatch=0, since they pair new with free on purpose.
 void* operator new(std::size_t n) {
   count_alloc();
   return checked(std::malloc(n ? n : 1));
@@ -53,7 +45,6 @@ void operator delete(void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::align_val_t) noexcept { std::free(p); }
 void operator delete(void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
 void operator delete[](void* p, std::size_t, std::align_val_t) noexcept { std::free(p); }
-#endif
 
 namespace metagrad::testing {
 

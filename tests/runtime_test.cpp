@@ -101,6 +101,16 @@ TEST(Runtime, ParameterTypeMismatchInStoreIsAnError) {
   EXPECT_THROW(store.ensure(b), RuntimeError);
 }
 
+TEST(Runtime, AllocationCounterSeesAllocations) {
+  // The no-allocation test below is only meaningful if the counter works in this build.
+  auto count = testing::count_allocations([] {
+    auto* v = new std::vector<int>(1000, 1);
+    EXPECT_EQ((*v)[999], 1);
+    delete v;
+  });
+  EXPECT_GE(count.ours, 2);
+}
+
 TEST(Runtime, RunMakesNoHeapAllocationOfItsOwn) {
   Graph g = mlp_step();
   ParamStore store;
