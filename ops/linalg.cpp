@@ -80,6 +80,15 @@ dnnl::memory::desc operand_desc(const Shape& batch, int64_t rows, int64_t cols, 
                             dnnl::memory::dims(strides.begin(), strides.end()));
 }
 
+std::unique_ptr<Kernel> matmul_primitive(const KernelCtx& ctx, const dnnl::memory::desc& a, const dnnl::memory::desc& b,
+                                         const dnnl::memory::desc& c) {
+  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, b, c), dnnl_attr(), ctx.engine);
+  return std::make_unique<DnnlKernel>(
+      dnnl::matmul(pd), pd,
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, a, ctx.in[0]}, {DNNL_ARG_WEIGHTS, b, ctx.in[1]}, {DNNL_ARG_DST, c, ctx.out[0]}},
+      ctx.engine);
+}
+
 std::unique_ptr<Kernel> matmul_kernel(const KernelCtx& ctx) {
   bool ta = attr_int(ctx.node.attrs, "transpose_a"), tb = attr_int(ctx.node.attrs, "transpose_b");
   auto d = matmul_dims(ctx.in_types[0].shape, ctx.in_types[1].shape, ta, tb);
@@ -88,28 +97,14 @@ std::unique_ptr<Kernel> matmul_kernel(const KernelCtx& ctx) {
   if (b_shared && !ta && d.a_batch == d.batch) {
     Shape none;
     int64_t rows = num_elements(d.batch) * d.m;
-    auto md_a = operand_desc(none, rows, d.k, false);
-    auto md_b = operand_desc(none, d.k, d.n, tb);
-    auto md_c = operand_desc(none, rows, d.n, false);
-    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md_a, md_b, md_c), dnnl_attr(), ctx.engine);
-    return std::make_unique<DnnlKernel>(dnnl::matmul(pd), pd,
-                                        std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, md_a, ctx.in[0]},
-                                                                     {DNNL_ARG_WEIGHTS, md_b, ctx.in[1]},
-                                                                     {DNNL_ARG_DST, md_c, ctx.out[0]}},
-                                        ctx.engine);
+    return matmul_primitive(ctx, operand_desc(none, rows, d.k, false), operand_desc(none, d.k, d.n, tb),
+                            operand_desc(none, rows, d.n, false));
   }
   // oneDNN broadcasts batch axes of size 1 when both operands have the output's rank.
   const size_t rank = d.batch.size();
   Shape ab = pad_rank(d.a_batch, rank), bb = pad_rank(d.b_batch, rank);
-  auto md_a = operand_desc(ab, d.m, d.k, ta);
-  auto md_b = operand_desc(bb, d.k, d.n, tb);
-  auto md_c = operand_desc(d.batch, d.m, d.n, false);
-  dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(md_a, md_b, md_c), dnnl_attr(), ctx.engine);
-  return std::make_unique<DnnlKernel>(dnnl::matmul(pd), pd,
-                                      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, md_a, ctx.in[0]},
-                                                                   {DNNL_ARG_WEIGHTS, md_b, ctx.in[1]},
-                                                                   {DNNL_ARG_DST, md_c, ctx.out[0]}},
-                                      ctx.engine);
+  return matmul_primitive(ctx, operand_desc(ab, d.m, d.k, ta), operand_desc(bb, d.k, d.n, tb),
+                          operand_desc(d.batch, d.m, d.n, false));
 }
 
 // Cotangents of C = op(A) op(B) written with the transpose flags, never with transpose nodes.

@@ -3,18 +3,12 @@
 
 #include "graph/error.h"
 #include "ops/ops.h"
+#include "tests/test_util.h"
 
 namespace metagrad {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(Graph, ShapeErrorNamesOpNodeAndShapes) {
   Graph g;

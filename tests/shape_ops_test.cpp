@@ -9,14 +9,7 @@
 namespace metagrad {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using testing::error_of;
 
 TEST(ShapeOps, SumToShapeOverRankDifferences) {
   Graph g;

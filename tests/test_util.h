@@ -1,8 +1,11 @@
 // Small helpers shared by the test suites.
 #pragma once
+#include <functional>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "graph/error.h"
 #include "runtime/reference.h"
 
 namespace metagrad::testing {
@@ -31,6 +34,16 @@ inline std::vector<double> finite_diff(const Graph& g, Value scalar, RefValues f
     out[k] = (fp - fm) / (2 * h);
   }
   return out;
+}
+
+// The message of the metagrad::Error that f throws, or "" if it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 }  // namespace metagrad::testing
