@@ -68,33 +68,39 @@ std::vector<TensorType> conv_bwd_weights_rule(const std::vector<TensorType>& in,
 
 // ---- f64 references: one loop nest, three uses ----
 enum class ConvMode { Forward, BackwardData, BackwardWeights };
-void conv_loops(const ConvGeom& g, const double* x, const double* w, double* y, ConvMode mode) {
+
+// Calls f(x index, w index, y index) for every product the convolution sums; the forward pass and
+// both transposes are the same nest accumulating into a different operand.
+template <class F>
+void conv_for_each(const ConvGeom& g, F&& f) {
   for (int64_t n = 0; n < g.n; ++n)
     for (int64_t o = 0; o < g.o; ++o)
       for (int64_t i = 0; i < g.oh; ++i)
         for (int64_t j = 0; j < g.ow; ++j) {
-          double& out = y[((n * g.o + o) * g.oh + i) * g.ow + j];
+          size_t yi = size_t(((n * g.o + o) * g.oh + i) * g.ow + j);
           for (int64_t c = 0; c < g.c; ++c)
             for (int64_t p = 0; p < g.kh; ++p)
               for (int64_t q = 0; q < g.kw; ++q) {
                 int64_t r = i * g.sh + p - g.ph, s = j * g.sw + q - g.pw;
                 if (r < 0 || r >= g.h || s < 0 || s >= g.w) continue;
-                size_t xi = size_t(((n * g.c + c) * g.h + r) * g.w + s);
-                size_t wi = size_t(((o * g.c + c) * g.kh + p) * g.kw + q);
-                if (mode == ConvMode::Forward) out += x[xi] * w[wi];
-                else if (mode == ConvMode::BackwardData) const_cast<double*>(x)[xi] += out * w[wi];
-                else const_cast<double*>(w)[wi] += out * x[xi];
+                f(size_t(((n * g.c + c) * g.h + r) * g.w + s), size_t(((o * g.c + c) * g.kh + p) * g.kw + q), yi);
               }
         }
 }
 
 // ---- oneDNN kernels ----
+// Right padding covers only what the last window reaches: oneDNN checks the size arithmetic
+// exactly, and the result is negative when the stride skips trailing rows (allowed down to 1 - stride).
+dnnl::memory::dims right_pad(int64_t oh, int64_t ow, int64_t sh, int64_t sw, int64_t kh, int64_t kw, int64_t h, int64_t w,
+                             int64_t ph, int64_t pw) {
+  return {(oh - 1) * sh + kh - h - ph, (ow - 1) * sw + kw - w - pw};
+}
+
 dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvGeom& g, const dnnl::engine& eng) {
   auto src = dense_desc({g.n, g.c, g.h, g.w}), wei = dense_desc({g.o, g.c, g.kh, g.kw}),
        dst = dense_desc({g.n, g.o, g.oh, g.ow});
   dnnl::memory::dims strides{g.sh, g.sw}, pad{g.ph, g.pw};
-  // Right padding covers only what the output reaches (oneDNN checks the arithmetic exactly).
-  dnnl::memory::dims pad_r{(g.oh - 1) * g.sh + g.kh - g.h - g.ph, (g.ow - 1) * g.sw + g.kw - g.w - g.pw};
+  auto pad_r = right_pad(g.oh, g.ow, g.sh, g.sw, g.kh, g.kw, g.h, g.w, g.ph, g.pw);
   return {dnnl::convolution_forward::desc(dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct, src,
                                           wei, dst, strides, pad, pad_r),
           dnnl_attr(), eng};
@@ -110,7 +116,7 @@ std::unique_ptr<Kernel> conv_kernel(const KernelCtx& ctx, ConvMode mode) {
   auto fwd = conv_fwd_pd(g, ctx.engine);
   auto src = dense_desc(x), wei = dense_desc(w), dst = dense_desc({g.n, g.o, g.oh, g.ow});
   dnnl::memory::dims strides{g.sh, g.sw}, pad{g.ph, g.pw};
-  dnnl::memory::dims pad_r{(g.oh - 1) * g.sh + g.kh - g.h - g.ph, (g.ow - 1) * g.sw + g.kw - g.w - g.pw};
+  auto pad_r = right_pad(g.oh, g.ow, g.sh, g.sw, g.kh, g.kw, g.h, g.w, g.ph, g.pw);
   using DA = DnnlKernel::Arg;
   if (mode == ConvMode::Forward)
     return std::make_unique<DnnlKernel>(
@@ -163,17 +169,15 @@ void add_conv_op(OpRegistry& r, const char* name, ShapeFn shape, ConvMode mode, 
   d.shape = std::move(shape);
   d.grad = std::move(grad);
   d.reference = [mode](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
-    const Attrs& a = n.attrs;
-    if (mode == ConvMode::Forward) {
-      auto g = geom(in[0]->shape, in[1]->shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
-      conv_loops(g, in[0]->data.data(), in[1]->data.data(), out[0].data.data(), mode);
-    } else if (mode == ConvMode::BackwardData) {
-      auto g = geom(out[0].shape, in[1]->shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
-      conv_loops(g, out[0].data.data(), in[1]->data.data(), const_cast<double*>(in[0]->data.data()), mode);
-    } else {
-      auto g = geom(in[0]->shape, out[0].shape, attr_ints(a, "stride"), attr_ints(a, "padding"));
-      conv_loops(g, in[0]->data.data(), out[0].data.data(), const_cast<double*>(in[1]->data.data()), mode);
-    }
+    const IntList &st = attr_ints(n.attrs, "stride"), &pd = attr_ints(n.attrs, "padding");
+    const std::vector<double>&a = in[0]->data, &b = in[1]->data;
+    std::vector<double>& z = out[0].data;
+    if (mode == ConvMode::Forward)  // a = x, b = w, z = y
+      conv_for_each(geom(in[0]->shape, in[1]->shape, st, pd), [&](size_t xi, size_t wi, size_t yi) { z[yi] += a[xi] * b[wi]; });
+    else if (mode == ConvMode::BackwardData)  // a = gy, b = w, z = gx
+      conv_for_each(geom(out[0].shape, in[1]->shape, st, pd), [&](size_t xi, size_t wi, size_t yi) { z[xi] += a[yi] * b[wi]; });
+    else  // a = x, b = gy, z = gw
+      conv_for_each(geom(in[0]->shape, out[0].shape, st, pd), [&](size_t xi, size_t wi, size_t yi) { z[wi] += a[xi] * b[yi]; });
   };
   d.kernel = [mode](const KernelCtx& ctx) { return conv_kernel(ctx, mode); };
   d.tests = std::move(tests);
@@ -226,7 +230,7 @@ void pool_reference(bool is_max, const Node& node, const RefTensor& x, RefTensor
 std::unique_ptr<Kernel> pool_kernel(const KernelCtx& ctx, dnnl::algorithm alg) {
   auto g = pool_geom(ctx.in_types[0].shape, ctx.node.attrs);
   auto src = dense_desc(ctx.in_types[0].shape), dst = dense_desc(ctx.out_type().shape);
-  dnnl::memory::dims pad_r{(g.oh - 1) * g.sh + g.kh - g.h - g.ph, (g.ow - 1) * g.sw + g.kw - g.w - g.pw};
+  auto pad_r = right_pad(g.oh, g.ow, g.sh, g.sw, g.kh, g.kw, g.h, g.w, g.ph, g.pw);
   dnnl::pooling_forward::primitive_desc pd(
       dnnl::pooling_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst, {g.sh, g.sw}, {g.kh, g.kw},
                                   {g.ph, g.pw}, pad_r),
@@ -272,24 +276,34 @@ void add_pool(OpRegistry& r, const char* name, bool is_max) {
   };
   auto alg = is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding;
   d.kernel = [alg](const KernelCtx& ctx) { return pool_kernel(ctx, alg); };
-  d.tests = {tcase({{2, 3, 4, 4}}, {{"kernel", IntList{2, 2}}}), tcase({{1, 2, 6, 4}}, {{"kernel", IntList{3, 2}}})};
-  // Overlapping and padded windows run forward (kernel vs reference) but have no gradient rule.
-  OpTestCase forward_only = tcase({{1, 2, 5, 5}}, {{"kernel", IntList{3, 3}}, {"stride", IntList{2, 2}}, {"padding", IntList{1, 1}}});
-  forward_only.differentiable = {false};
-  d.tests.push_back(forward_only);
+  d.tests = {tcase({{2, 3, 4, 4}}, {{"kernel", IntList{2, 2}}}), tcase({{1, 2, 6, 4}}, {{"kernel", IntList{3, 2}}}),
+             tcase({{2, 1, 4, 6}}, {{"kernel", IntList{2, 3}}, {"stride", IntList{2, 3}}})};
+  // Overlapping, padded or non-tiling windows run forward (kernel vs reference) but have no gradient rule.
+  const int64_t windows[][4] = {{5, 3, 2, 1}, {6, 3, 2, 0}, {4, 2, 2, 1}, {5, 2, 1, 0}};  // size, kernel, stride, pad
+  for (const auto& [hw, k, st, p] : windows) {
+    OpTestCase c = tcase({{1, 2, hw, hw}}, {{"kernel", IntList{k, k}}, {"stride", IntList{st, st}}, {"padding", IntList{p, p}}});
+    c.differentiable = {false};
+    d.tests.push_back(c);
+  }
   r.add(std::move(d));
 }
 
 // ---- softmax ----
-std::vector<TensorType> softmax_rule(const std::vector<TensorType>& in, const Attrs& a) {
+// The builders store a non-negative axis; graphs written by hand may count from the end.
+int64_t softmax_axis(const Attrs& a, size_t rank) {
   int64_t axis = attr_int(a, "axis");
+  return axis < 0 ? axis + int64_t(rank) : axis;
+}
+
+std::vector<TensorType> softmax_rule(const std::vector<TensorType>& in, const Attrs& a) {
+  int64_t axis = softmax_axis(a, in[0].shape.size());
   if (in[0].dtype != DType::f32 || axis < 0 || axis >= int64_t(in[0].shape.size()))
-    throw ShapeError(fmt::format("softmax axis {} invalid for {}", axis, type_str(in[0])));
+    throw ShapeError(fmt::format("softmax axis {} invalid for {}", attr_int(a, "axis"), type_str(in[0])));
   return {in[0]};
 }
 
 void softmax_reference(bool log_space, const Node& n, const RefTensor& x, RefTensor& y) {
-  int64_t axis = attr_int(n.attrs, "axis");
+  int64_t axis = softmax_axis(n.attrs, x.shape.size());
   int64_t outer = 1, len = x.shape[size_t(axis)], inner = 1;
   for (int64_t i = 0; i < axis; ++i) outer *= x.shape[size_t(i)];
   for (size_t i = size_t(axis) + 1; i < x.shape.size(); ++i) inner *= x.shape[i];
@@ -312,10 +326,10 @@ int64_t norm_axis(const Tensor& x, int64_t axis) {
 void add_softmax(OpRegistry& r, const char* name, bool log_space) {
   OpDef d;
   d.name = name;
-  d.attrs = {{"axis", AttrKind::Int, std::nullopt}};
+  d.attrs = {{"axis", AttrKind::Int, AttrValue(int64_t(-1))}};
   d.shape = softmax_rule;
   d.grad = [log_space](const GradCtx& c) {
-    int64_t axis = attr_int(c.attrs, "axis");
+    int64_t axis = softmax_axis(c.attrs, size_t(c.inputs[0].rank()));
     const Tensor &g = c.cotangents[0], &y = c.outputs[0];
     if (log_space) return std::vector<Tensor>{g - exp(y) * sum(g, {axis}, true)};
     return std::vector<Tensor>{y * (g - sum(g * y, {axis}, true))};
@@ -325,7 +339,7 @@ void add_softmax(OpRegistry& r, const char* name, bool log_space) {
   };
   d.kernel = [log_space](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
     auto md = dense_desc(ctx.out_type().shape);
-    int axis = int(attr_int(ctx.node.attrs, "axis"));
+    int axis = int(softmax_axis(ctx.node.attrs, ctx.in_types[0].shape.size()));
     std::vector<DnnlKernel::Arg> args{{DNNL_ARG_SRC, md, ctx.in[0]}, {DNNL_ARG_DST, md, ctx.out[0]}};
     if (log_space) {
       dnnl::logsoftmax_forward::primitive_desc pd(
@@ -337,7 +351,8 @@ void add_softmax(OpRegistry& r, const char* name, bool log_space) {
     return std::make_unique<DnnlKernel>(dnnl::softmax_forward(pd), pd, args, ctx.engine);
   };
   d.tests = {tcase({{3, 5}}, {{"axis", int64_t(1)}}), tcase({{4, 3}}, {{"axis", int64_t(0)}}),
-             tcase({{2, 3, 4}}, {{"axis", int64_t(1)}})};
+             tcase({{2, 3, 4}}, {{"axis", int64_t(1)}}), tcase({{2, 1, 4}}, {{"axis", int64_t(-1)}}),
+             tcase({{3, 1}}, {{"axis", int64_t(1)}})};  // a one-element axis: y = 1 (or 0), zero derivative
   r.add(std::move(d));
 }
 
@@ -366,7 +381,9 @@ void register_nn_ops(OpRegistry& r) {
         return std::vector<Tensor>{conv_bwd_data(g, w, c.attrs, x.shape()), conv_bwd_weights(x, g, c.attrs, w.shape())};
       },
       {ct({2, 3, 5, 5}, {4, 3, 3, 3}, {1, 1}, {0, 0}), ct({1, 2, 5, 5}, {3, 2, 3, 3}, {2, 2}, {1, 1}),
-       ct({1, 2, 4, 6}, {2, 2, 1, 3}, {1, 2}, {0, 1})},
+       ct({1, 2, 4, 6}, {2, 2, 1, 3}, {1, 2}, {0, 1}), ct({2, 3, 5, 5}, {4, 3, 3, 3}, {2, 2}, {1, 1}),
+       // The stride does not tile the input: the last row and column are never read.
+       ct({1, 2, 6, 6}, {2, 2, 3, 3}, {2, 2}, {0, 0})},
       {});
   auto bd = [](Shape gy, Shape w, IntList s, IntList p, IntList hw) {
     return tcase({gy, w}, {{"stride", s}, {"padding", p}, {"input_hw", hw}}, -1, 1);
@@ -377,7 +394,8 @@ void register_nn_ops(OpRegistry& r) {
         const Tensor &gy = c.inputs[0], &w = c.inputs[1], &cz = c.cotangents[0];
         return std::vector<Tensor>{conv_fwd(cz, w, c.attrs), conv_bwd_weights(cz, gy, c.attrs, w.shape())};
       },
-      {bd({2, 4, 3, 3}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {5, 5}), bd({1, 3, 3, 3}, {3, 2, 3, 3}, {2, 2}, {1, 1}, {5, 5})},
+      {bd({2, 4, 3, 3}, {4, 3, 3, 3}, {1, 1}, {0, 0}, {5, 5}), bd({1, 3, 3, 3}, {3, 2, 3, 3}, {2, 2}, {1, 1}, {5, 5}),
+       bd({1, 2, 2, 2}, {2, 2, 3, 3}, {2, 2}, {0, 0}, {6, 6})},
       {{"input_hw", AttrKind::Ints, std::nullopt}});
   auto bw = [](Shape x, Shape gy, IntList s, IntList p, IntList k) {
     return tcase({x, gy}, {{"stride", s}, {"padding", p}, {"kernel_hw", k}}, -1, 1);
@@ -388,7 +406,8 @@ void register_nn_ops(OpRegistry& r) {
         const Tensor &x = c.inputs[0], &gy = c.inputs[1], &cz = c.cotangents[0];
         return std::vector<Tensor>{conv_bwd_data(gy, cz, c.attrs, x.shape()), conv_fwd(x, cz, c.attrs)};
       },
-      {bw({2, 3, 5, 5}, {2, 4, 3, 3}, {1, 1}, {0, 0}, {3, 3}), bw({1, 2, 5, 5}, {1, 3, 3, 3}, {2, 2}, {1, 1}, {3, 3})},
+      {bw({2, 3, 5, 5}, {2, 4, 3, 3}, {1, 1}, {0, 0}, {3, 3}), bw({1, 2, 5, 5}, {1, 3, 3, 3}, {2, 2}, {1, 1}, {3, 3}),
+       bw({1, 2, 6, 6}, {1, 2, 2, 2}, {2, 2}, {0, 0}, {3, 3})},
       {{"kernel_hw", AttrKind::Ints, std::nullopt}});
   add_pool(r, "max_pool2d", true);
   add_pool(r, "avg_pool2d", false);

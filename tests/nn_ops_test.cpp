@@ -100,15 +100,16 @@ TEST(Composite, ConvNetRuntimeMatchesReferenceWithGradients) {
   Tensor labels = input(g, "labels", {2}, DType::i32);
   Tensor w = input(g, "w", {4, 1, 3, 3});
   Tensor gamma = input(g, "gamma", {4}), beta = input(g, "beta", {4});
-  Tensor fc = input(g, "fc", {64, 3});
+  Tensor fc = input(g, "fc", {64, 3}), fcb = input(g, "fcb", {3});
   Tensor h = max_pool2d(relu(batch_norm_train(conv2d(x, w, {1, 1}, {1, 1}), gamma, beta)), {2, 2});
-  Tensor loss = cross_entropy(matmul(reshape(h, {2, 64}), fc), labels);
-  auto grads = grad(loss, {w, gamma, beta, fc});
+  Tensor loss = cross_entropy(linear(reshape(h, {2, 64}), fc, fcb), labels);
+  auto grads = grad(loss, {x, w, gamma, beta, fc, fcb});
   g.add_output("loss", loss.value());
   for (size_t i = 0; i < grads.size(); ++i) g.add_output("g" + std::to_string(i), grads[i].value());
   RefValues f{{"x", testing::random_ref({2, 1, 8, 8}, 8)}, {"labels", RefTensor{{2}, {1, 2}}},
               {"w", testing::random_ref({4, 1, 3, 3}, 9)}, {"gamma", testing::random_ref({4}, 10, 0.5, 1.5)},
-              {"beta", testing::random_ref({4}, 11)}, {"fc", testing::random_ref({64, 3}, 12)}};
+              {"beta", testing::random_ref({4}, 11)}, {"fc", testing::random_ref({64, 3}, 12)},
+              {"fcb", testing::random_ref({3}, 13)}};
   std::vector<Value> outs;
   for (const auto& o : g.outputs()) outs.push_back(o.value);
   auto ref = reference_eval(g, outs, f);
@@ -131,6 +132,36 @@ TEST(Composite, ConvNetRuntimeMatchesReferenceWithGradients) {
     for (size_t k = 0; k < got.size(); ++k)
       ASSERT_NEAR(got[k], ref[i].data[k], 1e-3 * std::max(1.0, std::abs(ref[i].data[k]))) << g.outputs()[i].name << "[" << k << "]";
   }
+}
+
+TEST(NnOps, PoolingGradientOnlyForTilingWindows) {
+  Graph g;
+  Tensor x = input(g, "x", {1, 2, 5, 5});
+  for (const char* op : {"max_pool2d", "avg_pool2d"}) {
+    Tensor overlapping = apply(op, {x}, {{"kernel", std::vector<int64_t>{3, 3}}, {"stride", std::vector<int64_t>{2, 2}}});
+    Tensor padded = apply(op, {x}, {{"kernel", std::vector<int64_t>{2, 2}}, {"padding", std::vector<int64_t>{1, 1}}});
+    Tensor ragged = apply(op, {x}, {{"kernel", std::vector<int64_t>{2, 2}}});  // 5 is not a multiple of 2
+    for (const Tensor& y : {overlapping, padded, ragged}) {
+      try {
+        grad(sum(y), {x});
+        ADD_FAILURE() << op << ": expected a GraphError";
+      } catch (const GraphError& e) {
+        EXPECT_NE(std::string(e.what()).find(op), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
+TEST(NnOps, SoftmaxAxisDefaultsToLastAndCountsFromTheEnd) {
+  Graph g;
+  Tensor x = input(g, "x", {2, 3, 4});
+  Tensor by_default = apply("softmax", {x}), negative = apply("log_softmax", {x}, {{"axis", int64_t(-2)}});
+  EXPECT_EQ(attr_int(softmax(x).node().attrs, "axis"), 2);  // the builder stores the axis it means
+  RefValues f{{"x", testing::random_ref({2, 3, 4}, 14, -2, 2)}};
+  auto r = reference_eval(g, {by_default.value(), softmax(x, 2).value(), negative.value(), log_softmax(x, 1).value()}, f);
+  EXPECT_EQ(r[0].data, r[1].data);
+  EXPECT_EQ(r[2].data, r[3].data);
+  check_grads(g, sum(by_default * by_default) + sum(negative * negative), {x}, f, 1e-6);
 }
 
 }  // namespace
