@@ -30,7 +30,11 @@ MatmulDims matmul_dims(const Shape& a, const Shape& b, bool ta, bool tb) {
                                  ta ? "^T" : "", shape_str(b), tb ? "^T" : "", d.k, kb));
   d.a_batch = Shape(a.begin(), a.end() - 2);
   d.b_batch = Shape(b.begin(), b.end() - 2);
-  d.batch = broadcast_shapes(d.a_batch, d.b_batch);
+  try {
+    d.batch = broadcast_shapes(d.a_batch, d.b_batch);
+  } catch (const ShapeError&) {
+    throw ShapeError(fmt::format("matmul batch axes do not broadcast: {} @ {}", shape_str(a), shape_str(b)));
+  }
   return d;
 }
 
@@ -138,7 +142,8 @@ void register_linalg_ops(OpRegistry& r) {
   d.tests = {t({3, 4}, {4, 5}, 0, 0),       t({4, 3}, {4, 5}, 1, 0),       t({3, 4}, {5, 4}, 0, 1),
              t({4, 3}, {5, 4}, 1, 1),       t({2, 3, 4}, {2, 4, 5}, 0, 0), t({2, 3, 1}, {1, 5}, 0, 0),
              t({3, 4}, {2, 4, 5}, 0, 0),    t({2, 1, 3, 4}, {3, 4, 2}, 0, 0), t({2, 4, 3}, {2, 5, 4}, 1, 1),
-             t({2, 3, 4}, {5, 4}, 0, 1)};
+             t({2, 3, 4}, {5, 4}, 0, 1),    t({4, 3}, {2, 4, 5}, 1, 0),    t({2, 4, 3}, {5, 4}, 1, 1),
+             t({1, 3, 4}, {2, 4, 5}, 0, 0), t({2, 3, 4}, {2, 1, 5, 4}, 0, 1)};
   r.add(std::move(d));
 }
 

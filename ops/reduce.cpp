@@ -162,7 +162,8 @@ void add_reduction(OpRegistry& r, const char* name, Kind kind, dnnl::algorithm a
   d.tests = {tcase({{3, 4}}, ax({1}, 0)),         tcase({{3, 4}}, ax({0}, 1)),
              tcase({{2, 3, 4}}, ax({0, 2}, 0)),   tcase({{2, 3, 4}}, ax({0, 1, 2}, 0)),
              tcase({{2, 3, 4}}, ax({1}, 1)),      tcase({{5}}, ax({}, 0)),
-             tcase({{3, 1}}, ax({1}, 0))};
+             tcase({{3, 1}}, ax({1}, 0)),         tcase({{2, 3, 4}}, ax({-1}, 1)),
+             tcase({{2, 3, 4}}, ax({-3, -1}, 0))};
   r.add(std::move(d));
 }
 
@@ -175,12 +176,17 @@ Tensor max(const Tensor& x, std::vector<int64_t> axes, bool keepdims) { return r
 Tensor sum_to_shape(const Tensor& x, const Shape& shape) {
   const Shape& xs = x.shape();
   if (xs == shape) return x;
-  if (broadcast_shapes(shape, xs) != xs)
-    throw ShapeError(fmt::format("sum_to_shape: {} is not a broadcast of {}", shape_str(xs), shape_str(shape)));
-  const size_t lead = xs.size() - shape.size();
+  // Ranks are right-aligned; a target may also carry leading 1s that x lacks.
+  const size_t rank = std::max(xs.size(), shape.size()), lead = rank - xs.size();
+  const Shape px = pad_rank(xs, rank), ps = pad_rank(shape, rank);
+  bool ok = true;
   std::vector<int64_t> axes;
-  for (size_t i = 0; i < xs.size(); ++i)
-    if (i < lead || (shape[i - lead] == 1 && xs[i] != 1)) axes.push_back(int64_t(i));
+  for (size_t i = 0; i < rank; ++i) {
+    if (ps[i] == px[i]) continue;
+    if (ps[i] != 1) ok = false;
+    else axes.push_back(int64_t(i - lead));  // px[i] != 1, so axis i exists in x
+  }
+  if (!ok) throw ShapeError(fmt::format("sum_to_shape: {} is not a broadcast of {}", shape_str(xs), shape_str(shape)));
   Tensor s = axes.empty() ? x : sum(x, axes, false);
   return s.shape() == shape ? s : reshape(s, shape);
 }

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <numeric>
 
+#include "ops/broadcast.h"
 #include "ops/eltwise_math.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
@@ -20,6 +21,10 @@ int64_t norm_axis(int64_t axis, size_t rank) {
   return axis;
 }
 
+// The "axis" attribute of concat and gather: their builders store it canonical, but generic
+// apply() and parsed graphs may carry a negative axis, which the shape rule accepts.
+int64_t axis_attr(const Attrs& a, size_t rank) { return norm_axis(attr_int(a, "axis"), rank); }
+
 std::vector<int64_t> dense_strides(const Shape& s) {
   std::vector<int64_t> st(s.size());
   int64_t k = 1;
@@ -34,10 +39,67 @@ std::unique_ptr<Kernel> copy_kernel(const KernelCtx& ctx) {
   return std::make_unique<LoopKernel>([=] { std::memmove(dst, src, bytes); }, "copy");
 }
 
-// A oneDNN reorder from a strided view of the input (dims in output order) into the output.
+// Copies contiguous runs of a strided view with memcpy. For slices (and transposes that keep the
+// last axis) oneDNN's reorder is its generic `simple:any` kernel, whose thread dispatch costs
+// more than the copy at the sizes this engine sees.
+class RunCopyKernel final : public Kernel {
+ public:
+  RunCopyKernel(const char* src, char* dst, Shape outer, std::vector<int64_t> outer_bytes, size_t run_bytes)
+      : src_(src), dst_(dst), outer_(std::move(outer)), step_(std::move(outer_bytes)), run_(run_bytes) {}
+  void run(dnnl::stream&) override {
+    const size_t rank = outer_.size();
+    int64_t idx[kMaxRank] = {}, off = 0;
+    for (char* d = dst_;; d += run_) {
+      std::memcpy(d, src_ + off, run_);
+      size_t k = rank;
+      while (k-- > 0) {
+        off += step_[k];
+        if (++idx[k] < outer_[k]) break;
+        off -= step_[k] * outer_[k];
+        idx[k] = 0;
+      }
+      if (k == size_t(-1)) return;
+    }
+  }
+  std::string impl() const override { return "loop:memcpy"; }
+
+ private:
+  const char* src_;
+  char* dst_;
+  Shape outer_;
+  std::vector<int64_t> step_;
+  size_t run_;
+};
+
+// Copies a strided view of the input (dims in output order, element strides, element offset)
+// into the dense output: memcpy runs when the innermost axis is contiguous, else a oneDNN reorder.
 std::unique_ptr<Kernel> strided_copy_kernel(const KernelCtx& ctx, const Shape& dims, const std::vector<int64_t>& strides,
                                             int64_t offset) {
   if (dims.empty()) return copy_kernel(ctx);
+  if (num_elements(dims) == 0) return std::make_unique<LoopKernel>([] {}, "empty");
+  // Drop size-1 axes and merge axes the view walks contiguously.
+  Shape cd;
+  std::vector<int64_t> cs;
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (dims[i] == 1) continue;
+    if (!cd.empty() && cs.back() == strides[i] * dims[i]) {
+      cd.back() *= dims[i];
+      cs.back() = strides[i];
+    } else {
+      cd.push_back(dims[i]);
+      cs.push_back(strides[i]);
+    }
+  }
+  // Short runs on large views copy faster through the reorder's vector code.
+  const bool runs = cd.empty() || (cs.back() == 1 && cd.size() <= kMaxRank + 1 &&
+                                   (cd.back() >= 8 || num_elements(dims) <= 4096));
+  if (runs) {
+    const size_t run = size_t(cd.empty() ? 1 : cd.back()) * 4;
+    if (!cd.empty()) cd.pop_back(), cs.pop_back();
+    for (int64_t& s : cs) s *= 4;
+    const char* src = static_cast<const char*>(ctx.in[0]) + offset * 4;
+    return std::make_unique<RunCopyKernel>(src, static_cast<char*>(ctx.out[0]), cd, cs, run);
+  }
   auto dt = ctx.out_type().dtype == DType::f32 ? dnnl::memory::data_type::f32 : dnnl::memory::data_type::s32;
   dnnl::memory::desc src(to_dims(dims), dt, dnnl::memory::dims(strides.begin(), strides.end()));
   auto dst = dense_desc(dims, ctx.out_type().dtype);
@@ -207,6 +269,7 @@ OpTestCase int_case(std::vector<TensorType> inputs, Attrs attrs, int64_t lo, int
   c.inputs = std::move(inputs);
   c.attrs = std::move(attrs);
   c.int_range = {lo, hi};
+  for (const TensorType& t : c.inputs) c.differentiable.push_back(t.dtype == DType::f32);
   return c;
 }
 
@@ -296,7 +359,8 @@ void register_shape_ops(OpRegistry& r) {
     };
     d.tests = {tcase({{2, 3}}, {{"perm", std::vector<int64_t>{1, 0}}}),
                tcase({{2, 3, 4}}, {{"perm", std::vector<int64_t>{2, 0, 1}}}),
-               tcase({{2, 3, 4, 5}}, {{"perm", std::vector<int64_t>{0, 3, 1, 2}}})};
+               tcase({{2, 3, 4, 5}}, {{"perm", std::vector<int64_t>{0, 3, 1, 2}}}),
+               tcase({{2, 3, 4, 5}}, {{"perm", std::vector<int64_t>{1, 0, 2, 3}}})};
     r.add(std::move(d));
   }
   {
@@ -338,7 +402,7 @@ void register_shape_ops(OpRegistry& r) {
     };
     auto sl = [](std::vector<int64_t> b, std::vector<int64_t> e) { return Attrs{{"begin", b}, {"end", e}}; };
     d.tests = {tcase({{4, 5}}, sl({1, 0}, {3, 5})), tcase({{3, 4, 5}}, sl({0, 1, 2}, {2, 4, 4})),
-               tcase({{6}}, sl({2}, {6}))};
+               tcase({{6}}, sl({2}, {6})),                 tcase({{2, 3, 4, 5}}, sl({1, 0, 1, 0}, {2, 3, 3, 5}))};
     r.add(std::move(d));
   }
   {
@@ -348,7 +412,7 @@ void register_shape_ops(OpRegistry& r) {
     d.attrs = {{"axis", AttrKind::Int, std::nullopt}};
     d.shape = concat_rule;
     d.grad = [](const GradCtx& c) {
-      int64_t axis = attr_int(c.attrs, "axis");
+      int64_t axis = axis_attr(c.attrs, size_t(c.inputs[0].rank()));
       std::vector<Tensor> out;
       int64_t at = 0;
       for (const Tensor& x : c.inputs) {
@@ -361,7 +425,7 @@ void register_shape_ops(OpRegistry& r) {
       return out;
     };
     d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
-      int64_t axis = attr_int(n.attrs, "axis"), at = 0;
+      int64_t axis = axis_attr(n.attrs, out[0].shape.size()), at = 0;
       for (const RefTensor* x : in) {
         std::vector<int64_t> b(x->shape.size(), 0);
         b[size_t(axis)] = at;
@@ -370,7 +434,7 @@ void register_shape_ops(OpRegistry& r) {
       }
     };
     d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
-      int axis = int(attr_int(ctx.node.attrs, "axis"));
+      int axis = int(axis_attr(ctx.node.attrs, ctx.out_type().shape.size()));
       std::vector<dnnl::memory::desc> srcs;
       std::vector<DnnlKernel::Arg> args;
       for (size_t i = 0; i < ctx.in.size(); ++i) {
@@ -383,7 +447,7 @@ void register_shape_ops(OpRegistry& r) {
       return std::make_unique<DnnlKernel>(dnnl::concat(pd), pd, args, ctx.engine);
     };
     d.tests = {tcase({{2, 3}, {4, 3}}, {{"axis", int64_t(0)}}), tcase({{2, 3}, {2, 1}, {2, 2}}, {{"axis", int64_t(1)}}),
-               tcase({{2, 2, 3}, {2, 1, 3}}, {{"axis", int64_t(1)}})};
+               tcase({{2, 2, 3}, {2, 1, 3}}, {{"axis", int64_t(1)}}), tcase({{2, 3}, {2, 2}}, {{"axis", int64_t(-1)}})};
     r.add(std::move(d));
   }
   {
@@ -423,12 +487,12 @@ void register_shape_ops(OpRegistry& r) {
     d.attrs = {{"axis", AttrKind::Int, AttrValue(int64_t(0))}};
     d.shape = gather_rule;
     d.grad = [](const GradCtx& c) {
-      int64_t axis = attr_int(c.attrs, "axis");
+      int64_t axis = axis_attr(c.attrs, size_t(c.inputs[0].rank()));
       return std::vector<Tensor>{scatter_add(c.cotangents[0], c.inputs[1], axis, c.inputs[0].shape()[size_t(axis)]),
                                  none()};
     };
     d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
-      auto gd = gather_dims(in[0]->shape, attr_int(n.attrs, "axis"), int64_t(in[1]->data.size()));
+      auto gd = gather_dims(in[0]->shape, axis_attr(n.attrs, in[0]->shape.size()), int64_t(in[1]->data.size()));
       for (int64_t o = 0; o < gd.outer; ++o)
         for (int64_t j = 0; j < gd.n_idx; ++j) {
           double ix = in[1]->data[size_t(j)];
@@ -439,7 +503,7 @@ void register_shape_ops(OpRegistry& r) {
         }
     };
     d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
-      auto gd = gather_dims(ctx.in_types[0].shape, attr_int(ctx.node.attrs, "axis"), ctx.in_types[1].numel());
+      auto gd = gather_dims(ctx.in_types[0].shape, axis_attr(ctx.node.attrs, ctx.in_types[0].shape.size()), ctx.in_types[1].numel());
       const float* x = ctx.in_f32(0);
       const int32_t* idx = ctx.in_i32(1);
       float* y = ctx.out_f32();
@@ -454,7 +518,8 @@ void register_shape_ops(OpRegistry& r) {
     };
     auto c1 = int_case({{DType::f32, {5, 3}}, {DType::i32, {4}}}, {{"axis", int64_t(0)}}, 0, 5);
     auto c2 = int_case({{DType::f32, {2, 4, 3}}, {DType::i32, {2, 2}}}, {{"axis", int64_t(1)}}, 0, 4);
-    d.tests = {c1, c2};
+    auto c3 = int_case({{DType::f32, {3, 4}}, {DType::i32, {2, 3}}}, {{"axis", int64_t(-1)}}, 0, 4);
+    d.tests = {c1, c2, c3};
     r.add(std::move(d));
   }
   {
