@@ -14,6 +14,7 @@ const OpRegistry& OpRegistry::get() {
     register_unary_ops(r);
     register_reduce_ops(r);
     register_shape_ops(r);
+    register_indexing_ops(r);
     register_linalg_ops(r);
     register_nn_ops(r);
     register_fused_ops(r);

@@ -7,6 +7,7 @@ void register_elementwise_ops(OpRegistry& r);  // ops/elementwise.cpp, ops/unary
 void register_unary_ops(OpRegistry& r);
 void register_reduce_ops(OpRegistry& r);       // ops/reduce.cpp
 void register_shape_ops(OpRegistry& r);        // ops/shape.cpp
+void register_indexing_ops(OpRegistry& r);     // ops/indexing.cpp (gather, scatter_add, one_hot)
 void register_linalg_ops(OpRegistry& r);       // ops/linalg.cpp
 void register_nn_ops(OpRegistry& r);           // ops/nn.cpp (conv, pooling, softmax)
 void register_fused_ops(OpRegistry& r);        // ops/fused.cpp (fused_elementwise)

@@ -1,6 +1,8 @@
 // Shared kernel and test-case builders for op registry entries.
 #include "ops/op_helpers.h"
 
+#include <fmt/format.h>
+
 #include <cstring>
 
 #include "ops/broadcast.h"
@@ -15,6 +17,14 @@ OpTestCase tcase(std::vector<Shape> shapes, Attrs attrs, double lo, double hi) {
   c.hi = hi;
   return c;
 }
+
+int64_t normalize_axis(int64_t axis, size_t rank) {
+  if (axis < 0) axis += int64_t(rank);
+  if (axis < 0 || axis >= int64_t(rank)) throw ShapeError(fmt::format("axis {} out of range for rank {}", axis, rank));
+  return axis;
+}
+
+int64_t axis_attr(const Attrs& a, size_t rank) { return normalize_axis(attr_int(a, "axis"), rank); }
 
 Shape pad_rank(const Shape& s, size_t rank) {
   Shape out(rank - std::min(rank, s.size()), 1);

@@ -33,6 +33,12 @@ std::unique_ptr<Kernel> loop_eltwise_kernel(const KernelCtx& ctx, EltwiseFn fn, 
 template <class F>
 void ref_broadcast(const std::vector<const RefTensor*>& in, RefTensor& out, F&& f);
 
+// An axis counted from the end when negative; throws ShapeError when out of range.
+int64_t normalize_axis(int64_t axis, size_t rank);
+// The "axis" attribute of concat and gather: their builders store it canonical, but generic
+// apply() and parsed graphs may carry a negative axis, which the shape rules accept.
+int64_t axis_attr(const Attrs& a, size_t rank);
+
 // The cotangent of a zero-grad or integer input.
 inline Tensor none() { return Tensor(); }
 
