@@ -6,6 +6,7 @@
 
 #include "graph/error.h"
 #include "graph/op_def.h"
+#include "meta/maml.h"
 #include "ops/ops.h"
 #include "passes/autodiff.h"
 #include "passes/common_subexpr_elim.h"
@@ -185,6 +186,29 @@ TEST(Pipeline, SecondOrderGradientGraphKeepsMeaningAndShrinks) {
   expect_same_meaning(before, g, {{"x", testing::random_ref({5, 3}, 5)}, {"w", testing::random_ref({3, 4}, 6)}});
   ASSERT_FALSE(records.empty());
   EXPECT_EQ(records.front().nodes_before, before.size());
+}
+
+TEST(Pipeline, MamlMetaStepKeepsMeaning) {
+  for (const char* algo : {"maml", "fomaml"}) {
+    MamlConfig cfg;
+    cfg.algo = algo;
+    cfg.meta_batch = 3;
+    cfg.shots = cfg.query = 4;
+    cfg.hidden = 6;
+    cfg.inner_steps = 2;
+    Graph g = build_meta_step(cfg);
+    Graph before = g;
+    optimize(g);
+    EXPECT_LT(g.size(), before.size());
+    RefValues feeds;
+    for (const char* n : {"xs", "ys", "xq", "yq"}) feeds[n] = testing::random_ref({3, 4, 1}, uint64_t(n[1]), -3, 3);
+    expect_same_meaning(before, g, feeds);
+    // The updates (new weights and Adam state) agree too.
+    RefValues a = reference_step(before, feeds, {}), b = reference_step(g, feeds, {});
+    for (const auto& [name, t] : a)
+      for (size_t k = 0; k < t.data.size(); ++k)
+        ASSERT_NEAR(b.at(name).data[k], t.data[k], 1e-9 * std::max(1.0, std::abs(t.data[k]))) << algo << " " << name;
+  }
 }
 
 TEST(Pipeline, OptLevelZeroAndUnknownPass) {
