@@ -20,8 +20,16 @@ std::string to_dot(const Graph& g) {
       << "  edge [fontname=\"monospace\", fontsize=8];\n";
   for (const Node& n : g.nodes()) {
     std::string what = n.kind == NodeKind::Op ? n.op->name : node_kind_name(n.kind);
-    std::string label = n.name.empty() ? fmt::format("%{} {}\n{}", n.id, what, type_str(n.type()))
-                                       : fmt::format("%{} {} \"{}\"\n{}", n.id, what, n.name, type_str(n.type()));
+    if (n.kind == NodeKind::Parameter && !n.trainable) what += " (state)";
+    std::string types;
+    for (size_t i = 0; i < n.outputs.size(); ++i) types += (i ? ", " : "") + type_str(n.outputs[i]);
+    // Small constants show their values; larger ones only their type.
+    if (n.kind == NodeKind::Constant && n.data.size() <= 4) {
+      types += " =";
+      for (double d : n.data) types += fmt::format(" {}", d);
+    }
+    std::string label = n.name.empty() ? fmt::format("%{} {}\n{}", n.id, what, types)
+                                       : fmt::format("%{} {} \"{}\"\n{}", n.id, what, n.name, types);
     std::string shape = n.kind == NodeKind::Input ? "ellipse" : n.kind == NodeKind::Parameter ? "cylinder"
                         : n.kind == NodeKind::Constant ? "plaintext" : "box";
     if (n.kind == NodeKind::Op && n.op->name == "fused_elementwise") {

@@ -1,8 +1,10 @@
-// The text IR parser: a small hand-written lexer and recursive-descent reader whose errors name
-// the line and column.
+// The text IR parser: a hand-written scanner and recursive-descent reader whose errors name the
+// line and column and what was expected there.
 #include <fmt/format.h>
 
 #include <cctype>
+#include <cerrno>
+#include <cmath>
 #include <cstdlib>
 
 #include "graph/error.h"
@@ -13,40 +15,38 @@ namespace metagrad {
 
 namespace {
 
+struct Pos {
+  int line = 1, col = 1;
+};
+
+bool is_word_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
+bool is_digit(char c) { return c >= '0' && c <= '9'; }
+// Numbers in attributes and constants: digits, sign, point, exponent, and inf/nan.
+bool is_number_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '+'; }
+
 class Reader {
  public:
   explicit Reader(const std::string& text) : s_(text) {}
 
-  [[noreturn]] void fail(const std::string& msg) const {
-    throw GraphError(fmt::format("line {}, column {}: {}", line_, col_, msg));
+  [[noreturn]] static void fail_at(Pos p, const std::string& msg) {
+    throw GraphError(fmt::format("line {}, column {}: {}", p.line, p.col, msg));
   }
-  // Errors found after a whole statement was read point at the statement's start.
-  [[noreturn]] void fail_statement(const std::string& msg) const {
-    throw GraphError(fmt::format("line {}, column {}: {}", stmt_line_, stmt_col_, msg));
-  }
-  void start_statement() {
+  [[noreturn]] void fail(const std::string& msg) { fail_at(here(), msg); }
+  // "expected X, found Y" at the next token.
+  [[noreturn]] void expected(const std::string& what) { fail(fmt::format("expected {}, found {}", what, found())); }
+
+  // Position of the next token (after blanks and comments).
+  Pos here() {
     skip();
-    stmt_line_ = line_, stmt_col_ = col_;
-  }
-  void skip() {
-    while (pos_ < s_.size()) {
-      char c = s_[pos_];
-      if (c == '#') {
-        while (pos_ < s_.size() && s_[pos_] != '\n') advance();
-      } else if (std::isspace(static_cast<unsigned char>(c))) {
-        advance();
-      } else {
-        break;
-      }
-    }
+    return pos_;
   }
   bool at_end() {
     skip();
-    return pos_ >= s_.size();
+    return i_ >= s_.size();
   }
   char peek() {
     skip();
-    return pos_ < s_.size() ? s_[pos_] : '\0';
+    return i_ < s_.size() ? s_[i_] : '\0';
   }
   bool accept(char c) {
     if (peek() != c) return false;
@@ -54,139 +54,305 @@ class Reader {
     return true;
   }
   void expect(char c) {
-    if (!accept(c)) fail(fmt::format("expected '{}'{}", c, pos_ < s_.size() ? fmt::format(", found '{}'", s_[pos_]) : ", found end of text"));
+    if (!accept(c)) expected(fmt::format("'{}'", c));
   }
-  std::string word() {
-    skip();
-    size_t b = pos_;
-    while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '_')) advance();
-    if (b == pos_) fail("expected a word");
-    return s_.substr(b, pos_ - b);
+  bool at_word() { return is_word_char(peek()) && !is_digit(peek()); }
+  // Identifiers: op names, keywords, dtypes, initializer and attribute names.
+  std::string word(const std::string& what) {
+    if (!at_word()) expected(what);
+    size_t b = i_;
+    while (i_ < s_.size() && is_word_char(s_[i_])) advance();
+    return s_.substr(b, i_ - b);
   }
   void keyword(const std::string& k) {
-    std::string w = word();
-    if (w != k) fail(fmt::format("expected '{}', found '{}'", k, w));
+    Pos p = here();
+    if (!at_word()) expected(fmt::format("'{}'", k));
+    std::string w = word("");
+    if (w != k) fail_at(p, fmt::format("expected '{}', found '{}'", k, w));
   }
-  std::string quoted() {
-    expect('"');
+  std::string quoted(const std::string& what) {
+    if (peek() != '"') expected(what);
+    Pos start = pos_;
+    advance();
     std::string out;
-    while (pos_ < s_.size() && s_[pos_] != '"') {
-      if (s_[pos_] == '\\') {
+    while (i_ < s_.size() && s_[i_] != '"' && s_[i_] != '\n') {
+      if (s_[i_] == '\\') {
         advance();
-        if (pos_ >= s_.size()) break;
-        out += s_[pos_] == 'n' ? '\n' : s_[pos_];
+        char e = i_ < s_.size() ? s_[i_] : '\0';
+        if (e == '"' || e == '\\') out += e;
+        else if (e == 'n') out += '\n';
+        else fail("unknown escape in string (expected \\\", \\\\ or \\n)");
       } else {
-        out += s_[pos_];
+        out += s_[i_];
       }
       advance();
     }
-    if (pos_ >= s_.size()) fail("unterminated string");
+    if (i_ >= s_.size() || s_[i_] != '"') fail_at(start, "unterminated string");
     advance();
     return out;
   }
-  std::string number_token() {
-    skip();
-    size_t b = pos_;
-    while (pos_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[pos_])) || s_[pos_] == '.' || s_[pos_] == '-' || s_[pos_] == '+'))
+  // A non-negative integer made of digits only (node ids, output indices, dimensions).
+  int64_t count(const std::string& what) {
+    if (!is_digit(peek())) expected(what);
+    Pos p = pos_;
+    int64_t v = 0;
+    while (i_ < s_.size() && is_digit(s_[i_])) {
+      if (v > (int64_t(1) << 40)) fail_at(p, fmt::format("{} is too large", what));
+      v = v * 10 + (s_[i_] - '0');
       advance();
-    if (b == pos_) fail("expected a number");
-    return s_.substr(b, pos_ - b);
-  }
-  int64_t integer() {
-    std::string t = number_token();
-    char* end = nullptr;
-    long long v = std::strtoll(t.c_str(), &end, 10);
-    if (*end) fail(fmt::format("'{}' is not an integer", t));
-    return v;
-  }
-  double real() {
-    std::string t = number_token();
-    char* end = nullptr;
-    double v = std::strtod(t.c_str(), &end);
-    if (*end) fail(fmt::format("'{}' is not a number", t));
-    return v;
-  }
-  Value value() {
-    expect('%');
-    Value v{int(integer()), 0};
-    if (peek() == '.') {
-      advance();
-      v.index = int(integer());
     }
     return v;
   }
+  // The text of a number: sign, digits, point, exponent or inf/nan, checked by the caller.
+  std::string number_token(const std::string& what) {
+    char c = peek();
+    if (!is_number_char(c)) expected(what);
+    size_t b = i_;
+    while (i_ < s_.size() && is_number_char(s_[i_])) advance();
+    return s_.substr(b, i_ - b);
+  }
+  static bool is_float_text(const std::string& t) { return t.find_first_of(".eEn") != std::string::npos; }
+  double real(const std::string& what) {
+    Pos p = here();
+    std::string t = number_token(what);
+    char* end = nullptr;
+    double v = std::strtod(t.c_str(), &end);
+    if (*end) fail_at(p, fmt::format("expected {}, found '{}'", what, t));
+    check_finite(p, t, v);
+    return v;
+  }
+
+  // %3 or %3.1; the reference must name an existing node's output.
+  Value value(const Graph& g, const std::string& what) {
+    if (peek() != '%') expected(what);
+    Pos p = pos_;
+    advance();
+    int64_t node = count("a node number after '%'");
+    int64_t index = 0;
+    if (i_ < s_.size() && s_[i_] == '.') {
+      advance();
+      index = count("an output number after '.'");
+    }
+    if (node >= int64_t(g.size()))
+      fail_at(p, fmt::format("%{} is not an earlier node ({} nodes precede it)", node, g.size()));
+    if (index >= int64_t(g.node(int(node)).outputs.size()))
+      fail_at(p, fmt::format("{} has no output {}", g.describe(int(node)), index));
+    return {int(node), int(index)};
+  }
   TensorType type() {
-    std::string dt = word();
-    DType d;
+    Pos p = here();
+    if (!at_word()) expected("a type such as f32[2,3]");
+    std::string dt = word("a dtype");
+    DType d = DType::f32;
     try {
       d = parse_dtype(dt);
     } catch (const GraphError& e) {
-      fail(e.what());
+      fail_at(p, e.what());
     }
     expect('[');
     Shape s;
     if (!accept(']')) {
-      do s.push_back(integer());
+      do s.push_back(count("a dimension"));
       while (accept(','));
       expect(']');
     }
     return {d, s};
   }
-  static bool is_float_text(const std::string& t) { return t.find_first_of(".eEn") != std::string::npos; }
   AttrValue attr_value() {
     char c = peek();
-    if (c == '"') return quoted();
-    if (c == '[') {
-      advance();
-      if (accept('.')) {
-        expect(']');
-        return std::vector<double>{};
-      }
-      std::vector<std::string> items;
-      if (!accept(']')) {
-        do items.push_back(number_token());
-        while (accept(','));
-        expect(']');
-      }
-      bool floats = false;
-      for (const auto& t : items) floats |= is_float_text(t);
-      if (floats) {
-        std::vector<double> v;
-        for (const auto& t : items) v.push_back(std::strtod(t.c_str(), nullptr));
-        return v;
-      }
-      std::vector<int64_t> v;
-      for (const auto& t : items) v.push_back(std::strtoll(t.c_str(), nullptr, 10));
+    if (c == '"') return quoted("a string");
+    if (c != '[') {
+      Pos p = pos_;
+      std::string t = number_token("an attribute value (number, list or string)");
+      return is_float_text(t) ? AttrValue(number_of(p, t)) : AttrValue(integer_of(p, t));
+    }
+    advance();
+    if (accept('.')) {  // "[.]": the empty float list
+      expect(']');
+      return std::vector<double>{};
+    }
+    std::vector<std::pair<Pos, std::string>> items;
+    if (!accept(']')) {
+      do {
+        Pos p = here();
+        items.push_back({p, number_token("a number")});
+      } while (accept(','));
+      expect(']');
+    }
+    bool floats = false;
+    for (const auto& [p, t] : items) floats |= is_float_text(t);
+    if (floats) {
+      std::vector<double> v;
+      for (const auto& [p, t] : items) v.push_back(number_of(p, t));
       return v;
     }
-    std::string t = number_token();
-    if (is_float_text(t)) return std::strtod(t.c_str(), nullptr);
-    return int64_t(std::strtoll(t.c_str(), nullptr, 10));
+    std::vector<int64_t> v;
+    for (const auto& [p, t] : items) v.push_back(integer_of(p, t));
+    return v;
   }
   Attrs attrs() {
     Attrs a;
     expect('{');
     if (accept('}')) return a;
     do {
-      std::string k = word();
+      Pos p = here();
+      std::string k = peek() == '"' ? quoted("") : word("an attribute name");
+      if (a.count(k)) fail_at(p, fmt::format("attribute '{}' is given twice", k));
       expect('=');
       a[k] = attr_value();
     } while (accept(','));
-    expect('}');
+    if (!accept('}')) expected("',' or '}' in the attribute list");
     return a;
   }
 
  private:
-  void advance() {
-    if (s_[pos_] == '\n') ++line_, col_ = 1;
-    else ++col_;
-    ++pos_;
+  void skip() {
+    while (i_ < s_.size()) {
+      char c = s_[i_];
+      if (c == '#') {
+        while (i_ < s_.size() && s_[i_] != '\n') advance();
+      } else if (std::isspace(static_cast<unsigned char>(c))) {
+        advance();
+      } else {
+        break;
+      }
+    }
   }
+  void advance() {
+    if (s_[i_] == '\n') ++pos_.line, pos_.col = 1;
+    else ++pos_.col;
+    ++i_;
+  }
+  std::string found() {
+    skip();
+    if (i_ >= s_.size()) return "the end of the text";
+    size_t e = i_ + 1;
+    if (is_number_char(s_[i_]) || s_[i_] == '_')
+      while (e < s_.size() && (is_number_char(s_[e]) || s_[e] == '_')) ++e;
+    return fmt::format("'{}'", s_.substr(i_, e - i_));
+  }
+  static double number_of(Pos p, const std::string& t) {
+    char* end = nullptr;
+    double v = std::strtod(t.c_str(), &end);
+    if (*end) fail_at(p, fmt::format("expected a number, found '{}'", t));
+    check_finite(p, t, v);
+    return v;
+  }
+  // Infinities are written "inf"; a finite literal too large for a double is a mistake.
+  static void check_finite(Pos p, const std::string& t, double v) {
+    if (std::isinf(v) && t.find("inf") == std::string::npos) fail_at(p, fmt::format("number '{}' is out of range", t));
+  }
+  static int64_t integer_of(Pos p, const std::string& t) {
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(t.c_str(), &end, 10);
+    if (*end) fail_at(p, fmt::format("expected an integer, found '{}'", t));
+    if (errno == ERANGE) fail_at(p, fmt::format("integer '{}' is out of range", t));
+    return v;
+  }
+
   const std::string& s_;
-  size_t pos_ = 0;
-  int line_ = 1, col_ = 1;
-  int stmt_line_ = 1, stmt_col_ = 1;
+  size_t i_ = 0;
+  Pos pos_;
 };
+
+void parse_input(Reader& r, Graph& g) {
+  std::string name = r.quoted("the input's name in quotes");
+  r.expect(':');
+  g.add_input(name, r.type());
+}
+
+void parse_param(Reader& r, Graph& g) {
+  std::string name = r.quoted("the parameter's name in quotes");
+  r.expect(':');
+  TensorType t = r.type();
+  r.keyword("init");
+  std::string init = r.peek() == '"' ? r.quoted("") : r.word("an initializer name");
+  Attrs a = r.attrs();
+  bool trainable = true;
+  if (r.at_word()) {  // the optional `state` marker, or the next statement's keyword
+    Reader ahead = r;
+    if (ahead.word("") == "state") {
+      r.keyword("state");
+      trainable = false;
+    }
+  }
+  g.add_parameter(name, t, init, a, trainable);
+}
+
+void parse_const(Reader& r, Graph& g) {
+  std::string name = r.peek() == '"' ? r.quoted("") : "";
+  r.expect(':');
+  Pos tp = r.here();
+  TensorType t = r.type();
+  r.expect('{');
+  std::vector<double> data;
+  if (!r.accept('}')) {
+    do {
+      Pos p = r.here();
+      double v = r.real("a number");
+      if (t.dtype == DType::i32 && (v != std::floor(v) || std::abs(v) > 2147483647.0))
+        Reader::fail_at(p, fmt::format("i32 constant value {} is not a 32-bit integer", v));
+      data.push_back(v);
+    } while (r.accept(','));
+    if (!r.accept('}')) r.expected("',' or '}' in the constant's values");
+  }
+  if (int64_t(data.size()) != t.numel())
+    Reader::fail_at(tp, fmt::format("constant of type {} needs {} values, has {} values", type_str(t), t.numel(), data.size()));
+  g.add_constant(t, std::move(data), name);
+}
+
+std::string types_str(const std::vector<TensorType>& ts) {
+  std::string s;
+  for (size_t i = 0; i < ts.size(); ++i) s += (i ? ", " : "") + type_str(ts[i]);
+  return s;
+}
+
+void parse_op(Reader& r, Graph& g, const std::string& opname, Pos op_pos, Pos stmt) {
+  if (!OpRegistry::get().find(opname)) Reader::fail_at(op_pos, fmt::format("unknown op '{}'", opname));
+  r.expect('(');
+  std::vector<Value> ins;
+  if (!r.accept(')')) {
+    do ins.push_back(r.value(g, "an input such as %3"));
+    while (r.accept(','));
+    if (!r.accept(')')) r.expected("',' or ')' after an input");
+  }
+  Attrs a = r.peek() == '{' ? r.attrs() : Attrs{};
+  std::string name = r.peek() == '"' ? r.quoted("") : "";
+  r.expect(':');
+  std::vector<TensorType> types{r.type()};
+  while (r.accept(',')) types.push_back(r.type());
+  try {
+    g.add_op_multi(opname, ins, a, name);
+  } catch (const Error& e) {
+    Reader::fail_at(stmt, e.what());
+  }
+  const auto& inferred = g.nodes().back().outputs;
+  if (inferred != types)
+    Reader::fail_at(stmt, fmt::format("{} infers {}, the text says {}", opname, types_str(inferred), types_str(types)));
+}
+
+// output "name" = %v   |   update "param" = %v
+void parse_binding(Reader& r, Graph& g, const std::string& kw, Pos stmt) {
+  std::string name = r.quoted(kw == "output" ? "the output's name in quotes" : "the parameter's name in quotes");
+  r.expect('=');
+  Value v = r.value(g, "a value such as %3");
+  try {
+    if (kw == "output") {
+      g.add_output(name, v);
+    } else {
+      int p = g.find(name);
+      if (p < 0 || g.node(p).kind != NodeKind::Parameter)
+        Reader::fail_at(stmt, fmt::format("update of \"{}\", which is not a parameter", name));
+      g.add_update(p, v);
+    }
+  } catch (const GraphError& e) {
+    if (std::string(e.what()).rfind("line ", 0) == 0) throw;
+    Reader::fail_at(stmt, e.what());
+  } catch (const Error& e) {
+    Reader::fail_at(stmt, e.what());
+  }
+}
 
 }  // namespace
 
@@ -197,92 +363,36 @@ Graph parse_text(const std::string& text) {
   r.expect('{');
   while (!r.accept('}')) {
     if (r.at_end()) r.fail("missing '}' at the end of the graph");
-    r.start_statement();
+    Pos stmt = r.here();
     if (r.peek() != '%') {
-      std::string kw = r.word();
-      if (kw != "output" && kw != "update") r.fail(fmt::format("expected a node, 'output' or 'update', found '{}'", kw));
-      std::string name = r.quoted();
-      r.expect('=');
-      Value v = r.value();
-      if (v.node < 0 || size_t(v.node) >= g.size()) r.fail(fmt::format("{} \"{}\" refers to %{}, which does not exist", kw, name, v.node));
-      try {
-        if (kw == "output") {
-          g.add_output(name, v);
-        } else {
-          int p = g.find(name);
-          if (p < 0) r.fail(fmt::format("update of unknown parameter \"{}\"", name));
-          g.add_update(p, v);
-        }
-      } catch (const Error& e) {
-        r.fail_statement(e.what());
-      }
+      if (!r.at_word()) r.expected("a node '%N = ...', 'output', 'update' or '}'");
+      std::string kw = r.word("");
+      if (kw != "output" && kw != "update")
+        Reader::fail_at(stmt, fmt::format("expected a node '%N = ...', 'output', 'update' or '}}', found '{}'", kw));
+      parse_binding(r, g, kw, stmt);
       continue;
     }
-    Value id = r.value();
-    if (id.node != int(g.size()) || id.index != 0) r.fail(fmt::format("expected node %{}, found %{}", g.size(), id.node));
+    r.accept('%');
+    if (!std::isdigit(static_cast<unsigned char>(r.peek()))) r.expected("a node number after '%'");
+    int64_t id = r.count("a node number");
+    if (id != int64_t(g.size()) || r.peek() == '.')
+      Reader::fail_at(stmt, fmt::format("expected node %{} (nodes are numbered densely in order), found %{}", g.size(), id));
     r.expect('=');
-    std::string kind = r.word();
+    Pos kind_pos = r.here();
+    std::string kind = r.word("'input', 'param', 'const' or an op name");
     try {
-      if (kind == "input") {
-        std::string name = r.quoted();
-        r.expect(':');
-        g.add_input(name, r.type());
-      } else if (kind == "param") {
-        std::string name = r.quoted();
-        r.expect(':');
-        TensorType t = r.type();
-        r.keyword("init");
-        std::string init = r.word();
-        Attrs a = r.attrs();
-        bool trainable = true;
-        if (r.peek() == 's') {
-          r.keyword("state");
-          trainable = false;
-        }
-        g.add_parameter(name, t, init, a, trainable);
-      } else if (kind == "const") {
-        std::string name = r.peek() == '"' ? r.quoted() : "";
-        r.expect(':');
-        TensorType t = r.type();
-        r.expect('{');
-        std::vector<double> data;
-        if (!r.accept('}')) {
-          do data.push_back(r.real());
-          while (r.accept(','));
-          r.expect('}');
-        }
-        if (int64_t(data.size()) != t.numel()) r.fail(fmt::format("constant of type {} has {} values", type_str(t), data.size()));
-        g.add_constant(t, data, name);
-      } else {
-        if (!OpRegistry::get().find(kind)) r.fail(fmt::format("unknown op '{}'", kind));
-        r.expect('(');
-        std::vector<Value> ins;
-        if (!r.accept(')')) {
-          do {
-            Value v = r.value();
-            if (v.node < 0 || v.node >= id.node) r.fail(fmt::format("%{} is not an earlier node", v.node));
-            ins.push_back(v);
-          } while (r.accept(','));
-          r.expect(')');
-        }
-        Attrs a = r.peek() == '{' ? r.attrs() : Attrs{};
-        std::string name = r.peek() == '"' ? r.quoted() : "";
-        r.expect(':');
-        std::vector<TensorType> types{r.type()};
-        while (r.accept(',')) types.push_back(r.type());
-        g.add_op_multi(kind, ins, a, name);
-        const auto& inferred = g.node(id.node).outputs;
-        if (inferred != types) r.fail_statement(fmt::format("{} produces {}, the text says {}", kind, type_str(inferred[0]), type_str(types[0])));
-      }
+      if (kind == "input") parse_input(r, g);
+      else if (kind == "param") parse_param(r, g);
+      else if (kind == "const") parse_const(r, g);
+      else parse_op(r, g, kind, kind_pos, stmt);
     } catch (const GraphError& e) {
-      std::string msg = e.what();
-      if (msg.rfind("line ", 0) == 0) throw;
-      r.fail_statement(msg);
+      if (std::string(e.what()).rfind("line ", 0) == 0) throw;
+      Reader::fail_at(stmt, e.what());
     } catch (const Error& e) {
-      r.fail_statement(e.what());
+      Reader::fail_at(stmt, e.what());
     }
   }
-  if (!r.at_end()) r.fail("text after the end of the graph");
+  if (!r.at_end()) r.expected("the end of the text after the graph's '}'");
   verify(g);
   return g;
 }

@@ -1,6 +1,7 @@
 // The text IR printer (the format parse_text reads back).
 #include <fmt/format.h>
 
+#include <cctype>
 #include <sstream>
 
 #include "graph/op_def.h"
@@ -25,9 +26,22 @@ std::string value_str(Value v) { return v.index == 0 ? fmt::format("%{}", v.node
 
 namespace {
 
+bool is_identifier(const std::string& s) {
+  if (s.empty() || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+
+// Initializer names and attribute keys are bare words unless they need quotes.
+std::string word_str(const std::string& s) { return is_identifier(s) ? s : quote(s); }
+
+// attr_str's forms, except that strings are escaped like names so any text round-trips.
 std::string attrs_str(const Attrs& a) {
   std::string s = "{";
-  for (const auto& [k, v] : a) s += (s.size() > 1 ? ", " : "") + k + "=" + attr_str(v);
+  for (const auto& [k, v] : a)
+    s += (s.size() > 1 ? ", " : "") + word_str(k) + "=" +
+         (attr_kind(v) == AttrKind::String ? quote(std::get<std::string>(v)) : attr_str(v));
   return s + "}";
 }
 
@@ -49,8 +63,8 @@ std::string to_text(const Graph& g) {
         out << "input " << quote(n.name) << " : " << type_str(n.type());
         break;
       case NodeKind::Parameter:
-        out << "param " << quote(n.name) << " : " << type_str(n.type()) << " init " << n.init << " " << attrs_str(n.attrs)
-            << (n.trainable ? "" : " state");
+        out << "param " << quote(n.name) << " : " << type_str(n.type()) << " init " << word_str(n.init) << " "
+            << attrs_str(n.attrs) << (n.trainable ? "" : " state");
         break;
       case NodeKind::Constant: {
         out << "const " << (n.name.empty() ? "" : quote(n.name) + " ") << ": " << type_str(n.type()) << " {";
