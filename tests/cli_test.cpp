@@ -72,6 +72,12 @@ TEST(Cli, BenchSinusoidWritesTheSummary) {
   std::filesystem::remove(json);
 }
 
+TEST(Cli, ThreadsFlagRunsAndRejectsZero) {
+  CliRun r = run("bench sinusoid --iters 20 --eval-tasks 5 --quiet --threads 1");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(run("bench sinusoid --threads 0").status, 2);
+}
+
 TEST(Cli, ProgressGoesToStderr) {
   CliRun r = run("bench sinusoid --iters 30 --eval-tasks 10");
   ASSERT_EQ(r.status, 0);

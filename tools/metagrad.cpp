@@ -2,6 +2,9 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <dlfcn.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -24,16 +27,38 @@ struct SinusoidFlags {
   bool quiet = false;
 };
 
+// libgomp reads OMP_NUM_THREADS once, when it loads, so setting the variable from main is too
+// late; the runtime call is looked up dynamically because only libdnnl links libgomp.
+void set_threads(int n) {
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
+  else throw Error("--threads: this build's oneDNN has no OpenMP runtime to configure");
+}
+
+// CLI11's PositiveNumber/NonNegativeNumber report "not in range 0 to 1.79e308"; say it plainly.
+CLI::Validator at_least(double lo, bool strict) {
+  std::string want = strict ? fmt::format("a number > {}", lo) : fmt::format("a number >= {}", lo);
+  return CLI::Validator(
+      [=](std::string& s) -> std::string {
+        double v = 0;
+        if (!CLI::detail::lexical_cast(s, v) || (strict ? !(v > lo) : !(v >= lo)))
+          return fmt::format("expected {}, got '{}'", want, s);
+        return {};
+      },
+      strict ? "POSITIVE" : "NON-NEGATIVE");
+}
+const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
+
 void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
   cmd->add_option("--algo", m.algo, "maml (second order) or fomaml (first order)")
       ->check(CLI::IsMember({"maml", "fomaml"}))
       ->capture_default_str();
-  cmd->add_option("--shots", m.shots, "support points per task (K)")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--query", m.query, "query points per task")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--inner-steps", m.inner_steps, "SGD steps in the inner loop")->check(CLI::NonNegativeNumber)->capture_default_str();
-  cmd->add_option("--inner-lr", m.inner_lr, "inner SGD step size")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(CLI::PositiveNumber)->capture_default_str();
-  cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(CLI::PositiveNumber)->capture_default_str();
+  cmd->add_option("--shots", m.shots, "support points per task (K)")->check(kPositive)->capture_default_str();
+  cmd->add_option("--query", m.query, "query points per task")->check(kPositive)->capture_default_str();
+  cmd->add_option("--inner-steps", m.inner_steps, "SGD steps in the inner loop")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--inner-lr", m.inner_lr, "inner SGD step size")->check(kPositive)->capture_default_str();
+  cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
+  cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
 }
 
@@ -67,7 +92,7 @@ int run_sinusoid(SinusoidFlags& f) {
   if (f.eval_shots > 0) f.cfg.eval_shots = f.eval_shots;
   else f.cfg.eval_shots = f.cfg.maml.shots;
   f.cfg.eval_steps = f.eval_steps >= 0 ? f.eval_steps : f.cfg.maml.inner_steps;
-  if (f.threads > 0) setenv("OMP_NUM_THREADS", std::to_string(f.threads).c_str(), 1);
+  if (f.threads > 0) set_threads(f.threads);
   const MamlConfig& m = f.cfg.maml;
   std::cout << fmt::format("MAML sinusoid: algo={} K={} inner_steps={} inner_lr={} meta_batch={} meta_lr={} iters={}\n",
                            m.algo, m.shots, m.inner_steps, m.inner_lr, m.meta_batch, m.meta_lr, f.cfg.iters);
@@ -114,12 +139,12 @@ int main(int argc, char** argv) {
   SinusoidFlags sf;
   CLI::App* bs = bench->add_subcommand("sinusoid", "MAML on sinusoid regression (Finn et al. 2017)");
   add_maml_flags(bs, sf.cfg.maml);
-  bs->add_option("--iters", sf.cfg.iters, "meta-iterations")->check(CLI::NonNegativeNumber)->capture_default_str();
-  bs->add_option("--eval-tasks", sf.cfg.eval_tasks, "fresh tasks to evaluate on")->check(CLI::NonNegativeNumber)->capture_default_str();
-  bs->add_option("--eval-shots", sf.eval_shots, "support points at evaluation (default: --shots)")->check(CLI::PositiveNumber);
-  bs->add_option("--eval-steps", sf.eval_steps, "adaptation steps at evaluation (default: --inner-steps)")->check(CLI::NonNegativeNumber);
+  bs->add_option("--iters", sf.cfg.iters, "meta-iterations")->check(kNonNegative)->capture_default_str();
+  bs->add_option("--eval-tasks", sf.cfg.eval_tasks, "fresh tasks to evaluate on")->check(kNonNegative)->capture_default_str();
+  bs->add_option("--eval-shots", sf.eval_shots, "support points at evaluation (default: --shots)")->check(kPositive);
+  bs->add_option("--eval-steps", sf.eval_steps, "adaptation steps at evaluation (default: --inner-steps)")->check(kNonNegative);
   bs->add_option("--opt-level", sf.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
-  bs->add_option("--threads", sf.threads, "oneDNN/OpenMP threads (default: all cores)")->check(CLI::PositiveNumber);
+  bs->add_option("--threads", sf.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   bs->add_option("--json", sf.json_path, "write a JSON summary to this file");
   bs->add_flag("--quiet", sf.quiet, "no progress bar");
 
