@@ -128,6 +128,7 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
     writebacks_.push_back({store_.data(p.name).data(), static_cast<const float*>(value_ptr(u.value)),
                            size_t(p.type().numel())});
   }
+  fed_scratch_.assign(inputs_.size(), 0);
   for (const auto& o : wanted) {
     fetch_names_.push_back(o.name);
     fetches_.push_back({static_cast<const float*>(value_ptr(o.value)), size_t(graph_.type(o.value).numel())});
@@ -166,7 +167,8 @@ void Executable::set_input(int slot, std::span<const int32_t> v) {
 }
 
 void Executable::run(const std::vector<Feed>& feeds) {
-  std::vector<char> fed(inputs_.size(), 0);
+  std::vector<char>& fed = fed_scratch_;
+  std::fill(fed.begin(), fed.end(), 0);
   for (const Feed& f : feeds) {
     int slot = input_slot(f.name);
     Slot& s = inputs_[size_t(slot)];

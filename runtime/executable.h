@@ -84,6 +84,7 @@ class Executable {
   std::vector<std::vector<float>> constants_;  // f32/i32 payloads of constant nodes
   std::vector<std::vector<void*>> ptrs_;        // per node, per output
   std::vector<Slot> inputs_;
+  std::vector<char> fed_scratch_;  // per-input "fed" marks of the checked run(), kept to avoid allocating
   std::vector<std::unique_ptr<Kernel>> kernels_;
   std::vector<int> kernel_nodes_;
   std::vector<WriteBack> writebacks_;

@@ -127,6 +127,12 @@ TEST(Runtime, RunMakesNoHeapAllocationOfItsOwn) {
     }
   });
   EXPECT_EQ(count.ours, 0) << "allocations made by metagrad's run loop";
+  // The checked path too, once the caller has built its feed list.
+  std::vector<Feed> feeds{Feed::f32("x", {8, 3}, x), Feed::f32("y", {8, 1}, y)};
+  testing::AllocCount checked = testing::count_allocations([&] {
+    for (int i = 0; i < 20; ++i) exe.run(feeds);
+  });
+  EXPECT_EQ(checked.ours, 0) << "allocations made by run(feeds)";
   // oneDNN 2.6 builds a small argument map inside every primitive execution; that is outside
   // our control and reported here rather than hidden.
   RecordProperty("onednn_internal_allocations_per_run", std::to_string(count.foreign / 20));
