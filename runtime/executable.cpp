@@ -77,6 +77,9 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
       }
   }
   MemoryPlan plan = plan_memory(requests);
+  for (const auto& [v, i] : request_of)
+    buffers_.push_back({v, plan.offsets[i], requests[i].bytes, requests[i].first, requests[i].last,
+                        requests[i].inplace_of >= 0 && plan.offsets[i] == plan.offsets[size_t(requests[i].inplace_of)]});
   arena_bytes_ = plan.peak_bytes;
   naive_bytes_ = plan.naive_bytes;
   arena_ = static_cast<float*>(std::aligned_alloc(64, std::max<size_t>(64, (arena_bytes_ + 63) / 64 * 64)));

@@ -27,6 +27,14 @@ struct Feed {
   }
 };
 
+// One arena buffer of the memory plan, for inspection.
+struct BufferInfo {
+  Value value;
+  size_t offset = 0, bytes = 0;
+  int first = 0, last = 0;  // schedule steps: written, last read (-1: fed before the first step)
+  bool inplace = false;     // shares an operand's space by in-place execution
+};
+
 struct KernelProfile {
   std::string op, node, impl;
   double seconds = 0;  // total over the profiled runs
@@ -57,6 +65,8 @@ class Executable {
   size_t arena_bytes() const { return arena_bytes_; }
   size_t naive_bytes() const { return naive_bytes_; }
   size_t kernel_count() const { return kernels_.size(); }
+  const std::vector<BufferInfo>& buffers() const { return buffers_; }
+  const Graph& graph() const { return graph_; }
   // Runs `n` times, timing each kernel.
   std::vector<KernelProfile> profile(int n);
 
@@ -83,6 +93,7 @@ class Executable {
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
   std::vector<std::vector<float>> constants_;  // f32/i32 payloads of constant nodes
   std::vector<std::vector<void*>> ptrs_;        // per node, per output
+  std::vector<BufferInfo> buffers_;
   std::vector<Slot> inputs_;
   std::vector<char> fed_scratch_;  // per-input "fed" marks of the checked run(), kept to avoid allocating
   std::vector<std::unique_ptr<Kernel>> kernels_;

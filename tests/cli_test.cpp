@@ -99,6 +99,28 @@ TEST(Cli, DumpFormats) {
   EXPECT_NE(t.out.find("stop_gradient("), std::string::npos);
 }
 
+TEST(Cli, InspectReportsPassesFusionMemoryAndProfile) {
+  std::string json = (std::filesystem::temp_directory_path() / "metagrad_cli_inspect.json").string();
+  CliRun r = run("inspect sinusoid --passes --fusion --memory-plan --profile 3 --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  for (const char* s : {"passes (", "fused %", "memory plan", "profile over 3 runs"}) EXPECT_NE(r.out.find(s), std::string::npos) << s;
+  std::ifstream in(json);
+  auto j = nlohmann::json::parse(in);
+  for (const char* k : {"nodes_before", "nodes_after", "kernels", "fused_groups", "peak_bytes", "naive_bytes", "per_pass"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_LT(j["nodes_after"].get<int>(), j["nodes_before"].get<int>());
+  EXPECT_LT(j["peak_bytes"].get<double>(), j["naive_bytes"].get<double>());
+  std::filesystem::remove(json);
+  // A graph file works too, and a missing one is a one-line error naming it.
+  CliRun d = run("dump sinusoid --format text -o " + json);
+  ASSERT_EQ(d.status, 0);
+  EXPECT_EQ(run("inspect " + json + " -O0").status, 0);
+  std::filesystem::remove(json);
+  CliRun missing = run("inspect /no/such/graph.txt");
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("/no/such/graph.txt"), std::string::npos);
+}
+
 TEST(Cli, UnwritableOutputIsAnErrorNotACrash) {
   CliRun r = run("dump sinusoid -o /nonexistent-dir/graph.txt");
   EXPECT_EQ(r.status, 1);

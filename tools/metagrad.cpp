@@ -14,6 +14,7 @@
 #include "graph/serialize.h"
 #include "meta/sinusoid_bench.h"
 #include "passes/pipeline.h"
+#include "tools/inspect.h"
 
 namespace {
 
@@ -148,6 +149,21 @@ int main(int argc, char** argv) {
   bs->add_option("--json", sf.json_path, "write a JSON summary to this file");
   bs->add_flag("--quiet", sf.quiet, "no progress bar");
 
+  InspectOptions io;
+  CLI::App* insp = app.add_subcommand("inspect", "show what the passes did to a workload's graph, its fusion groups, "
+                                                 "memory plan and kernel profile");
+  insp->add_option("workload", io.workload, "a built-in workload (sinusoid) or a graph file in the text IR")->required();
+  insp->add_option("-O,--opt-level", io.opt_level, "0: no passes, 1: the default pipeline (-O0, -O1)")
+      ->check(CLI::Range(0, 1))
+      ->capture_default_str();
+  insp->add_option("--algo", io.algo, "sinusoid: maml or fomaml")->check(CLI::IsMember({"maml", "fomaml"}))->capture_default_str();
+  insp->add_option("--inner-steps", io.inner_steps, "sinusoid: inner steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  insp->add_flag("--passes", io.passes, "per pass: nodes before and after, time taken");
+  insp->add_flag("--fusion", io.fusion, "fusion groups: which ops became which kernel");
+  insp->add_flag("--memory-plan", io.memory_plan, "each buffer's offset, size and live range");
+  insp->add_option("--profile", io.profile_runs, "profile every kernel over N runs")->check(CLI::NonNegativeNumber);
+  insp->add_option("--json", io.json_path, "write everything as JSON to this file");
+
   CLI::App* dump = app.add_subcommand("dump", "write the meta-step graph of a built-in workload");
   dump->require_subcommand(1);
   MamlConfig dm;
@@ -173,6 +189,7 @@ int main(int argc, char** argv) {
   try {
     if (bs->parsed()) return run_sinusoid(sf);
     if (ds->parsed()) return run_dump(dm, format, stage, out_path);
+    if (insp->parsed()) return run_inspect(io);
   } catch (const std::exception& e) {
     std::string msg = e.what();
     std::replace(msg.begin(), msg.end(), '\n', ' ');

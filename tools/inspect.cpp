@@ -1,0 +1,174 @@
+// The inspect command.
+#include "tools/inspect.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include "graph/error.h"
+#include "graph/op_def.h"
+#include "graph/serialize.h"
+#include "meta/maml.h"
+#include "passes/pipeline.h"
+#include "runtime/executable.h"
+
+namespace metagrad {
+
+namespace {
+
+Graph load_workload(const InspectOptions& o) {
+  if (o.workload == "sinusoid") {
+    MamlConfig cfg;
+    cfg.algo = o.algo;
+    cfg.inner_steps = o.inner_steps;
+    return build_meta_step(cfg);
+  }
+  std::ifstream in(o.workload);
+  if (!in) throw Error(fmt::format("'{}' is neither a built-in workload (sinusoid) nor a readable graph file", o.workload));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return parse_text(ss.str());
+  } catch (const GraphError& e) {
+    throw GraphError(fmt::format("{}: {}", o.workload, e.what()));
+  }
+}
+
+// Feeds every input with deterministic random values so kernels can be profiled.
+void feed_random(Executable& exe, const Graph& g, std::vector<std::vector<float>>& f32,
+                 std::vector<std::vector<int32_t>>& i32) {
+  std::mt19937 rng(1);
+  for (const Node& n : g.nodes()) {
+    if (n.kind != NodeKind::Input) continue;
+    int slot;
+    try {
+      slot = exe.input_slot(n.name);
+    } catch (const RuntimeError&) {
+      continue;  // not needed by the compiled fetches
+    }
+    if (n.type().dtype == DType::f32) {
+      f32.emplace_back(size_t(n.type().numel()));
+      std::uniform_real_distribution<float> d(-1, 1);
+      for (float& v : f32.back()) v = d(rng);
+      exe.set_input(slot, std::span<const float>(f32.back()));
+    } else {
+      i32.emplace_back(size_t(n.type().numel()), 0);
+      exe.set_input(slot, std::span<const int32_t>(i32.back()));
+    }
+  }
+}
+
+}  // namespace
+
+int run_inspect(const InspectOptions& o) {
+  Graph raw = load_workload(o);
+  Graph g = raw;
+  PipelineOptions popts;
+  popts.opt_level = o.opt_level;
+  auto records = optimize(g, popts);
+  ParamStore store, store0;
+  Executable exe(g, store);
+  Executable exe0(raw, store0);  // -O0, for the kernel-count comparison
+  nlohmann::json j;
+  j["workload"] = o.workload;
+  j["opt_level"] = o.opt_level;
+  j["nodes_before"] = raw.size();
+  j["nodes_after"] = g.size();
+  j["kernels"] = exe.kernel_count();
+  j["kernels_O0"] = exe0.kernel_count();
+  j["peak_bytes"] = exe.arena_bytes();
+  j["naive_bytes"] = exe.naive_bytes();
+  std::cout << fmt::format("{}: {} nodes -> {} after passes (-O{}); {} kernels ({} at -O0, {:.0f}% fewer)\n", o.workload,
+                           raw.size(), g.size(), o.opt_level, exe.kernel_count(), exe0.kernel_count(),
+                           100.0 * (1.0 - double(exe.kernel_count()) / double(std::max<size_t>(1, exe0.kernel_count()))));
+  std::cout << fmt::format("arena: {:.1f} KiB peak, {:.1f} KiB naive (every intermediate kept): {:.0f}%\n",
+                           exe.arena_bytes() / 1024.0, exe.naive_bytes() / 1024.0,
+                           100.0 * double(exe.arena_bytes()) / double(std::max<size_t>(1, exe.naive_bytes())));
+
+  j["per_pass"] = nlohmann::json::array();
+  double pass_seconds = 0;
+  for (const auto& r : records) {
+    j["per_pass"].push_back({{"pass", r.name}, {"nodes_before", r.nodes_before}, {"nodes_after", r.nodes_after},
+                             {"seconds", r.seconds}, {"changed", r.changed}});
+    pass_seconds += r.seconds;
+  }
+  j["pass_seconds"] = pass_seconds;
+  if (o.passes) {
+    std::cout << fmt::format("passes ({:.2f} ms in all):\n", pass_seconds * 1e3);
+    for (const auto& r : records)
+      std::cout << fmt::format("  {:<10} {:5} -> {:5} nodes  {:8.3f} ms{}\n", r.name, r.nodes_before, r.nodes_after,
+                               r.seconds * 1e3, r.changed ? "" : "  (no change)");
+  }
+
+  j["fused_groups"] = nlohmann::json::array();
+  size_t fused_ops = 0;
+  for (const Node& n : g.nodes())
+    if (n.kind == NodeKind::Op && n.op->name == "fused_elementwise") {
+      std::string ops = attr_string(n.attrs, "ops");
+      size_t count = size_t(std::count(ops.begin(), ops.end(), ',')) + 1;
+      fused_ops += count;
+      j["fused_groups"].push_back({{"node", n.id}, {"ops", ops}, {"inputs", n.inputs.size()}, {"type", type_str(n.type())}});
+      if (o.fusion)
+        std::cout << fmt::format("  fused %{:<4} {:<44} {} ops, {} inputs -> {}\n", n.id, ops, count, n.inputs.size(),
+                                 type_str(n.type()));
+    }
+  if (o.fusion || o.passes)
+    std::cout << fmt::format("fusion: {} groups hold {} elementwise ops\n", j["fused_groups"].size(), fused_ops);
+
+  j["buffers"] = nlohmann::json::array();
+  auto buffers = exe.buffers();
+  std::sort(buffers.begin(), buffers.end(), [](const BufferInfo& a, const BufferInfo& b) { return a.offset < b.offset; });
+  if (o.memory_plan) std::cout << "memory plan (offset, bytes, live steps, value):\n";
+  for (const auto& b : buffers) {
+    j["buffers"].push_back({{"value", value_str(b.value)}, {"offset", b.offset}, {"bytes", b.bytes}, {"first", b.first},
+                            {"last", b.last}, {"inplace", b.inplace}});
+    if (o.memory_plan)
+      std::cout << fmt::format("  {:>9} {:>9} [{:4},{:4}] {}{}\n", b.offset, b.bytes, b.first, b.last, g.describe(b.value.node),
+                               b.inplace ? " (in place)" : "");
+  }
+
+  if (o.profile_runs > 0) {
+    std::vector<std::vector<float>> f32;
+    std::vector<std::vector<int32_t>> i32;
+    feed_random(exe, g, f32, i32);
+    exe.run();
+    auto prof = exe.profile(o.profile_runs);
+    double total = 0;
+    for (const auto& p : prof) total += p.seconds;
+    std::vector<size_t> order(prof.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return prof[a].seconds > prof[b].seconds; });
+    std::cout << fmt::format("profile over {} runs: {:.3f} ms per run in kernels\n", o.profile_runs, 1e3 * total / o.profile_runs);
+    j["profile"] = nlohmann::json::array();
+    for (size_t i : order) {
+      const auto& p = prof[i];
+      const Node* node = nullptr;
+      for (const Node& n : g.nodes())
+        if (g.describe(n.id) == p.node) node = &n;
+      size_t bytes = 0;
+      if (node) {
+        for (Value v : node->inputs) bytes += g.type(v).bytes();
+        bytes += node->type().bytes();
+      }
+      double per_run = p.seconds / o.profile_runs;
+      double gbs = per_run > 0 ? double(bytes) / per_run * 1e-9 : 0.0;
+      j["profile"].push_back({{"node", p.node}, {"op", p.op}, {"impl", p.impl}, {"seconds_per_run", per_run},
+                              {"share", total > 0 ? p.seconds / total : 0.0}, {"gb_per_s", gbs}});
+      std::cout << fmt::format("  {:5.1f}% {:8.2f} us {:7.2f} GB/s  {:<28} {}\n", 100.0 * p.seconds / total, 1e6 * per_run,
+                               gbs, p.node, p.impl);
+    }
+  }
+  if (!o.json_path.empty()) {
+    std::ofstream out(o.json_path);
+    if (!out) throw Error(fmt::format("cannot write {}", o.json_path));
+    out << j.dump(2) << "\n";
+  }
+  return 0;
+}
+
+}  // namespace metagrad
