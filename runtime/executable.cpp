@@ -151,23 +151,19 @@ int Executable::input_slot(const std::string& name) const {
   throw RuntimeError(fmt::format("graph has no input \"{}\"", name));
 }
 
-void Executable::set_input(int slot, std::span<const float> v) {
-  Slot& s = inputs_.at(size_t(slot));
-  if (s.type.dtype != DType::f32) throw RuntimeError(fmt::format("input \"{}\" is {}, fed f32", s.name, dtype_name(s.type.dtype)));
-  if (int64_t(v.size()) != s.type.numel())
-    throw RuntimeError(fmt::format("input \"{}\" of type {} fed {} values", s.name, type_str(s.type), v.size()));
-  std::memcpy(s.ptr, v.data(), v.size_bytes());
+void Executable::copy_input(int slot, DType dtype, const void* data, size_t count) {
+  if (slot < 0 || size_t(slot) >= inputs_.size()) throw RuntimeError(fmt::format("no input slot {}", slot));
+  Slot& s = inputs_[size_t(slot)];
+  if (s.type.dtype != dtype)
+    throw RuntimeError(fmt::format("input \"{}\" is {}, fed {}", s.name, dtype_name(s.type.dtype), dtype_name(dtype)));
+  if (int64_t(count) != s.type.numel())
+    throw RuntimeError(fmt::format("input \"{}\" of type {} fed {} values", s.name, type_str(s.type), count));
+  std::memcpy(s.ptr, data, count * dtype_size(dtype));
   s.set = true;
 }
 
-void Executable::set_input(int slot, std::span<const int32_t> v) {
-  Slot& s = inputs_.at(size_t(slot));
-  if (s.type.dtype != DType::i32) throw RuntimeError(fmt::format("input \"{}\" is {}, fed i32", s.name, dtype_name(s.type.dtype)));
-  if (int64_t(v.size()) != s.type.numel())
-    throw RuntimeError(fmt::format("input \"{}\" of type {} fed {} values", s.name, type_str(s.type), v.size()));
-  std::memcpy(s.ptr, v.data(), v.size_bytes());
-  s.set = true;
-}
+void Executable::set_input(int slot, std::span<const float> v) { copy_input(slot, DType::f32, v.data(), v.size()); }
+void Executable::set_input(int slot, std::span<const int32_t> v) { copy_input(slot, DType::i32, v.data(), v.size()); }
 
 void Executable::run(const std::vector<Feed>& feeds) {
   std::vector<char>& fed = fed_scratch_;

@@ -83,6 +83,7 @@ class Executable {
     size_t count;
   };
   void* value_ptr(Value v) const;
+  void copy_input(int slot, DType dtype, const void* data, size_t count);
   void execute();
 
   Graph graph_;
