@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
@@ -16,6 +17,7 @@
 #include "meta/maml.h"
 #include "passes/pipeline.h"
 #include "runtime/executable.h"
+#include "tools/cli.h"
 
 namespace metagrad {
 
@@ -169,6 +171,27 @@ int run_inspect(const InspectOptions& o) {
     out << j.dump(2) << "\n";
   }
   return 0;
+}
+
+
+void register_inspect_command(Cli& cli) {
+  auto iop = std::make_shared<InspectOptions>();
+  InspectOptions& io = *iop;
+  CLI::App* insp = cli.app.add_subcommand("inspect", "show what the passes did to a workload's graph, its fusion groups, "
+                                                 "memory plan and kernel profile");
+  insp->add_option("workload", io.workload, "a built-in workload (sinusoid) or a graph file in the text IR")->required();
+  insp->add_option("-O,--opt-level", io.opt_level, "0: no passes, 1: the default pipeline (-O0, -O1)")
+      ->check(CLI::Range(0, 1))
+      ->capture_default_str();
+  insp->add_option("--algo", io.algo, "sinusoid: maml or fomaml")->check(CLI::IsMember({"maml", "fomaml"}))->capture_default_str();
+  insp->add_option("--inner-steps", io.inner_steps, "sinusoid: inner steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  insp->add_flag("--passes", io.passes, "per pass: nodes before and after, time taken");
+  insp->add_flag("--fusion", io.fusion, "fusion groups: which ops became which kernel");
+  insp->add_flag("--memory-plan", io.memory_plan, "each buffer's offset, size and live range");
+  insp->add_option("--profile", io.profile_runs, "profile every kernel over N runs")->check(CLI::NonNegativeNumber);
+  insp->add_option("--json", io.json_path, "write everything as JSON to this file");
+
+  cli.on_parsed(insp, [iop] { return run_inspect(*iop); });
 }
 
 }  // namespace metagrad
