@@ -361,13 +361,27 @@ void add_softmax(OpRegistry& r, const char* name, bool log_space) {
 Tensor conv2d(const Tensor& x, const Tensor& w, std::vector<int64_t> stride, std::vector<int64_t> padding) {
   return apply("conv2d", {x, w}, {{"stride", stride}, {"padding", padding}});
 }
+// Non-overlapping unpadded windows that leave a remainder (2x2 pooling of a 7x7 map) never read
+// the last rows and columns; slicing them off first gives the same result on an input the
+// windows tile, where the gradient exists as graph.
+static Tensor drop_untouched_edges(const Tensor& x, const std::vector<int64_t>& kernel, const std::vector<int64_t>& stride,
+                                   const std::vector<int64_t>& padding) {
+  if (x.rank() != 4 || kernel.size() != 2 || stride != kernel || (padding.size() == 2 && (padding[0] || padding[1])))
+    return x;
+  if (kernel[0] <= 0 || kernel[1] <= 0) return x;
+  const int64_t h = x.dim(2) - x.dim(2) % kernel[0], w = x.dim(3) - x.dim(3) % kernel[1];
+  if (h == x.dim(2) && w == x.dim(3)) return x;
+  return slice(x, {0, 0, 0, 0}, {x.dim(0), x.dim(1), h, w});
+}
 Tensor max_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> padding) {
   if (stride.empty()) stride = kernel;
-  return apply("max_pool2d", {x}, {{"kernel", kernel}, {"stride", stride}, {"padding", padding}});
+  return apply("max_pool2d", {drop_untouched_edges(x, kernel, stride, padding)},
+               {{"kernel", kernel}, {"stride", stride}, {"padding", padding}});
 }
 Tensor avg_pool2d(const Tensor& x, std::vector<int64_t> kernel, std::vector<int64_t> stride, std::vector<int64_t> padding) {
   if (stride.empty()) stride = kernel;
-  return apply("avg_pool2d", {x}, {{"kernel", kernel}, {"stride", stride}, {"padding", padding}});
+  return apply("avg_pool2d", {drop_untouched_edges(x, kernel, stride, padding)},
+               {{"kernel", kernel}, {"stride", stride}, {"padding", padding}});
 }
 Tensor softmax(const Tensor& x, int64_t axis) { return apply("softmax", {x}, {{"axis", norm_axis(x, axis)}}); }
 Tensor log_softmax(const Tensor& x, int64_t axis) { return apply("log_softmax", {x}, {{"axis", norm_axis(x, axis)}}); }

@@ -59,11 +59,13 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
   for (size_t i = 0; i < n; ++i) {
     const Node& node = graph_.node(int(i));
     if (!needed[i] || node.kind == NodeKind::Parameter || node.kind == NodeKind::Constant) continue;
-    // Inputs are written before the first step and live until their last read.
-    int first = node.kind == NodeKind::Input ? -1 : step_of[i];
+    // Inputs are written before the first step and stay intact through the whole run, so a
+    // caller may run again without feeding again.
+    const bool fed = node.kind == NodeKind::Input;
+    const int first = fed ? -1 : step_of[i], last = fed ? steps : std::max(last_use[i], step_of[i]);
     for (size_t k = 0; k < node.outputs.size(); ++k) {
       request_of[{int(i), int(k)}] = requests.size();
-      requests.push_back({node.outputs[k].bytes(), first, std::max(last_use[i], step_of[i])});
+      requests.push_back({node.outputs[k].bytes(), first, last});
     }
     // An in-place kernel may write over an operand that dies here (never over a fed input,
     // which the caller may not re-feed before the next run).
