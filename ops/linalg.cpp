@@ -90,7 +90,7 @@ std::unique_ptr<Kernel> matmul_primitive(const KernelCtx& ctx, const dnnl::memor
   return std::make_unique<DnnlKernel>(
       dnnl::matmul(pd), pd,
       std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, a, ctx.in[0]}, {DNNL_ARG_WEIGHTS, b, ctx.in[1]}, {DNNL_ARG_DST, c, ctx.out[0]}},
-      ctx.engine);
+      ctx.engine, ctx.workspace);
 }
 
 std::unique_ptr<Kernel> matmul_kernel(const KernelCtx& ctx) {

@@ -100,7 +100,7 @@ std::unique_ptr<Kernel> binary_kernel(const KernelCtx& ctx, dnnl::algorithm alg,
                                       std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC_0, md_a, pa},
                                                                    {DNNL_ARG_SRC_1, md_b, pb},
                                                                    {DNNL_ARG_DST, md_o, ctx.out[0]}},
-                                      ctx.engine);
+                                      ctx.engine, ctx.workspace);
 }
 
 std::unique_ptr<Kernel> eltwise_kernel(const KernelCtx& ctx, dnnl::algorithm alg, float alpha, float beta) {
@@ -109,7 +109,7 @@ std::unique_ptr<Kernel> eltwise_kernel(const KernelCtx& ctx, dnnl::algorithm alg
       dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, alg, md, alpha, beta), dnnl_attr(), ctx.engine);
   return std::make_unique<DnnlKernel>(
       dnnl::eltwise_forward(pd), pd,
-      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, md, ctx.in[0]}, {DNNL_ARG_DST, md, ctx.out[0]}}, ctx.engine);
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, md, ctx.in[0]}, {DNNL_ARG_DST, md, ctx.out[0]}}, ctx.engine, ctx.workspace);
 }
 
 }  // namespace metagrad

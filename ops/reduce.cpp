@@ -145,7 +145,7 @@ std::unique_ptr<Kernel> reduce_kernel(const KernelCtx& ctx, dnnl::algorithm alg,
   if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) return std::make_unique<ReduceLoopKernel>(ctx, kind);
   return std::make_unique<DnnlKernel>(
       dnnl::reduction(pd), pd,
-      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, src, ctx.in[0]}, {DNNL_ARG_DST, dst, ctx.out[0]}}, ctx.engine);
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, src, ctx.in[0]}, {DNNL_ARG_DST, dst, ctx.out[0]}}, ctx.engine, ctx.workspace);
 }
 
 void add_reduction(OpRegistry& r, const char* name, Kind kind, dnnl::algorithm alg, GradFn grad) {

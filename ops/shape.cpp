@@ -96,7 +96,7 @@ std::unique_ptr<Kernel> strided_copy_kernel(const KernelCtx& ctx, const Shape& d
   void* base = static_cast<char*>(ctx.in[0]) + offset * 4;
   return std::make_unique<DnnlKernel>(
       dnnl::reorder(pd), pd,
-      std::vector<DnnlKernel::Arg>{{DNNL_ARG_FROM, src, base}, {DNNL_ARG_TO, dst, ctx.out[0]}}, ctx.engine);
+      std::vector<DnnlKernel::Arg>{{DNNL_ARG_FROM, src, base}, {DNNL_ARG_TO, dst, ctx.out[0]}}, ctx.engine, ctx.workspace);
 }
 
 // ---- reshape ----
@@ -368,7 +368,7 @@ void register_shape_ops(OpRegistry& r) {
       auto dst = dense_desc(ctx.out_type().shape, ctx.out_type().dtype);
       dnnl::concat::primitive_desc pd(dst, axis, srcs, ctx.engine, dnnl_attr());
       args.push_back({DNNL_ARG_DST, dst, ctx.out[0]});
-      return std::make_unique<DnnlKernel>(dnnl::concat(pd), pd, args, ctx.engine);
+      return std::make_unique<DnnlKernel>(dnnl::concat(pd), pd, args, ctx.engine, ctx.workspace);
     };
     d.tests = {tcase({{2, 3}, {4, 3}}, {{"axis", int64_t(0)}}), tcase({{2, 3}, {2, 1}, {2, 2}}, {{"axis", int64_t(1)}}),
                tcase({{2, 2, 3}, {2, 1, 3}}, {{"axis", int64_t(1)}}), tcase({{2, 3}, {2, 2}}, {{"axis", int64_t(-1)}})};

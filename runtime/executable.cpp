@@ -116,7 +116,7 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
   for (size_t i = 0; i < n; ++i) {
     const Node& node = graph_.node(int(i));
     if (!needed[i] || node.kind != NodeKind::Op) continue;
-    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_};
+    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_};
     for (Value v : node.inputs) {
       ctx.in_types.push_back(graph_.type(v));
       ctx.in.push_back(value_ptr(v));
@@ -128,6 +128,7 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
     }
     kernel_nodes_.push_back(int(i));
   }
+  workspace_.allocate();
   for (const auto& u : graph_.updates()) {
     const Node& p = graph_.node(u.param);
     writebacks_.push_back({store_.data(p.name).data(), static_cast<const float*>(value_ptr(u.value)),

@@ -63,6 +63,7 @@ class Executable {
   const std::vector<std::string>& fetch_names() const { return fetch_names_; }
 
   size_t arena_bytes() const { return arena_bytes_; }
+  size_t workspace_bytes() const { return workspace_.bytes(); }
   size_t naive_bytes() const { return naive_bytes_; }
   size_t kernel_count() const { return kernels_.size(); }
   const std::vector<BufferInfo>& buffers() const { return buffers_; }
@@ -91,6 +92,7 @@ class Executable {
   dnnl::engine engine_;
   dnnl::stream stream_;
   float* arena_ = nullptr;
+  Workspace workspace_;  // scratch shared by all kernels (oneDNN scratchpads, reordered operands)
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
   std::vector<std::vector<float>> constants_;  // f32/i32 payloads of constant nodes
   std::vector<std::vector<void*>> ptrs_;        // per node, per output
