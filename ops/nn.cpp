@@ -301,19 +301,202 @@ PoolGeom tiling_geom(const GradCtx& c, const char* op) {
   return g;
 }
 
+// Max pooling's derivative over windows that tile the input, as a closed pair of ops:
+// max_pool2d_backward(x, gy) routes each window's cotangent to the window's (first) maximum of x;
+// max_pool2d_select(x, z) reads z at those positions. Each is linear in its second operand and
+// the other's adjoint there; both are locally constant in x.
+template <typename F>
+void for_each_window_argmax(const PoolGeom& g, const double* x, F&& f) {
+  for (int64_t nc = 0; nc < g.n * g.c; ++nc)
+    for (int64_t i = 0; i < g.oh; ++i)
+      for (int64_t j = 0; j < g.ow; ++j) {
+        int64_t best = (nc * g.h + i * g.kh) * g.w + j * g.kw;
+        for (int64_t p = 0; p < g.kh; ++p)
+          for (int64_t q = 0; q < g.kw; ++q) {
+            int64_t at = (nc * g.h + i * g.kh + p) * g.w + j * g.kw + q;
+            if (x[at] > x[best]) best = at;
+          }
+        f((nc * g.oh + i) * g.ow + j, best);
+      }
+}
+
+// The f32 kernels visit each window once. 2x2 windows, by far the common case, take a
+// branch-free path over row pairs that the compiler vectorizes; ties go to the first position
+// in window order, as in the reference.
+struct WindowLoop {
+  PoolGeom g;
+  const float* x;
+  // f(output index, window's top-left input index, argmax input index)
+  template <typename F>
+  void run(F&& f) const {
+    const int64_t kh = g.kh, kw = g.kw, w = g.w;
+    for (int64_t nc = 0; nc < g.n * g.c; ++nc)
+      for (int64_t i = 0; i < g.oh; ++i) {
+        const int64_t row = (nc * g.h + i * kh) * w;
+        for (int64_t j = 0; j < g.ow; ++j) {
+          int64_t best = row + j * kw;
+          for (int64_t p = 0; p < kh; ++p)
+            for (int64_t q = 0; q < kw; ++q) {
+              int64_t at = row + p * w + j * kw + q;
+              if (x[at] > x[best]) best = at;
+            }
+          f((nc * g.oh + i) * g.ow + j, row + j * kw, best);
+        }
+      }
+  }
+  bool two_by_two() const { return g.kh == 2 && g.kw == 2; }
+  // f(output row, top input row, bottom input row, output row length): per row pair.
+  template <typename F>
+  void rows2(F&& f) const {
+    for (int64_t r = 0; r < g.n * g.c * g.oh; ++r) f(r * g.ow, 2 * r * g.w, 2 * r * g.w + g.w, g.ow);
+  }
+};
+
+struct FirstMax4 {
+  bool a, b, c, d;
+  FirstMax4(float xa, float xb, float xc, float xd) {
+    a = xa >= xb && xa >= xc && xa >= xd;
+    b = !a && xb >= xc && xb >= xd;
+    c = !a && !b && xc >= xd;
+    d = !a && !b && !c;
+  }
+};
+
+void max_pool_backward_f32(const WindowLoop& loop, const float* gy, float* gx) {
+  const float* x = loop.x;
+  if (loop.two_by_two()) {
+    loop.rows2([&](int64_t o, int64_t t, int64_t b, int64_t n) {
+      for (int64_t j = 0; j < n; ++j) {
+        FirstMax4 m(x[t + 2 * j], x[t + 2 * j + 1], x[b + 2 * j], x[b + 2 * j + 1]);
+        const float v = gy[o + j];
+        gx[t + 2 * j] = m.a ? v : 0.f;
+        gx[t + 2 * j + 1] = m.b ? v : 0.f;
+        gx[b + 2 * j] = m.c ? v : 0.f;
+        gx[b + 2 * j + 1] = m.d ? v : 0.f;
+      }
+    });
+    return;
+  }
+  const int64_t kh = loop.g.kh, kw = loop.g.kw, w = loop.g.w;
+  loop.run([&](int64_t o, int64_t corner, int64_t best) {
+    for (int64_t p = 0; p < kh; ++p)
+      for (int64_t q = 0; q < kw; ++q) gx[corner + p * w + q] = 0.f;
+    gx[best] = gy[o];
+  });
+}
+
+void max_pool_select_f32(const WindowLoop& loop, const float* z, float* y) {
+  const float* x = loop.x;
+  if (loop.two_by_two()) {
+    loop.rows2([&](int64_t o, int64_t t, int64_t b, int64_t n) {
+      for (int64_t j = 0; j < n; ++j) {
+        FirstMax4 m(x[t + 2 * j], x[t + 2 * j + 1], x[b + 2 * j], x[b + 2 * j + 1]);
+        y[o + j] = m.a ? z[t + 2 * j] : m.b ? z[t + 2 * j + 1] : m.c ? z[b + 2 * j] : z[b + 2 * j + 1];
+      }
+    });
+    return;
+  }
+  loop.run([&](int64_t o, int64_t, int64_t best) { y[o] = z[best]; });
+}
+
+PoolGeom tiling_pool_geom(const Shape& x, const Attrs& a, const char* op) {
+  auto g = pool_geom(x, a);
+  if (g.sh != g.kh || g.sw != g.kw || g.ph || g.pw || g.h % g.kh || g.w % g.kw)
+    throw ShapeError(fmt::format("{}: needs non-overlapping, unpadded windows that tile the input; got kernel {}x{}, "
+                                 "stride {}x{}, padding {}x{} on {}",
+                                 op, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, shape_str(x)));
+  return g;
+}
+
+std::vector<AttrSpec> pool_attr_schema() {
+  return {{"kernel", AttrKind::Ints, std::nullopt},
+          {"stride", AttrKind::Ints, AttrValue(IntList{})},
+          {"padding", AttrKind::Ints, AttrValue(IntList{0, 0})}};
+}
+Tensor max_pool_backward(const Tensor& x, const Tensor& gy, const Attrs& a) { return apply("max_pool2d_backward", {x, gy}, a); }
+Tensor max_pool_select(const Tensor& x, const Tensor& z, const Attrs& a) { return apply("max_pool2d_select", {x, z}, a); }
+
+void add_max_pool_derivatives(OpRegistry& r) {
+  {
+    OpDef d;
+    d.name = "max_pool2d_backward";
+    d.num_inputs = 2;
+    d.attrs = pool_attr_schema();
+    d.shape = [](const std::vector<TensorType>& in, const Attrs& a) {
+      auto g = tiling_pool_geom(in[0].shape, a, "max_pool2d_backward");
+      if (in[1].shape != Shape{g.n, g.c, g.oh, g.ow})
+        throw ShapeError(fmt::format("max_pool2d_backward: cotangent {} does not match pooled {}", shape_str(in[1].shape),
+                                     shape_str(Shape{g.n, g.c, g.oh, g.ow})));
+      return std::vector<TensorType>{{DType::f32, in[0].shape}};
+    };
+    d.grad = [](const GradCtx& c) {
+      return std::vector<Tensor>{Tensor(), max_pool_select(c.inputs[0], c.cotangents[0], c.attrs)};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      std::fill(out[0].data.begin(), out[0].data.end(), 0.0);
+      for_each_window_argmax(pool_geom(in[0]->shape, n.attrs), in[0]->data.data(),
+                             [&](int64_t o, int64_t at) { out[0].data[size_t(at)] = in[1]->data[size_t(o)]; });
+    };
+    d.kernel = [](const KernelCtx& ctx) {
+      WindowLoop loop{pool_geom(ctx.in_types[0].shape, ctx.node.attrs), ctx.in_f32(0)};
+      const float* gy = ctx.in_f32(1);
+      float* gx = ctx.out_f32();
+      return std::make_unique<LoopKernel>([=] { max_pool_backward_f32(loop, gy, gx); }, "loop:max_pool_backward");
+    };
+    auto c = [](Shape x, IntList k) {
+      Shape y{x[0], x[1], x[2] / k[0], x[3] / k[1]};
+      OpTestCase t = tcase({x, y}, {{"kernel", k}});
+      t.differentiable = {false, true};
+      return t;
+    };
+    d.tests = {c({2, 3, 4, 4}, {2, 2}), c({1, 2, 6, 4}, {3, 2}), c({1, 3, 2, 6}, {2, 2})};
+    r.add(std::move(d));
+  }
+  {
+    OpDef d;
+    d.name = "max_pool2d_select";
+    d.num_inputs = 2;
+    d.attrs = pool_attr_schema();
+    d.shape = [](const std::vector<TensorType>& in, const Attrs& a) {
+      auto g = tiling_pool_geom(in[0].shape, a, "max_pool2d_select");
+      if (in[1].shape != in[0].shape)
+        throw ShapeError(fmt::format("max_pool2d_select: values {} do not match the pooled input {}", shape_str(in[1].shape),
+                                     shape_str(in[0].shape)));
+      return std::vector<TensorType>{{DType::f32, Shape{g.n, g.c, g.oh, g.ow}}};
+    };
+    d.grad = [](const GradCtx& c) {
+      return std::vector<Tensor>{Tensor(), max_pool_backward(c.inputs[0], c.cotangents[0], c.attrs)};
+    };
+    d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+      for_each_window_argmax(pool_geom(in[0]->shape, n.attrs), in[0]->data.data(),
+                             [&](int64_t o, int64_t at) { out[0].data[size_t(o)] = in[1]->data[size_t(at)]; });
+    };
+    d.kernel = [](const KernelCtx& ctx) {
+      WindowLoop loop{pool_geom(ctx.in_types[0].shape, ctx.node.attrs), ctx.in_f32(0)};
+      const float* z = ctx.in_f32(1);
+      float* y = ctx.out_f32();
+      return std::make_unique<LoopKernel>([=] { max_pool_select_f32(loop, z, y); }, "loop:max_pool_select");
+    };
+    auto c = [](Shape x, IntList k) {
+      OpTestCase t = tcase({x, x}, {{"kernel", k}});
+      t.differentiable = {false, true};
+      return t;
+    };
+    d.tests = {c({2, 3, 4, 4}, {2, 2}), c({1, 2, 6, 4}, {3, 2}), c({1, 3, 2, 6}, {2, 2})};
+    r.add(std::move(d));
+  }
+}
+
 void add_pool(OpRegistry& r, const char* name, bool is_max) {
   OpDef d;
   d.name = name;
-  d.attrs = {{"kernel", AttrKind::Ints, std::nullopt},
-             {"stride", AttrKind::Ints, AttrValue(IntList{})},
-             {"padding", AttrKind::Ints, AttrValue(IntList{0, 0})}};
+  d.attrs = pool_attr_schema();
   d.shape = pool_rule;
   std::string opname = name;
   d.grad = [is_max, opname](const GradCtx& c) {
     auto g = tiling_geom(c, opname.c_str());
-    Tensor up = upsample(c.cotangents[0], g);
-    if (is_max) return std::vector<Tensor>{up * equal(c.inputs[0], upsample(c.outputs[0], g))};
-    return std::vector<Tensor>{up / double(g.kh * g.kw)};
+    if (is_max) return std::vector<Tensor>{max_pool_backward(c.inputs[0], c.cotangents[0], c.attrs)};
+    return std::vector<Tensor>{upsample(c.cotangents[0], g) / double(g.kh * g.kw)};
   };
   d.reference = [is_max](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
     pool_reference(is_max, n, *in[0], out[0]);
@@ -468,6 +651,7 @@ void register_nn_ops(OpRegistry& r) {
        bw({1, 2, 6, 6}, {1, 2, 2, 2}, {2, 2}, {0, 0}, {3, 3})},
       {{"kernel_hw", AttrKind::Ints, std::nullopt}});
   add_pool(r, "max_pool2d", true);
+  add_max_pool_derivatives(r);
   add_pool(r, "avg_pool2d", false);
   add_softmax(r, "softmax", false);
   add_softmax(r, "log_softmax", true);
