@@ -5,6 +5,7 @@
 #include <optional>
 
 #include "graph/op_def.h"
+#include "ops/broadcast.h"
 #include "passes/rebuild.h"
 
 namespace metagrad {
@@ -110,6 +111,29 @@ const std::vector<std::pair<std::string, Rule>>& rules() {
   return table;
 }
 
+// An elementwise op broadcasts its operands itself, so an operand that is broadcast_to(y) can
+// be y when the op's result keeps its shape: AD's cotangents of reductions are such broadcasts,
+// and materializing them costs a full pass over memory each.
+std::optional<Value> read_through_broadcasts(Match& m) {
+  // Fused kernels are left alone: their operand layout is fixed when the group is formed.
+  if (!m.node.op->elementwise || m.in.size() < 2 || m.node.op->name == "fused_elementwise") return std::nullopt;
+  std::vector<Value> in = m.in;
+  bool changed = false;
+  for (size_t i = 0; i < in.size(); ++i) {
+    const Node& a = m.g.node(in[i].node);
+    if (a.kind != NodeKind::Op || a.op->name != "broadcast_to") continue;
+    std::vector<Value> trial = in;
+    trial[i] = a.inputs[0];
+    Shape s;
+    for (Value v : trial) s = broadcast_shapes(s, m.g.type(v).shape);
+    if (s != m.out().shape) continue;
+    in = std::move(trial);
+    changed = true;
+  }
+  if (!changed) return std::nullopt;
+  return m.g.add_op(m.node.op->name, in, m.node.attrs);
+}
+
 bool simplify_once(Graph& g) {
   Rebuilder rb(g);
   bool changed = false;
@@ -120,9 +144,10 @@ bool simplify_once(Graph& g) {
     }
     Match m{n, {}, rb.dst()};
     for (Value v : n.inputs) m.in.push_back(rb.map(v));
-    std::optional<Value> repl;
-    for (const auto& [op, rule] : rules())
-      if (op == n.op->name && (repl = rule(m))) break;
+    std::optional<Value> repl = read_through_broadcasts(m);
+    if (!repl)
+      for (const auto& [op, rule] : rules())
+        if (op == n.op->name && (repl = rule(m))) break;
     if (repl) {
       rb.set({n.id, 0}, *repl);
       changed = true;

@@ -66,6 +66,23 @@ TEST(Simplify, RemovesIdentitiesAndKeepsRealWork) {
   expect_same_meaning(h0, h, {{"a", testing::random_ref({3}, 2)}});
 }
 
+TEST(Simplify, ElementwiseOpsReadThroughBroadcastsThatKeepTheirShape) {
+  Graph g;
+  Tensor x = input(g, "x", {4, 3}), y = input(g, "y", {1, 3}), z = input(g, "z", {3});
+  Tensor kept = x * broadcast_to(y, {4, 3});                              // x has the full shape
+  Tensor needed = broadcast_to(y, {4, 3}) + broadcast_to(z, {4, 3});  // only broadcasts: one must stay
+  g.add_output("kept", kept.value());
+  g.add_output("needed", needed.value());
+  Graph before = g;
+  EXPECT_TRUE(simplify(g));
+  eliminate_dead_code(g);
+  EXPECT_EQ(count_op(g, "broadcast_to"), 1u);
+  EXPECT_EQ(g.type(g.output("needed")).shape, (Shape{4, 3}));
+  expect_same_meaning(before, g,
+                      {{"x", testing::random_ref({4, 3}, 1)}, {"y", testing::random_ref({1, 3}, 2)},
+                       {"z", testing::random_ref({3}, 3)}});
+}
+
 TEST(CommonSubexprElim, MergesEqualNodesOnly) {
   Graph g;
   Tensor x = input(g, "x", {4});
