@@ -11,6 +11,7 @@
 #include "passes/constant_fold.h"
 #include "passes/dead_code_elim.h"
 #include "passes/fuse_elementwise.h"
+#include "passes/schedule.h"
 #include "passes/simplify.h"
 
 namespace metagrad {
@@ -22,6 +23,7 @@ const std::vector<PassInfo>& all_passes() {
       {"cse", "merge equal nodes and equal constants", eliminate_common_subexpressions},
       {"dce", "drop nodes no output or update reads", eliminate_dead_code},
       {"fuse", "merge chains of elementwise ops into single-pass kernels", fuse_elementwise},
+      {"schedule", "reorder execution depth-first to lower peak live memory", schedule_for_memory, true},
   };
   return passes;
 }
@@ -32,28 +34,34 @@ std::vector<PassRecord> optimize(Graph& g, const PipelineOptions& opts) {
   for (const auto& name : opts.disabled)
     if (std::none_of(all_passes().begin(), all_passes().end(), [&](const PassInfo& p) { return p.name == name; }))
       throw GraphError(fmt::format("unknown pass '{}'", name));
+  auto run = [&](const PassInfo& p) {
+    PassRecord r{p.name, g.size(), 0, 0, false};
+    auto t0 = std::chrono::steady_clock::now();
+    r.changed = p.run(g);
+    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    r.nodes_after = g.size();
+    if (opts.verify_each) {
+      try {
+        verify(g);
+      } catch (const GraphError& e) {
+        throw GraphError(fmt::format("after pass {}: {}", p.name, e.what()));
+      }
+    }
+    if (opts.dump && p.name == opts.dump_after) opts.dump(p.name, g);
+    records.push_back(r);
+    return r.changed;
+  };
+  auto enabled = [&](const PassInfo& p) {
+    return std::find(opts.disabled.begin(), opts.disabled.end(), p.name) == opts.disabled.end();
+  };
   for (int round = 0; round < 4; ++round) {
     bool any = false;
-    for (const PassInfo& p : all_passes()) {
-      if (std::find(opts.disabled.begin(), opts.disabled.end(), p.name) != opts.disabled.end()) continue;
-      PassRecord r{p.name, g.size(), 0, 0, false};
-      auto t0 = std::chrono::steady_clock::now();
-      r.changed = p.run(g);
-      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      r.nodes_after = g.size();
-      if (opts.verify_each) {
-        try {
-          verify(g);
-        } catch (const GraphError& e) {
-          throw GraphError(fmt::format("after pass {}: {}", p.name, e.what()));
-        }
-      }
-      if (opts.dump && p.name == opts.dump_after) opts.dump(p.name, g);
-      any |= r.changed;
-      records.push_back(r);
-    }
+    for (const PassInfo& p : all_passes())
+      if (!p.once_at_end && enabled(p)) any |= run(p);
     if (!any) break;
   }
+  for (const PassInfo& p : all_passes())
+    if (p.once_at_end && enabled(p)) run(p);
   return records;
 }
 

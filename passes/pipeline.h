@@ -12,6 +12,7 @@ struct PassInfo {
   std::string name;
   std::string summary;  // the pass's one line
   std::function<bool(Graph&)> run;
+  bool once_at_end = false;  // runs once after the others reach their fixed point (scheduling)
 };
 
 // Every pass by name, in default-pipeline order.
