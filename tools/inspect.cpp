@@ -14,6 +14,7 @@
 #include "graph/error.h"
 #include "graph/op_def.h"
 #include "graph/serialize.h"
+#include "meta/conv_maml.h"
 #include "meta/maml.h"
 #include "passes/pipeline.h"
 #include "runtime/executable.h"
@@ -30,8 +31,15 @@ Graph load_workload(const InspectOptions& o) {
     cfg.inner_steps = o.inner_steps;
     return build_meta_step(cfg);
   }
+  if (o.workload == "conv-maml") {
+    ConvMamlConfig cfg;
+    cfg.algo = o.algo;
+    cfg.inner_steps = o.inner_steps;
+    return build_conv_maml_step(cfg);
+  }
   std::ifstream in(o.workload);
-  if (!in) throw Error(fmt::format("'{}' is neither a built-in workload (sinusoid) nor a readable graph file", o.workload));
+  if (!in)
+    throw Error(fmt::format("'{}' is neither a built-in workload (sinusoid, conv-maml) nor a readable graph file", o.workload));
   std::stringstream ss;
   ss << in.rdbuf();
   try {
@@ -179,12 +187,12 @@ void register_inspect_command(Cli& cli) {
   InspectOptions& io = *iop;
   CLI::App* insp = cli.app.add_subcommand("inspect", "show what the passes did to a workload's graph, its fusion groups, "
                                                  "memory plan and kernel profile");
-  insp->add_option("workload", io.workload, "a built-in workload (sinusoid) or a graph file in the text IR")->required();
+  insp->add_option("workload", io.workload, "a built-in workload (sinusoid, conv-maml) or a graph file in the text IR")->required();
   insp->add_option("-O,--opt-level", io.opt_level, "0: no passes, 1: the default pipeline (-O0, -O1)")
       ->check(CLI::Range(0, 1))
       ->capture_default_str();
-  insp->add_option("--algo", io.algo, "sinusoid: maml or fomaml")->check(CLI::IsMember({"maml", "fomaml"}))->capture_default_str();
-  insp->add_option("--inner-steps", io.inner_steps, "sinusoid: inner steps")->check(CLI::NonNegativeNumber)->capture_default_str();
+  insp->add_option("--algo", io.algo, "maml or fomaml")->check(CLI::IsMember({"maml", "fomaml"}))->capture_default_str();
+  insp->add_option("--inner-steps", io.inner_steps, "inner steps of the built-in workloads")->check(CLI::NonNegativeNumber)->capture_default_str();
   insp->add_flag("--passes", io.passes, "per pass: nodes before and after, time taken");
   insp->add_flag("--fusion", io.fusion, "fusion groups: which ops became which kernel");
   insp->add_flag("--memory-plan", io.memory_plan, "each buffer's offset, size and live range");

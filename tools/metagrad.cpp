@@ -21,6 +21,7 @@ int main(int argc, char** argv) {
 
   Cli cli{app, bench, dump, {}};
   register_sinusoid_commands(cli);
+  register_conv_commands(cli);
   register_inspect_command(cli);
 
   try {
