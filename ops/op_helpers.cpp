@@ -34,8 +34,12 @@ Shape pad_rank(const Shape& s, size_t rank) {
 
 namespace {
 
+// An elementwise function over operands that need broadcasting: broadcast operands are gathered
+// block by block into small buffers, so the kernel holds a few KiB rather than a full-size copy
+// of each broadcast operand.
 class GatherLoopKernel final : public Kernel {
  public:
+  static constexpr int64_t kBlock = 4096;
   GatherLoopKernel(const KernelCtx& ctx, EltwiseFn fn, float param) : fn_(fn), param_(param), out_(ctx.out_f32()) {
     const Shape& out = ctx.out_type().shape;
     n_ = num_elements(out);
@@ -43,20 +47,29 @@ class GatherLoopKernel final : public Kernel {
     for (size_t k = 0; k < ctx.in.size(); ++k) {
       const float* src = ctx.in_f32(k);
       if (ctx.in_types[k].shape == out || (ctx.in_types[k].numel() == n_)) {
-        args_.push_back(src);
+        full_.push_back(src);
         continue;
       }
-      bufs_[k].assign(size_t(n_), 0.f);
+      bufs_[k].assign(size_t(std::min(n_, kBlock)), 0.f);
       Shape shape = out;
       std::vector<std::vector<int64_t>> st{broadcast_strides(ctx.in_types[k].shape, out), broadcast_strides(out, out)};
       coalesce_axes(shape, st);
-      gathers_.push_back({src, bufs_[k].data(), st[0], shape});
-      args_.push_back(bufs_[k].data());
+      gathers_.push_back({src, bufs_[k].data(), st[0], shape, k});
+      full_.push_back(nullptr);
     }
+    args_.assign(ctx.in.size(), nullptr);
   }
   void run(dnnl::stream&) override {
-    for (const Gather& gth : gathers_) gather_broadcast(gth.src, gth.strides, gth.shape, 0, n_, gth.dst);
-    fn_(n_, args_.data(), out_, param_);
+    for (int64_t start = 0; start < n_; start += kBlock) {
+      const int64_t n = std::min(kBlock, n_ - start);
+      for (size_t k = 0; k < full_.size(); ++k)
+        if (full_[k]) args_[k] = full_[k] + start;
+      for (const Gather& gth : gathers_) {
+        gather_broadcast(gth.src, gth.strides, gth.shape, start, n, gth.dst);
+        args_[gth.arg] = gth.dst;
+      }
+      fn_(n, args_.data(), out_ + start, param_);
+    }
   }
   std::string impl() const override { return "loop"; }
 
@@ -66,6 +79,7 @@ class GatherLoopKernel final : public Kernel {
     float* dst;
     std::vector<int64_t> strides;
     Shape shape;  // coalesced iteration shape
+    size_t arg;
   };
   EltwiseFn fn_;
   float param_;
@@ -73,6 +87,7 @@ class GatherLoopKernel final : public Kernel {
   int64_t n_ = 0;
   std::vector<std::vector<float>> bufs_;
   std::vector<Gather> gathers_;
+  std::vector<const float*> full_;  // operands read in place (null: gathered)
   std::vector<const float*> args_;
 };
 
