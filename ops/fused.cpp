@@ -1,6 +1,7 @@
 // fused_elementwise: a chain of elementwise ops run as one kernel that streams each block of
 // the output through every op while it is in cache. Produced by passes/fuse_elementwise.
 #include <fmt/format.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <sstream>
@@ -98,12 +99,16 @@ class FusedKernel final : public Kernel {
     shape_ = ctx.out_type().shape;
     total_ = num_elements(shape_);
     const size_t n_ext = ctx.in.size(), n_ins = p.ops.size();
-    regs_.assign((n_ext + n_ins) * size_t(kBlock), 0.0f);
+    // Large kernels split their blocks over the OpenMP threads oneDNN also runs on; each thread
+    // has its own block registers.
+    threads_ = total_ >= kParallelMin ? std::max(1, omp_get_max_threads()) : 1;
+    regs_per_thread_ = (n_ext + n_ins) * size_t(kBlock);
+    regs_.assign(size_t(threads_) * regs_per_thread_, 0.0f);
     for (size_t e = 0; e < n_ext; ++e) {
       Shape iter = shape_;
       std::vector<std::vector<int64_t>> st{broadcast_strides(ctx.in_types[e].shape, shape_), broadcast_strides(shape_, shape_)};
       coalesce_axes(iter, st);
-      Ext x{ctx.in_f32(e), Ext::Full, st[0], iter, regs_.data() + e * kBlock};
+      Ext x{ctx.in_f32(e), Ext::Full, st[0], iter};
       if (ctx.in_types[e].numel() == 1) x.kind = Ext::Scalar;
       else if (ctx.in_types[e].shape != shape_) x.kind = Ext::Gather;
       ext_.push_back(std::move(x));
@@ -113,27 +118,44 @@ class FusedKernel final : public Kernel {
       code_.push_back(ins);
       arg_refs_.push_back(p.args[j]);
     }
+    cur_.assign(size_t(threads_) * n_ext, nullptr);
     names_ = attr_string(ctx.node.attrs, "ops");
   }
 
   void run(dnnl::stream&) override {
+    const int64_t blocks = (total_ + kBlock - 1) / kBlock;
+    if (threads_ == 1) {
+      for (int64_t b = 0; b < blocks; ++b) run_block(b, 0);
+      return;
+    }
+#pragma omp parallel num_threads(threads_)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t per = (blocks + nt - 1) / nt;
+      for (int64_t b = t * per; b < std::min(blocks, (t + 1) * per); ++b) run_block(b, t);
+    }
+  }
+
+  void run_block(int64_t block, int thread) {
     const size_t n_ext = ext_.size();
-    for (int64_t start = 0; start < total_; start += kBlock) {
-      const int64_t n = std::min(kBlock, total_ - start);
-      for (Ext& x : ext_) {
-        if (x.kind == Ext::Full) x.cur = x.base + start;
-        else if (x.kind == Ext::Scalar) std::fill(x.buf, x.buf + n, x.base[0]), x.cur = x.buf;
-        else gather_broadcast(x.base, x.strides, x.iter, start, n, x.buf), x.cur = x.buf;
+    const int64_t start = block * kBlock, n = std::min(kBlock, total_ - start);
+    float* regs = regs_.data() + size_t(thread) * regs_per_thread_;
+    const float** cur = cur_.data() + size_t(thread) * n_ext;
+    for (size_t e = 0; e < n_ext; ++e) {
+      const Ext& x = ext_[e];
+      float* buf = regs + e * kBlock;
+      if (x.kind == Ext::Full) cur[e] = x.base + start;
+      else if (x.kind == Ext::Scalar) std::fill(buf, buf + n, x.base[0]), cur[e] = buf;
+      else gather_broadcast(x.base, x.strides, x.iter, start, n, buf), cur[e] = buf;
+    }
+    for (size_t j = 0; j < code_.size(); ++j) {
+      const float* args[3] = {nullptr, nullptr, nullptr};
+      for (int k = 0; k < code_[j].nargs; ++k) {
+        int64_t a = arg_refs_[j][size_t(k)];
+        args[k] = a >= 0 ? cur[size_t(a)] : regs + (n_ext + size_t(-a - 1)) * kBlock;
       }
-      for (size_t j = 0; j < code_.size(); ++j) {
-        const float* args[3] = {nullptr, nullptr, nullptr};
-        for (int k = 0; k < code_[j].nargs; ++k) {
-          int64_t a = arg_refs_[j][size_t(k)];
-          args[k] = a >= 0 ? ext_[size_t(a)].cur : regs_.data() + (n_ext + size_t(-a - 1)) * kBlock;
-        }
-        float* dst = j + 1 == code_.size() ? out_ + start : regs_.data() + (n_ext + j) * kBlock;
-        code_[j].fn(n, args, dst, code_[j].param);
-      }
+      float* dst = j + 1 == code_.size() ? out_ + start : regs + (n_ext + j) * kBlock;
+      code_[j].fn(n, args, dst, code_[j].param);
     }
   }
   std::string impl() const override { return "fused:" + names_; }
@@ -144,8 +166,6 @@ class FusedKernel final : public Kernel {
     enum Kind { Full, Scalar, Gather } kind;
     std::vector<int64_t> strides;  // element strides of the input over `iter`
     Shape iter;                    // the output shape with axes coalesced
-    float* buf;
-    const float* cur = nullptr;
   };
   struct Instr {
     EltwiseFn fn;
@@ -155,7 +175,11 @@ class FusedKernel final : public Kernel {
   float* out_;
   Shape shape_;
   int64_t total_ = 0;
+  static constexpr int64_t kParallelMin = 1 << 16;
+  int threads_ = 1;
+  size_t regs_per_thread_ = 0;
   std::vector<float> regs_;
+  std::vector<const float*> cur_;  // per thread: each external operand's current block
   std::vector<Ext> ext_;
   std::vector<Instr> code_;
   std::vector<std::vector<int64_t>> arg_refs_;
@@ -190,6 +214,11 @@ void register_fused_ops(OpRegistry& r) {
   d.tests.push_back(t({3, 4}, {4}, {}, "mul,add,relu", {0, 1, -1, 2, -2}, {0, 0, 0}, {3, 4}));
   d.tests.push_back(t({700}, {1}, {700}, "sub,square,mul", {0, 2, -1, -2, 1}, {0, 0, 0}, {700}));
   d.tests.push_back(t({2, 1, 5}, {3, 1}, {2, 3, 5}, "add,tanh,mul", {0, 1, -1, -2, 2}, {0, 0, 0}, {2, 3, 5}));
+  // Large enough to split its blocks over threads (kernel against reference only: finite
+  // differences over 70k elements would dominate the suite).
+  OpTestCase big = t({2, 64, 1, 550}, {64, 1, 1}, {}, "mul,add,relu", {0, 1, -1, 2, -2}, {0, 0, 0}, {2, 64, 1, 550});
+  big.differentiable = {false, false, false};
+  d.tests.push_back(big);
   r.add(std::move(d));
 }
 
