@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -83,7 +84,7 @@ int run_inspect(const InspectOptions& o) {
   auto records = optimize(g, popts);
   ParamStore store, store0;
   Executable exe(g, store);
-  Executable exe0(raw, store0);  // -O0, for the kernel-count comparison
+  Executable exe0(raw, store0);  // -O0, for the kernel-count and result comparisons
   nlohmann::json j;
   j["workload"] = o.workload;
   j["opt_level"] = o.opt_level;
@@ -99,6 +100,36 @@ int run_inspect(const InspectOptions& o) {
   std::cout << fmt::format("arena: {:.1f} KiB peak, {:.1f} KiB naive (every intermediate kept): {:.0f}%\n",
                            exe.arena_bytes() / 1024.0, exe.naive_bytes() / 1024.0,
                            100.0 * double(exe.arena_bytes()) / double(std::max<size_t>(1, exe.naive_bytes())));
+
+  // Meaning check: one step of both executables on the same inputs from the same initial
+  // parameters; every output and every updated parameter compared, relative to its largest value.
+  {
+    std::vector<std::vector<float>> f32, f32_0;
+    std::vector<std::vector<int32_t>> i32, i32_0;
+    feed_random(exe, g, f32, i32);
+    feed_random(exe0, raw, f32_0, i32_0);
+    exe.run();
+    exe0.run();
+    double worst = 0;
+    auto compare = [&worst](std::span<const float> a, std::span<const float> b) {
+      double scale = 0, diff = 0;
+      for (size_t i = 0; i < b.size(); ++i) {
+        scale = std::max(scale, double(std::abs(b[i])));
+        diff = std::max(diff, double(std::abs(a[i] - b[i])));
+      }
+      worst = std::max(worst, scale > 0 ? diff / scale : diff);
+    };
+    for (const auto& name : exe.fetch_names()) compare(exe.fetch(name), exe0.fetch(name));
+    const double outputs = worst;
+    worst = 0;
+    // Adam's first step moves every weight by about ±lr whatever its gradient's size, so a
+    // gradient within rounding of zero can flip sign: this figure is looser than the outputs'.
+    for (const auto& name : store.names()) compare(store.data(name), store0.data(name));
+    j["max_rel_diff_vs_O0"] = outputs;
+    j["max_rel_diff_vs_O0_params"] = worst;
+    std::cout << fmt::format("results vs -O0 after one step: outputs max relative difference {:.2e}, updated parameters "
+                             "{:.2e}\n", outputs, worst);
+  }
 
   j["per_pass"] = nlohmann::json::array();
   double pass_seconds = 0;
