@@ -72,6 +72,28 @@ TEST(Cli, BenchSinusoidWritesTheSummary) {
   std::filesystem::remove(json);
 }
 
+TEST(Cli, BenchConvMamlSyntheticWritesTheSummaryAndNeedsItsDataSource) {
+  std::string json = (std::filesystem::temp_directory_path() / "metagrad_cli_conv.json").string();
+  CliRun r = run("bench conv-maml --synthetic --meta-batch 1 --query 2 --iters 2 --eval-tasks 2 --quiet --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("ms per meta-iteration"), std::string::npos);
+  std::ifstream in(json);
+  auto j = nlohmann::json::parse(in);
+  for (const char* k : {"pre_adapt_accuracy", "post_adapt_accuracy", "ms_per_meta_iter", "peak_bytes", "naive_bytes",
+                        "working_bytes", "kernels", "iters"})
+    EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_LT(j["peak_bytes"].get<double>(), j["naive_bytes"].get<double>());
+  std::filesystem::remove(json);
+
+  CliRun no_data = run("bench conv-maml --iters 1");
+  EXPECT_EQ(no_data.status, 1);
+  EXPECT_NE(no_data.err.find("--synthetic"), std::string::npos) << no_data.err;
+  EXPECT_EQ(run("bench conv-maml --synthetic --ways 1").status, 2);
+  CliRun help = run("bench conv-maml --help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_NE(help.out.find("--opt-level"), std::string::npos);
+}
+
 TEST(Cli, ThreadsFlagRunsAndRejectsZero) {
   CliRun r = run("bench sinusoid --iters 20 --eval-tasks 5 --quiet --threads 1");
   EXPECT_EQ(r.status, 0) << r.err;
