@@ -11,9 +11,13 @@
 namespace metagrad {
 
 const std::vector<std::string>& optimizer_names() {
-  static const std::vector<std::string> names = {"sgd",     "momentum", "nesterov", "adagrad", "rmsprop",
-                                                 "rmsprop_centered", "adam", "adamw", "nadam"};
+  static const std::vector<std::string> names = {"sgd",  "momentum", "nesterov", "adagrad", "rmsprop", "rmsprop_centered",
+                                                 "adam", "adamw",    "nadam",    "sgd_hd",  "sgdn_hd", "adam_hd"};
   return names;
+}
+
+bool is_hypergradient(const std::string& optimizer) {
+  return optimizer.size() > 3 && optimizer.compare(optimizer.size() - 3, 3, "_hd") == 0;
 }
 
 std::vector<Tensor> clip_by_value(const std::vector<Tensor>& grads, double v) {
@@ -58,7 +62,12 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     if (params[i].shape() != grads_in[i].shape())
       throw ShapeError(fmt::format("optimizer: gradient {} has shape {}, parameter has {}", i,
                                    shape_str(grads_in[i].shape()), shape_str(params[i].shape())));
-  h.lr = or_const(g, h.lr, cfg.lr);
+  const bool hd = is_hypergradient(cfg.name);
+  if (hd && h.lr.defined())
+    throw GraphError(fmt::format("{} keeps its learning rate as state; do not pass one (or a schedule)", cfg.name));
+  if (!h.lr_scale.empty() && h.lr_scale.size() != params.size())
+    throw GraphError(fmt::format("optimizer: {} lr scales for {} parameters", h.lr_scale.size(), params.size()));
+  const std::string rule = cfg.name == "sgd_hd" ? "sgd" : cfg.name == "sgdn_hd" ? "nesterov" : cfg.name == "adam_hd" ? "adam" : cfg.name;
   h.momentum = or_const(g, h.momentum, cfg.momentum);
   h.beta1 = or_const(g, h.beta1, cfg.beta1);
   h.beta2 = or_const(g, h.beta2, cfg.beta2);
@@ -69,50 +78,51 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   std::vector<Tensor> grads = grads_in;
   if (cfg.clip_value > 0) grads = clip_by_value(grads, cfg.clip_value);
   if (cfg.clip_norm > 0) grads = clip_by_global_norm(grads, cfg.clip_norm);
-  const bool coupled_decay = cfg.weight_decay != 0.0 && cfg.name != "adamw";
+  const bool coupled_decay = cfg.weight_decay != 0.0 && rule != "adamw";
   if (coupled_decay)
     for (size_t i = 0; i < grads.size(); ++i) grads[i] = grads[i] + h.weight_decay * params[i];
 
   OptimizerStep out;
-  Tensor t = parameter(g, prefix + ".t", {}, Init::zeros(), false);
+  Tensor t = step_counter(g, prefix);
   Tensor t1 = t + 1.0;
   out.state.push_back({t, t1});
   out.step = t1;
   // Bias corrections of the Adam family: 1 - beta^t.
   Tensor bc1, bc2;
-  if (cfg.name == "adam" || cfg.name == "adamw" || cfg.name == "nadam") {
+  if (rule == "adam" || rule == "adamw" || rule == "nadam") {
     bc1 = 1.0 - pow(h.beta1, t1);
     bc2 = 1.0 - pow(h.beta2, t1);
   }
+  // Each rule gives a direction d with p' = p - lr * scale * d.
+  std::vector<Tensor> dirs;
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     const Tensor& gr = grads[i];
-    Tensor next;
-    if (cfg.name == "sgd") {
-      next = p - h.lr * gr;
-    } else if (cfg.name == "momentum" || cfg.name == "nesterov") {
-      // v' = mu v + g; p' = p - lr v' (heavy ball) or p - lr (g + mu v') (Nesterov, as in PyTorch).
+    if (rule == "sgd") {
+      dirs.push_back(gr);
+    } else if (rule == "momentum" || rule == "nesterov") {
+      // v' = mu v + g; d = v' (heavy ball) or g + mu v' (Nesterov, as in PyTorch).
       Tensor v = state(g, prefix, p, "velocity");
       Tensor v1 = h.momentum * v + gr;
       out.state.push_back({v, v1});
-      next = cfg.name == "momentum" ? p - h.lr * v1 : p - h.lr * (gr + h.momentum * v1);
-    } else if (cfg.name == "adagrad") {
+      dirs.push_back(rule == "momentum" ? v1 : gr + h.momentum * v1);
+    } else if (rule == "adagrad") {
       Tensor s = state(g, prefix, p, "sum_sq");
       Tensor s1 = s + square(gr);
       out.state.push_back({s, s1});
-      next = p - h.lr * gr / (sqrt(s1) + h.eps);
-    } else if (cfg.name == "rmsprop" || cfg.name == "rmsprop_centered") {
+      dirs.push_back(gr / (sqrt(s1) + h.eps));
+    } else if (rule == "rmsprop" || rule == "rmsprop_centered") {
       Tensor s = state(g, prefix, p, "mean_sq");
       Tensor s1 = h.rho * s + (1.0 - h.rho) * square(gr);
       out.state.push_back({s, s1});
       Tensor denom = s1;
-      if (cfg.name == "rmsprop_centered") {
+      if (rule == "rmsprop_centered") {
         Tensor m = state(g, prefix, p, "mean");
         Tensor m1 = h.rho * m + (1.0 - h.rho) * gr;
         out.state.push_back({m, m1});
         denom = s1 - square(m1);
       }
-      next = p - h.lr * gr / (sqrt(denom) + h.eps);
+      dirs.push_back(gr / (sqrt(denom) + h.eps));
     } else {  // adam, adamw, nadam
       Tensor m = state(g, prefix, p, "m");
       Tensor v = state(g, prefix, p, "v");
@@ -121,15 +131,43 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
       out.state.push_back({m, m1});
       out.state.push_back({v, v1});
       Tensor mhat = m1 / bc1;
-      if (cfg.name == "nadam")  // Dozat's Nesterov form with constant beta1 (as in Keras/optax)
+      if (rule == "nadam")  // Dozat's Nesterov form with constant beta1 (as in Keras/optax)
         mhat = h.beta1 * mhat + (1.0 - h.beta1) * gr / bc1;
       Tensor vhat = v1 / bc2;
-      next = p - h.lr * mhat / (sqrt(vhat) + h.eps);
-      if (cfg.name == "adamw" && cfg.weight_decay != 0.0) next = next - h.lr * h.weight_decay * p;
+      Tensor d = mhat / (sqrt(vhat) + h.eps);
+      if (rule == "adamw" && cfg.weight_decay != 0.0) d = d + h.weight_decay * p;  // decoupled decay
+      dirs.push_back(d);
     }
-    out.new_params.push_back(next);
   }
+  auto scaled = [&](size_t i, const Tensor& d) {
+    return h.lr_scale.empty() || !h.lr_scale[i].defined() ? d : h.lr_scale[i] * d;
+  };
+  if (hd) {
+    // Hypergradient descent: dL/dlr of the previous step is -g_t . u_{t-1}, with u the previous
+    // scaled direction, so lr_t = lr_{t-1} + beta * g_t . u_{t-1}.
+    const double beta = cfg.hyper_lr >= 0 ? cfg.hyper_lr : (rule == "adam" ? 1e-7 : 1e-3);
+    Tensor lr = parameter(g, prefix + ".lr", {}, Init::constant(cfg.lr), false);
+    Tensor dot;
+    for (size_t i = 0; i < params.size(); ++i) {
+      Tensor u = state(g, prefix, params[i], "prev_dir");
+      Tensor gu = sum(grads[i] * u);
+      dot = dot.defined() ? dot + gu : gu;
+      out.state.push_back({u, scaled(i, dirs[i])});
+    }
+    h.lr = lr + beta * dot;
+    out.state.push_back({lr, h.lr});
+  }
+  h.lr = or_const(g, h.lr, cfg.lr);
+  out.lr = h.lr;
+  for (size_t i = 0; i < params.size(); ++i) out.new_params.push_back(params[i] - h.lr * scaled(i, dirs[i]));
   return out;
+}
+
+Tensor step_counter(Graph& g, const std::string& prefix) {
+  const std::string name = prefix + ".t";
+  const int node = g.find(name);
+  if (node >= 0) return Tensor(&g, Value{node, 0});
+  return parameter(g, name, {}, Init::zeros(), false);
 }
 
 void add_updates(Graph& g, const std::vector<Tensor>& params, const OptimizerStep& step) {

@@ -10,7 +10,9 @@
 namespace metagrad {
 
 struct OptimizerConfig {
-  std::string name = "adam";  // sgd momentum nesterov adagrad rmsprop rmsprop_centered adam adamw nadam
+  // sgd momentum nesterov adagrad rmsprop rmsprop_centered adam adamw nadam, and the
+  // hypergradient-descent variants sgd_hd sgdn_hd adam_hd (Baydin et al. 2018)
+  std::string name = "adam";
   double lr = 1e-3;
   double momentum = 0.9;      // momentum, nesterov
   double beta1 = 0.9, beta2 = 0.999;  // adam family
@@ -19,7 +21,10 @@ struct OptimizerConfig {
   double weight_decay = 0.0;  // L2 added to the gradient; decoupled (p -= lr*wd*p) for adamw
   double clip_value = 0.0;    // clip each gradient element to [-v, v]; 0 = off
   double clip_norm = 0.0;     // rescale gradients whose global L2 norm exceeds this; 0 = off
+  double hyper_lr = -1;       // HD variants: beta of the lr update; < 0 = the paper's (1e-3 SGD, 1e-7 Adam)
 };
+
+bool is_hypergradient(const std::string& optimizer);
 
 const std::vector<std::string>& optimizer_names();
 
@@ -27,18 +32,28 @@ const std::vector<std::string>& optimizer_names();
 // them. Undefined members are filled from the config as constants.
 struct Hyper {
   Tensor lr, momentum, beta1, beta2, rho, eps, weight_decay;
+  // Optional per-parameter multipliers of lr (scalar or the parameter's shape): parameter
+  // groups, learned scales, freezing masks. Empty or undefined entries mean 1.
+  std::vector<Tensor> lr_scale;
 };
 
 struct OptimizerStep {
   std::vector<Tensor> new_params;
   std::vector<std::pair<Tensor, Tensor>> state;  // (state parameter, its new value)
   Tensor step;                                   // the step counter after this step (1 on the first)
+  Tensor lr;                                     // the global learning rate this step used
 };
 
 // Builds one optimizer step. State parameters are named "<prefix>.<param>.<slot>" and
-// "<prefix>.t". Throws on unknown optimizer names or mismatched lists.
+// "<prefix>.t". HD variants keep their learning rate as the state "<prefix>.lr" (so hyper.lr
+// must stay undefined) and update it from the dot product of this step's gradient with the
+// previous step's update direction. Throws on unknown optimizer names or mismatched lists.
 OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
                              const std::vector<Tensor>& grads, Hyper hyper = {}, const std::string& prefix = "opt");
+
+// The step counter "<prefix>.t" (steps taken so far), created on first use; schedules read it
+// before optimizer_step advances it.
+Tensor step_counter(Graph& g, const std::string& prefix = "opt");
 
 // Registers the step's parameter and state updates on the graph.
 void add_updates(Graph& g, const std::vector<Tensor>& params, const OptimizerStep& step);

@@ -54,6 +54,9 @@ METAGRAD_EW1(tanh, std::tanh(x))
 // log(1 + e^x) without overflow for large x.
 METAGRAD_EW1(softplus, x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)))
 METAGRAD_EW1(identity, x)
+METAGRAD_EW1(floor, std::floor(x))
+METAGRAD_EW1(sin, std::sin(x))
+METAGRAD_EW1(cos, std::cos(x))
 
 inline void where(int64_t n, const float* const* in, float* out, float) {
   const float *c = in[0], *a = in[1], *b = in[2];

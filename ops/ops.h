@@ -39,6 +39,9 @@ Tensor leaky_relu(const Tensor& x, double alpha = 0.01);
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor softplus(const Tensor& x);
+Tensor floor(const Tensor& x);  // derivative zero (staircase schedules)
+Tensor sin(const Tensor& x);
+Tensor cos(const Tensor& x);
 Tensor stop_gradient(const Tensor& x);  // identity whose derivative is cut
 
 // ---- reductions over axes (ops/reduce.cpp); empty axes = all axes ----

@@ -23,6 +23,9 @@ Tensor sigmoid(const Tensor& x) { return apply("sigmoid", {x}); }
 Tensor tanh(const Tensor& x) { return apply("tanh", {x}); }
 Tensor softplus(const Tensor& x) { return apply("softplus", {x}); }
 Tensor stop_gradient(const Tensor& x) { return apply("stop_gradient", {x}); }
+Tensor floor(const Tensor& x) { return apply("floor", {x}); }
+Tensor sin(const Tensor& x) { return apply("sin", {x}); }
+Tensor cos(const Tensor& x) { return apply("cos", {x}); }
 
 namespace {
 
@@ -121,6 +124,13 @@ void register_unary_ops(OpRegistry& r) {
   add_unary(r, {"softplus", [](double x, double) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); },
                 eltwise::softplus, A::eltwise_soft_relu, 0.f, 0.f, GradKind::Rule,
                 [](T x, T, T g, double) { return g * sigmoid(x); }});
+  // oneDNN 2.6 has no floor, sine or cosine primitive: loop kernels.
+  add_unary(r, {"floor", [](double x, double) { return std::floor(x); }, eltwise::floor, A::undef, 0.f, 0.f,
+                GradKind::Zero, nullptr});
+  add_unary(r, {"sin", [](double x, double) { return std::sin(x); }, eltwise::sin, A::undef, 0.f, 0.f, GradKind::Rule,
+                [](T x, T, T g, double) { return g * cos(x); }});
+  add_unary(r, {"cos", [](double x, double) { return std::cos(x); }, eltwise::cos, A::undef, 0.f, 0.f, GradKind::Rule,
+                [](T x, T, T g, double) { return -(g * sin(x)); }});
   add_unary(r, {"stop_gradient", [](double x, double) { return x; }, eltwise::identity, A::undef, 0.f, 0.f,
                 GradKind::StopGradient, nullptr});
 }

@@ -26,6 +26,7 @@ struct Cli {
 void register_sinusoid_commands(Cli& cli);
 void register_inspect_command(Cli& cli);
 void register_conv_commands(Cli& cli);
+void register_fashion_commands(Cli& cli);
 
 // Numeric flag checks with plain messages ("expected a number > 0, got '-1'").
 CLI::Validator at_least(double lo, bool strict);

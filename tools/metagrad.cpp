@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   Cli cli{app, bench, dump, {}};
   register_sinusoid_commands(cli);
   register_conv_commands(cli);
+  register_fashion_commands(cli);
   register_inspect_command(cli);
 
   try {

@@ -1,0 +1,80 @@
+#include "meta/classifier.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "graph/error.h"
+#include "ops/ops.h"
+
+namespace metagrad {
+
+namespace {
+
+struct LayerSpec {
+  std::string name;
+  Shape w, b;
+  int64_t fan_in;
+};
+
+std::vector<LayerSpec> layer_specs(const ClassifierConfig& c) {
+  if (c.model == "lenet5") {
+    if (c.image < 16) throw GraphError(fmt::format("lenet5 needs images of at least 16x16, got {}", c.image));
+    const int64_t s = ((c.image / 2) - 4) / 2;  // conv 5x5 same, pool 2, conv 5x5 valid, pool 2
+    return {{"conv1", {6, 1, 5, 5}, {1, 6, 1, 1}, 25},
+            {"conv2", {16, 6, 5, 5}, {1, 16, 1, 1}, 150},
+            {"fc1", {16 * s * s, 120}, {1, 120}, 16 * s * s},
+            {"fc2", {120, 84}, {1, 84}, 120},
+            {"fc3", {84, c.classes}, {1, c.classes}, 84}};
+  }
+  if (c.model == "mlp") {
+    const int64_t in = c.image * c.image, h1 = c.hidden, h2 = std::max<int64_t>(1, c.hidden / 2);
+    return {{"fc1", {in, h1}, {1, h1}, in}, {"fc2", {h1, h2}, {1, h2}, h1}, {"fc3", {h2, c.classes}, {1, c.classes}, h2}};
+  }
+  throw GraphError(fmt::format("unknown model '{}' (expected lenet5 or mlp)", c.model));
+}
+
+}  // namespace
+
+const std::vector<std::string>& classifier_models() {
+  static const std::vector<std::string> names = {"lenet5", "mlp"};
+  return names;
+}
+
+std::vector<std::string> classifier_layers(const ClassifierConfig& cfg) {
+  std::vector<std::string> out;
+  for (const LayerSpec& l : layer_specs(cfg)) out.push_back(l.name);
+  return out;
+}
+
+std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, const std::string& prefix) {
+  std::vector<Tensor> params;
+  int64_t seed = int64_t(cfg.seed) * 16;
+  for (const LayerSpec& l : layer_specs(cfg)) {
+    // PyTorch's default (Kaiming-uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    const double bound = 1.0 / std::sqrt(double(l.fan_in));
+    params.push_back(parameter(g, fmt::format("{}.{}.w", prefix, l.name), l.w, Init::uniform(-bound, bound, seed++)));
+    params.push_back(parameter(g, fmt::format("{}.{}.b", prefix, l.name), l.b, Init::uniform(-bound, bound, seed++)));
+  }
+  return params;
+}
+
+Tensor classifier_logits(const Tensor& x, const std::vector<Tensor>& w, const ClassifierConfig& cfg) {
+  const size_t layers = layer_specs(cfg).size();
+  if (w.size() != 2 * layers)
+    throw GraphError(fmt::format("{}: {} weight tensors given, {} expected", cfg.model, w.size(), 2 * layers));
+  const int64_t n = x.dim(0);
+  Tensor h = x;
+  size_t i = 0;
+  if (cfg.model == "lenet5") {
+    h = max_pool2d(relu(conv2d(h, w[0], {1, 1}, {2, 2}) + w[1]), {2, 2});
+    h = max_pool2d(relu(conv2d(h, w[2], {1, 1}, {0, 0}) + w[3]), {2, 2});
+    i = 4;
+  }
+  h = reshape(h, {n, -1});
+  for (; i + 2 < w.size(); i += 2) h = relu(linear(h, w[i], w[i + 1]));
+  return linear(h, w[i], w[i + 1]);
+}
+
+}  // namespace metagrad

@@ -1,0 +1,30 @@
+// Image classifiers for the supervised benchmarks: LeNet-5 (LeCun et al. 1998, with ReLU and
+// max pooling as it is usually trained today) and a two-hidden-layer MLP.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "graph/builder.h"
+
+namespace metagrad {
+
+struct ClassifierConfig {
+  std::string model = "lenet5";  // lenet5 | mlp
+  int64_t image = 28, classes = 10;
+  int64_t hidden = 256;           // mlp: widths hidden, hidden / 2
+  uint64_t seed = 1;
+};
+
+const std::vector<std::string>& classifier_models();
+
+// Parameters in layer order, named "<prefix>.<layer>.w" / ".b"; biases of convolutions are
+// [1, C, 1, 1] and of linear layers [1, N], so they broadcast without reshapes.
+std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, const std::string& prefix = "net");
+
+// Layer names of the parameters, in the same order (two tensors per layer).
+std::vector<std::string> classifier_layers(const ClassifierConfig& cfg);
+
+// x [N, 1, image, image] -> logits [N, classes].
+Tensor classifier_logits(const Tensor& x, const std::vector<Tensor>& w, const ClassifierConfig& cfg);
+
+}  // namespace metagrad

@@ -1,0 +1,165 @@
+#include "meta/supervised.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "graph/error.h"
+#include "meta/conv_maml.h"
+#include "meta/progress.h"
+#include "ops/ops.h"
+#include "passes/autodiff.h"
+#include "passes/pipeline.h"
+#include "runtime/executable.h"
+
+namespace metagrad {
+
+namespace {
+
+Graph train_step_graph(const SupervisedConfig& cfg, int64_t image) {
+  Graph g;
+  Tensor x = input(g, "x", {cfg.batch, 1, image, image});
+  Tensor y = input(g, "y", {cfg.batch}, DType::i32);
+  std::vector<Tensor> params = classifier_params(g, cfg.model);
+  Tensor loss = cross_entropy(classifier_logits(x, params, cfg.model), y);
+  Hyper h;
+  if (!is_hypergradient(cfg.opt.name))
+    h.lr = cfg.opt.lr * schedule_factor(g, cfg.schedule, step_counter(g, "opt"), "sched");
+  else if (cfg.schedule.kind != "constant" || cfg.schedule.warmup > 0)
+    throw Error(fmt::format("{} adapts its own learning rate: it takes no --schedule", cfg.opt.name));
+  h.lr_scale = lr_scales(g, cfg.lr_plan, params);
+  OptimizerStep step = optimizer_step(g, cfg.opt, params, grad(loss, params), h, "opt");
+  add_updates(g, params, step);
+  g.add_output("loss", loss.value());
+  g.add_output("lr", step.lr.value());
+  return g;
+}
+
+Graph eval_graph(const ClassifierConfig& model, int64_t batch, int64_t image) {
+  Graph g;
+  Tensor x = input(g, "x", {batch, 1, image, image});
+  Tensor y = input(g, "y", {batch}, DType::i32);
+  Tensor logits = classifier_logits(x, classifier_params(g, model), model);
+  g.add_output("loss", cross_entropy(logits, y).value());
+  g.add_output("accuracy", classification_accuracy(logits, y).value());
+  return g;
+}
+
+void check_set(const ImageSet& s, const ClassifierConfig& model, const char* what) {
+  if (s.count == 0) throw RuntimeError(fmt::format("the {} set is empty", what));
+  if (s.rows != model.image || s.cols != model.image)
+    throw RuntimeError(fmt::format("{} images are {}x{}, the model expects {}x{}", what, s.rows, s.cols, model.image, model.image));
+  for (int32_t y : s.labels)
+    if (y < 0 || y >= model.classes)
+      throw RuntimeError(fmt::format("{} label {} outside the model's {} classes", what, y, model.classes));
+}
+
+}  // namespace
+
+EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store, const ImageSet& test, int64_t eval_batch) {
+  check_set(test, model, "test");
+  const int64_t ppi = test.pixels_per_image();
+  const int64_t full = std::min(eval_batch, test.count), rest = test.count % full;
+  EvalResult r;
+  double loss = 0, correct = 0;
+  auto run_chunks = [&](int64_t batch, int64_t begin, int64_t end) {
+    Graph g = eval_graph(model, batch, model.image);
+    optimize(g);
+    Executable exe(g, store);
+    const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
+    for (int64_t i = begin; i + batch <= end; i += batch) {
+      exe.set_input(xs, std::span<const float>(test.pixels.data() + i * ppi, size_t(batch * ppi)));
+      exe.set_input(ys, std::span<const int32_t>(test.labels.data() + i, size_t(batch)));
+      exe.run();
+      loss += exe.fetch("loss")[0] * double(batch);
+      correct += exe.fetch("accuracy")[0] * double(batch);
+    }
+  };
+  run_chunks(full, 0, test.count - rest);
+  if (rest > 0) run_chunks(rest, test.count - rest, test.count);
+  r.loss = loss / double(test.count);
+  r.accuracy = correct / double(test.count);
+  return r;
+}
+
+SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
+                                  std::ostream* progress, ParamStore* external) {
+  check_set(train, cfg.model, "training");
+  if (cfg.batch <= 0 || cfg.batch > train.count)
+    throw Error(fmt::format("batch size {} must be between 1 and the {} training images", cfg.batch, train.count));
+  ParamStore local;
+  ParamStore& store = external ? *external : local;
+  Graph step = train_step_graph(cfg, cfg.model.image);
+  PipelineOptions popts;
+  popts.opt_level = cfg.opt_level;
+  optimize(step, popts);
+  Executable exe(step, store, {"loss", "lr"});
+  std::unique_ptr<Executable> plateau;
+  if (cfg.schedule.kind == "plateau") plateau = std::make_unique<Executable>(plateau_update(cfg.schedule, "sched"), store);
+
+  SupervisedResult res;
+  for (const std::string& name : store.names())
+    if (name.rfind("net.", 0) == 0) res.parameters += int64_t(store.data(name).size());
+  const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
+  const int64_t ppi = train.pixels_per_image(), steps = train.count / cfg.batch;
+  std::vector<int64_t> order(size_t(train.count));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(cfg.seed);
+  std::vector<float> bx(size_t(cfg.batch * ppi));
+  std::vector<int32_t> by(size_t(cfg.batch));
+  double window = 0;
+  int64_t in_window = 0;
+  for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
+    std::shuffle(order.begin(), order.end(), rng);
+    ProgressBar bar(progress, steps, fmt::format("{}epoch {}/{}", cfg.label.empty() ? "" : cfg.label + " ", epoch, cfg.epochs));
+    double loss_sum = 0, seconds = 0;
+    for (int64_t s = 0; s < steps; ++s) {
+      for (int64_t i = 0; i < cfg.batch; ++i) {
+        const int64_t src = order[size_t(s * cfg.batch + i)];
+        std::copy_n(train.pixels.begin() + src * ppi, ppi, bx.begin() + i * ppi);
+        by[size_t(i)] = train.labels[size_t(src)];
+      }
+      exe.set_input(xs, std::span<const float>(bx));
+      exe.set_input(ys, std::span<const int32_t>(by));
+      auto t0 = std::chrono::steady_clock::now();
+      exe.run();
+      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      const float loss = exe.fetch(0)[0];
+      if (!std::isfinite(loss))
+        throw RuntimeError(fmt::format("training diverged in epoch {} at step {} (loss {}, lr {})", epoch, s + 1, loss,
+                                       exe.fetch(1)[0]));
+      loss_sum += loss;
+      window += loss;
+      if (++in_window == cfg.curve_every) {
+        res.loss_curve.push_back(window / double(in_window));
+        window = 0;
+        in_window = 0;
+      }
+      if (progress && (s % 16 == 0 || s + 1 == steps)) bar.update(s + 1, fmt::format("loss {:.4f}", loss_sum / double(s + 1)));
+    }
+    EpochRecord rec;
+    rec.train_loss = loss_sum / double(std::max<int64_t>(steps, 1));
+    rec.seconds = seconds;
+    rec.lr = exe.fetch(1)[0];
+    EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch);
+    rec.test_loss = ev.loss;
+    rec.test_accuracy = ev.accuracy;
+    bar.finish(fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, seconds));
+    if (plateau) {
+      // The plateau schedule watches the epoch's training loss.
+      const float metric = float(rec.train_loss);
+      plateau->run({Feed::f32("metric", {}, std::span<const float>(&metric, 1))});
+    }
+    res.train_seconds += seconds;
+    res.best_accuracy = std::max(res.best_accuracy, rec.test_accuracy);
+    if (res.epochs_to_85 < 0 && rec.test_accuracy >= 0.85) res.epochs_to_85 = epoch;
+    res.epochs.push_back(rec);
+  }
+  return res;
+}
+
+}  // namespace metagrad

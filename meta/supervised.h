@@ -1,0 +1,55 @@
+// Supervised training of an image classifier with any optimizer, schedule and parameter
+// groups, the update being part of the compiled step graph; used by the Fashion-MNIST benchmark,
+// the optimizer table and transfer learning.
+#pragma once
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "meta/classifier.h"
+#include "meta/idx.h"
+#include "meta/optimizers.h"
+#include "meta/schedules.h"
+
+namespace metagrad {
+
+struct SupervisedConfig {
+  ClassifierConfig model;
+  OptimizerConfig opt;
+  ScheduleSpec schedule;
+  LrPlan lr_plan;
+  int64_t epochs = 5, batch = 64, eval_batch = 1000;
+  uint64_t seed = 1;       // data order (initialisation: model.seed)
+  int opt_level = 1;
+  std::string label;       // progress-bar label
+  int64_t curve_every = 50;  // record the mean training loss of every this many steps
+};
+
+struct EpochRecord {
+  double train_loss = 0, test_loss = 0, test_accuracy = 0, seconds = 0;
+  double lr = 0;  // learning rate at the end of the epoch
+};
+
+struct SupervisedResult {
+  std::vector<EpochRecord> epochs;
+  double best_accuracy = 0;
+  int64_t epochs_to_85 = -1;  // first epoch (1-based) reaching 85% test accuracy, -1 if none
+  int64_t parameters = 0;
+  double train_seconds = 0;   // time in training steps (excluding evaluation)
+  std::vector<double> loss_curve;  // mean training loss per window of curve_every steps
+};
+
+// Mean cross-entropy and accuracy of the classifier whose weights are in `store`.
+struct EvalResult {
+  double loss = 0, accuracy = 0;
+};
+
+// Trains from the initialisation in a fresh store (or `store` when given, which keeps the weights
+// afterwards). A diverged loss stops training with a RuntimeError naming the epoch and step.
+SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
+                                  std::ostream* progress, class ParamStore* store = nullptr);
+
+EvalResult evaluate_classifier(const ClassifierConfig& model, class ParamStore& store, const ImageSet& test,
+                               int64_t eval_batch = 1000);
+
+}  // namespace metagrad

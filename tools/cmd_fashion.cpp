@@ -1,0 +1,237 @@
+// `metagrad bench fashion-mnist` and `metagrad bench optimizer-table`: supervised training on
+// Fashion-MNIST with the graph optimizers and schedules.
+#include <fmt/format.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "graph/error.h"
+#include "meta/supervised.h"
+#include "tools/cli.h"
+
+namespace metagrad {
+namespace {
+
+// Learning rates that work for both models here with batch 64 (chosen on a short sweep; see
+// docs/ARCHITECTURE.md); the HD variants start from their base optimizer's.
+double default_lr(const std::string& opt) {
+  if (opt == "sgd" || opt == "sgd_hd") return 0.05;
+  if (opt == "momentum" || opt == "nesterov" || opt == "sgdn_hd") return 0.01;
+  if (opt == "adagrad") return 0.01;
+  if (opt == "nadam") return 2e-3;
+  return 1e-3;  // rmsprop*, adam, adamw, adam_hd
+}
+
+struct TrainFlags {
+  SupervisedConfig cfg;
+  std::string data = kFashionMnistDir, json_path, schedule = "constant";
+  double lr = -1;
+  int64_t max_train = 0;
+  int threads = 0;
+  bool quiet = false;
+};
+
+void add_train_flags(CLI::App* c, TrainFlags& f) {
+  c->add_option("--model", f.cfg.model.model, "lenet5 or mlp")->check(CLI::IsMember(classifier_models()))->capture_default_str();
+  c->add_option("--schedule", f.schedule,
+                "learning-rate schedule KIND[:key=value,...]: constant, step:every=N,gamma=G, exp:rate=R,steps=N[,staircase], "
+                "cosine:total=N[,floor=F], plateau:factor=F,patience=P; any takes warmup=N (steps)")
+      ->capture_default_str();
+  c->add_option("--epochs", f.cfg.epochs, "passes over the training set")->check(kPositive)->capture_default_str();
+  c->add_option("--batch", f.cfg.batch, "minibatch size")->check(kPositive)->capture_default_str();
+  c->add_option("--seed", f.cfg.seed, "seed of initialisation and data order")->capture_default_str();
+  c->add_option("--data", f.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
+  c->add_option("--max-train", f.max_train, "use only the first N training images (0: all)")->check(kNonNegative);
+  c->add_option("--weight-decay", f.cfg.opt.weight_decay, "L2 weight decay (decoupled for adamw)")->check(kNonNegative);
+  c->add_option("--hyper-lr", f.cfg.opt.hyper_lr, "HD optimizers: hypergradient step beta (default: 1e-3 SGD, 1e-7 Adam)")->check(kNonNegative);
+  c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
+  c->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
+  c->add_flag("--quiet", f.quiet, "no progress bars");
+}
+
+struct Data {
+  ImageSet train, test;
+};
+
+Data load_data(const TrainFlags& f) {
+  Data d{load_fashion_mnist(f.data, true), load_fashion_mnist(f.data, false)};
+  if (f.max_train > 0 && f.max_train < d.train.count) {
+    d.train.count = f.max_train;
+    d.train.pixels.resize(size_t(f.max_train * d.train.pixels_per_image()));
+    d.train.labels.resize(size_t(f.max_train));
+  }
+  return d;
+}
+
+nlohmann::json result_json(const SupervisedConfig& cfg, const SupervisedResult& r) {
+  nlohmann::json epochs = nlohmann::json::array();
+  for (size_t i = 0; i < r.epochs.size(); ++i) {
+    const EpochRecord& e = r.epochs[i];
+    epochs.push_back({{"epoch", i + 1}, {"train_loss", e.train_loss}, {"test_loss", e.test_loss},
+                      {"test_accuracy", e.test_accuracy}, {"seconds", e.seconds}, {"lr", e.lr}});
+  }
+  return {{"model", cfg.model.model},
+          {"optimizer", cfg.opt.name},
+          {"lr", cfg.opt.lr},
+          {"schedule", schedule_str(cfg.schedule)},
+          {"batch", cfg.batch},
+          {"seed", cfg.seed},
+          {"parameters", r.parameters},
+          {"best_test_accuracy", r.best_accuracy},
+          {"epochs_to_85", r.epochs_to_85},
+          {"train_seconds", r.train_seconds},
+          {"seconds_per_epoch", r.epochs.empty() ? 0.0 : r.train_seconds / double(r.epochs.size())},
+          {"epochs", epochs}};
+}
+
+int run_fashion(TrainFlags& f) {
+  if (f.threads > 0) set_threads(f.threads);
+  f.cfg.schedule = parse_schedule(f.schedule);
+  f.cfg.opt.lr = f.lr > 0 ? f.lr : default_lr(f.cfg.opt.name);
+  Data d = load_data(f);
+  std::cout << fmt::format("Fashion-MNIST: {} training / {} test images; {} with {} lr={} schedule={} batch={} epochs={}\n",
+                           d.train.count, d.test.count, f.cfg.model.model, f.cfg.opt.name, f.cfg.opt.lr,
+                           schedule_str(f.cfg.schedule), f.cfg.batch, f.cfg.epochs);
+  SupervisedResult r = train_classifier(f.cfg, d.train, d.test, f.quiet ? nullptr : &std::cerr);
+  for (size_t i = 0; i < r.epochs.size(); ++i)
+    std::cout << fmt::format("epoch {}: train loss {:.4f}, test loss {:.4f}, test accuracy {:.4f}, {:.1f} s, lr {:.3g}\n",
+                             i + 1, r.epochs[i].train_loss, r.epochs[i].test_loss, r.epochs[i].test_accuracy,
+                             r.epochs[i].seconds, r.epochs[i].lr);
+  std::cout << fmt::format("best test accuracy {:.4f}; {:.2f} s per epoch; {} parameters\n", r.best_accuracy,
+                           r.train_seconds / double(std::max<size_t>(r.epochs.size(), 1)), r.parameters);
+  if (!f.json_path.empty()) write_output(f.json_path, result_json(f.cfg, r).dump(2) + "\n");
+  return 0;
+}
+
+struct TableFlags {
+  TrainFlags train;
+  std::string out = "optimizer-table.md", plot = "optimizer-table.svg";
+  std::vector<std::string> optimizers = optimizer_names();
+  bool hd_sweep = true;
+};
+
+struct Row {
+  std::string name;
+  SupervisedConfig cfg;
+  SupervisedResult res;
+  std::string error;
+};
+
+void write_plot(const std::string& path, const std::vector<Row>& rows, int64_t every) {
+  const std::string dat = path + ".dat", gp = path + ".gp";
+  {
+    std::ofstream d(dat);
+    for (const Row& r : rows) {
+      d << "\"" << r.name << "\"\n";
+      for (size_t i = 0; i < r.res.loss_curve.size(); ++i) d << (i + 1) * every << " " << r.res.loss_curve[i] << "\n";
+      d << "\n\n";
+    }
+    if (!d.flush()) throw Error(fmt::format("cannot write {}", dat));
+  }
+  const bool svg = path.size() > 4 && path.substr(path.size() - 4) == ".svg";
+  std::ofstream s(gp);
+  s << (svg ? "set terminal svg size 1000,640 dynamic\n" : "set terminal pngcairo size 1000,640\n");
+  s << "set output '" << path << "'\nset xlabel 'training step'\nset ylabel 'training loss (mean over " << every
+    << " steps)'\nset logscale y\nset key outside right\nset grid\n";
+  s << "plot for [i=0:" << rows.size() - 1 << "] '" << dat << "' index i using 1:2 with lines title columnheader(1)\n";
+  if (!s.flush()) throw Error(fmt::format("cannot write {}", gp));
+  const std::string cmd = fmt::format("gnuplot '{}'", gp);
+  if (std::system(cmd.c_str()) != 0)
+    throw Error(fmt::format("gnuplot failed on {} (is gnuplot installed? tools/install-deps.sh installs it)", gp));
+}
+
+int run_table(TableFlags& t) {
+  TrainFlags& f = t.train;
+  if (f.threads > 0) set_threads(f.threads);
+  f.cfg.schedule = parse_schedule(f.schedule);
+  for (const std::string& o : t.optimizers)
+    if (std::find(optimizer_names().begin(), optimizer_names().end(), o) == optimizer_names().end())
+      throw Error(fmt::format("--optimizers: unknown optimizer '{}'", o));
+  Data d = load_data(f);
+  std::vector<Row> rows;
+  for (const std::string& o : t.optimizers) {
+    Row r{o, f.cfg, {}, {}};
+    r.cfg.opt.name = o;
+    r.cfg.opt.lr = default_lr(o);
+    if (is_hypergradient(o)) r.cfg.schedule = ScheduleSpec{};
+    rows.push_back(r);
+    if (t.hd_sweep && is_hypergradient(o))
+      for (double scale : {0.1, 10.0}) {
+        Row s = r;
+        s.name = fmt::format("{} (lr0 x{})", o, scale);
+        s.cfg.opt.lr = r.cfg.opt.lr * scale;
+        rows.push_back(s);
+      }
+  }
+  for (size_t i = 0; i < rows.size(); ++i) {
+    Row& r = rows[i];
+    r.cfg.label = fmt::format("[{}/{}] {}", i + 1, rows.size(), r.name);
+    try {
+      r.res = train_classifier(r.cfg, d.train, d.test, f.quiet ? nullptr : &std::cerr);
+    } catch (const RuntimeError& e) {  // a diverged run is a row of the table, not the end of it
+      r.error = e.what();
+      std::cerr << r.name << ": " << r.error << "\n";
+    }
+  }
+  std::string md = fmt::format("# Optimizers on Fashion-MNIST ({}, {} epochs, batch {}, seed {}, {} training images)\n\n",
+                               f.cfg.model.model, f.cfg.epochs, f.cfg.batch, f.cfg.seed, d.train.count);
+  md += "| optimizer | learning rate | final train loss | best test accuracy | epochs to 85% | seconds | final lr |\n";
+  md += "| --- | --- | --- | --- | --- | --- | --- |\n";
+  nlohmann::json j = nlohmann::json::array();
+  for (const Row& r : rows) {
+    if (!r.error.empty()) {
+      md += fmt::format("| {} | {:.3g} | diverged | - | - | - | - |\n", r.name, r.cfg.opt.lr);
+      j.push_back({{"name", r.name}, {"lr", r.cfg.opt.lr}, {"error", r.error}});
+      continue;
+    }
+    const EpochRecord& last = r.res.epochs.back();
+    md += fmt::format("| {} | {:.3g} | {:.4f} | {:.4f} | {} | {:.1f} | {:.3g} |\n", r.name, r.cfg.opt.lr, last.train_loss,
+                      r.res.best_accuracy, r.res.epochs_to_85 > 0 ? std::to_string(r.res.epochs_to_85) : "-",
+                      r.res.train_seconds, last.lr);
+    nlohmann::json rj = result_json(r.cfg, r.res);
+    rj["name"] = r.name;
+    j.push_back(rj);
+  }
+  write_output(t.out, md);
+  if (t.out != "-" && !t.out.empty()) std::cout << md;
+  if (!t.plot.empty() && t.plot != "none") {
+    std::vector<Row> ok;
+    for (const Row& r : rows)
+      if (r.error.empty()) ok.push_back(r);
+    if (!ok.empty()) write_plot(t.plot, ok, f.cfg.curve_every);
+    std::cout << "loss curves: " << t.plot << "\n";
+  }
+  if (!f.json_path.empty()) write_output(f.json_path, j.dump(2) + "\n");
+  return 0;
+}
+
+}  // namespace
+
+void register_fashion_commands(Cli& cli) {
+  auto fp = std::make_shared<TrainFlags>();
+  CLI::App* b = cli.bench->add_subcommand("fashion-mnist", "train LeNet-5 or an MLP on Fashion-MNIST");
+  add_train_flags(b, *fp);
+  b->add_option("--optimizer", fp->cfg.opt.name, "optimizer")->check(CLI::IsMember(optimizer_names()))->capture_default_str();
+  b->add_option("--lr", fp->lr, "learning rate (default: a tuned value per optimizer)")->check(kPositive);
+  b->add_option("--json", fp->json_path, "write a JSON summary to this file");
+  cli.on_parsed(b, [fp] { return run_fashion(*fp); });
+
+  auto tp = std::make_shared<TableFlags>();
+  tp->train.cfg.epochs = 3;
+  CLI::App* t = cli.bench->add_subcommand("optimizer-table", "every optimizer with the same model, budget and seed");
+  add_train_flags(t, tp->train);
+  t->add_option("--optimizers", tp->optimizers, "optimizers to run (default: all)")->delimiter(',');
+  t->add_option("--no-hd-sweep", [tp](const CLI::results_t&) { tp->hd_sweep = false; return true; },
+                "skip the runs of each HD optimizer from 10x too small and 10x too large learning rates")
+      ->expected(0);
+  t->add_option("-o,--output", tp->out, "Markdown table file ('-': stdout only)")->capture_default_str();
+  t->add_option("--plot", tp->plot, "loss-curve plot (.svg or .png, via gnuplot; 'none' to skip)")->capture_default_str();
+  t->add_option("--json", tp->train.json_path, "write every run's summary as JSON");
+  cli.on_parsed(t, [tp] { return run_table(*tp); });
+}
+
+}  // namespace metagrad
