@@ -65,7 +65,7 @@ Tensor classifier_logits(const Tensor& x, const std::vector<Tensor>& w, const Cl
   if (w.size() != 2 * layers)
     throw GraphError(fmt::format("{}: {} weight tensors given, {} expected", cfg.model, w.size(), 2 * layers));
   const int64_t n = x.dim(0);
-  Tensor h = x;
+  Tensor h = cfg.input_mean == 0.0 && cfg.input_std == 1.0 ? x : (x - cfg.input_mean) * (1.0 / cfg.input_std);
   size_t i = 0;
   if (cfg.model == "lenet5") {
     h = max_pool2d(relu(conv2d(h, w[0], {1, 1}, {2, 2}) + w[1]), {2, 2});

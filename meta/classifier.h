@@ -13,6 +13,8 @@ struct ClassifierConfig {
   int64_t image = 28, classes = 10;
   int64_t hidden = 256;           // mlp: widths hidden, hidden / 2
   uint64_t seed = 1;
+  // Inputs are standardised inside the graph, (x - mean) / std, so callers feed raw pixels.
+  double input_mean = 0.0, input_std = 1.0;
 };
 
 const std::vector<std::string>& classifier_models();

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <zlib.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <memory>
 
@@ -82,6 +84,16 @@ ImageSet load_fashion_mnist(const std::string& dir, bool train) {
     return std::filesystem::exists(plain + ".gz") || !std::filesystem::exists(plain) ? plain + ".gz" : plain;
   };
   return load_idx(pick("images-idx3-ubyte"), pick("labels-idx1-ubyte"));
+}
+
+std::pair<double, double> pixel_mean_std(const ImageSet& set) {
+  double sum = 0, sq = 0;
+  for (float v : set.pixels) {
+    sum += v;
+    sq += double(v) * v;
+  }
+  const double n = double(std::max<size_t>(set.pixels.size(), 1)), mean = sum / n;
+  return {mean, std::sqrt(std::max(sq / n - mean * mean, 1e-12))};
 }
 
 ImageSet select_classes(const ImageSet& set, int32_t lo, int32_t hi) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace metagrad {
@@ -22,6 +23,9 @@ inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mni
 
 // `train-*` or `t10k-*` of a Fashion-MNIST (or MNIST) folder; accepts .gz or uncompressed files.
 ImageSet load_fashion_mnist(const std::string& dir, bool train);
+
+// Mean and standard deviation over all pixels (for input standardisation).
+std::pair<double, double> pixel_mean_std(const ImageSet& set);
 
 // The images whose label is in [lo, hi], relabelled to 0..hi-lo (for split-class tasks).
 ImageSet select_classes(const ImageSet& set, int32_t lo, int32_t hi);

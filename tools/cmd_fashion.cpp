@@ -67,6 +67,10 @@ Data load_data(const TrainFlags& f) {
   return d;
 }
 
+void standardise_inputs(ClassifierConfig& model, const ImageSet& train) {
+  std::tie(model.input_mean, model.input_std) = pixel_mean_std(train);
+}
+
 nlohmann::json result_json(const SupervisedConfig& cfg, const SupervisedResult& r) {
   nlohmann::json epochs = nlohmann::json::array();
   for (size_t i = 0; i < r.epochs.size(); ++i) {
@@ -93,6 +97,7 @@ int run_fashion(TrainFlags& f) {
   f.cfg.schedule = parse_schedule(f.schedule);
   f.cfg.opt.lr = f.lr > 0 ? f.lr : default_lr(f.cfg.opt.name);
   Data d = load_data(f);
+  standardise_inputs(f.cfg.model, d.train);
   std::cout << fmt::format("Fashion-MNIST: {} training / {} test images; {} with {} lr={} schedule={} batch={} epochs={}\n",
                            d.train.count, d.test.count, f.cfg.model.model, f.cfg.opt.name, f.cfg.opt.lr,
                            schedule_str(f.cfg.schedule), f.cfg.batch, f.cfg.epochs);
@@ -152,6 +157,7 @@ int run_table(TableFlags& t) {
     if (std::find(optimizer_names().begin(), optimizer_names().end(), o) == optimizer_names().end())
       throw Error(fmt::format("--optimizers: unknown optimizer '{}'", o));
   Data d = load_data(f);
+  standardise_inputs(f.cfg.model, d.train);
   std::vector<Row> rows;
   for (const std::string& o : t.optimizers) {
     Row r{o, f.cfg, {}, {}};
