@@ -145,7 +145,7 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   if (hd) {
     // Hypergradient descent: dL/dlr of the previous step is -g_t . u_{t-1}, with u the previous
     // scaled direction, so lr_t = lr_{t-1} + beta * g_t . u_{t-1}.
-    const double beta = cfg.hyper_lr >= 0 ? cfg.hyper_lr : (rule == "adam" ? 1e-7 : 1e-3);
+    const double beta = cfg.hyper_lr >= 0 ? cfg.hyper_lr : (rule == "adam" ? 1e-5 : 1e-3);
     Tensor lr = parameter(g, prefix + ".lr", {}, Init::constant(cfg.lr), false);
     Tensor dot;
     for (size_t i = 0; i < params.size(); ++i) {

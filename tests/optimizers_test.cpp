@@ -19,45 +19,53 @@ namespace {
 // Plain f64 implementations of the update rules, written from the papers / framework docs.
 struct Plain {
   OptimizerConfig c;
-  std::vector<double> v, s, m, mean;
+  std::vector<double> v, s, m, mean, prev_dir;
+  double alpha = 0;  // HD: the adapted learning rate
   int t = 0;
   void step(std::vector<double>& p, std::vector<double> g) {
     const size_t n = p.size();
-    if (v.empty()) v.assign(n, 0), s.assign(n, 0), m.assign(n, 0), mean.assign(n, 0);
+    const bool hd = is_hypergradient(c.name);
+    const std::string rule = c.name == "sgd_hd" ? "sgd" : c.name == "sgdn_hd" ? "nesterov" : c.name == "adam_hd" ? "adam" : c.name;
+    if (v.empty()) v.assign(n, 0), s.assign(n, 0), m.assign(n, 0), mean.assign(n, 0), prev_dir.assign(n, 0), alpha = c.lr;
     ++t;
-    if (c.weight_decay != 0 && c.name != "adamw")
+    if (c.weight_decay != 0 && rule != "adamw")
       for (size_t i = 0; i < n; ++i) g[i] += c.weight_decay * p[i];
+    std::vector<double> dir(n);
     for (size_t i = 0; i < n; ++i) {
-      if (c.name == "sgd") {
-        p[i] -= c.lr * g[i];
-      } else if (c.name == "momentum") {
+      if (rule == "sgd") {
+        dir[i] = g[i];
+      } else if (rule == "momentum") {
         v[i] = c.momentum * v[i] + g[i];
-        p[i] -= c.lr * v[i];
-      } else if (c.name == "nesterov") {
+        dir[i] = v[i];
+      } else if (rule == "nesterov") {
         v[i] = c.momentum * v[i] + g[i];
-        p[i] -= c.lr * (g[i] + c.momentum * v[i]);
-      } else if (c.name == "adagrad") {
+        dir[i] = g[i] + c.momentum * v[i];
+      } else if (rule == "adagrad") {
         s[i] += g[i] * g[i];
-        p[i] -= c.lr * g[i] / (std::sqrt(s[i]) + c.eps);
-      } else if (c.name == "rmsprop" || c.name == "rmsprop_centered") {
+        dir[i] = g[i] / (std::sqrt(s[i]) + c.eps);
+      } else if (rule == "rmsprop" || rule == "rmsprop_centered") {
         s[i] = c.rho * s[i] + (1 - c.rho) * g[i] * g[i];
         double d = s[i];
-        if (c.name == "rmsprop_centered") {
+        if (rule == "rmsprop_centered") {
           mean[i] = c.rho * mean[i] + (1 - c.rho) * g[i];
           d -= mean[i] * mean[i];
         }
-        p[i] -= c.lr * g[i] / (std::sqrt(d) + c.eps);
+        dir[i] = g[i] / (std::sqrt(d) + c.eps);
       } else {
         m[i] = c.beta1 * m[i] + (1 - c.beta1) * g[i];
         s[i] = c.beta2 * s[i] + (1 - c.beta2) * g[i] * g[i];
         double b1 = 1 - std::pow(c.beta1, t), b2 = 1 - std::pow(c.beta2, t);
         double mhat = m[i] / b1;
-        if (c.name == "nadam") mhat = c.beta1 * mhat + (1 - c.beta1) * g[i] / b1;
-        double upd = c.lr * mhat / (std::sqrt(s[i] / b2) + c.eps);
-        if (c.name == "adamw") upd += c.lr * c.weight_decay * p[i];
-        p[i] -= upd;
+        if (rule == "nadam") mhat = c.beta1 * mhat + (1 - c.beta1) * g[i] / b1;
+        dir[i] = mhat / (std::sqrt(s[i] / b2) + c.eps);
+        if (rule == "adamw") dir[i] += c.weight_decay * p[i];
       }
     }
+    // Baydin et al. (2018): alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}.
+    if (hd)
+      for (size_t i = 0; i < n; ++i) alpha += c.hyper_lr * g[i] * prev_dir[i];
+    for (size_t i = 0; i < n; ++i) p[i] -= (hd ? alpha : c.lr) * dir[i];
+    prev_dir = dir;
   }
 };
 
@@ -68,6 +76,7 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
   cfg.name = GetParam();
   cfg.lr = 0.05;
   cfg.weight_decay = cfg.name == "sgd" ? 0.0 : 0.01;
+  cfg.hyper_lr = 0.01;  // large enough that the adapted rate differs visibly from lr0
   // A fixed quadratic-plus-quartic loss so gradients change every step.
   Graph g;
   Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
@@ -94,6 +103,10 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
     for (size_t i = 0; i < 4; ++i) ASSERT_NEAR(got[i], p[i], 1e-10) << cfg.name << " step " << step << " elem " << i;
   }
   EXPECT_EQ(params.at("opt.t").data[0], 6.0);
+  if (is_hypergradient(cfg.name)) {
+    EXPECT_NEAR(params.at("opt.lr").data[0], plain.alpha, 1e-10);
+    EXPECT_GT(std::abs(plain.alpha - cfg.lr), 1e-4) << "the hypergradient never moved the learning rate";
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(All, OptimizerRule, ::testing::ValuesIn(optimizer_names()),
@@ -109,12 +122,16 @@ TEST(Optimizers, StepIsDifferentiableInItsHyperparameters) {
     Tensor loss = sum(square(w) * w);
     Tensor gw = grad(loss, {w})[0];
     Hyper h;
-    h.lr = lr;
+    // HD variants own their learning rate; differentiate those through a momentum instead.
+    if (!is_hypergradient(name)) h.lr = lr;
+    else if (name == "adam_hd") h.beta1 = lr;
+    else if (name == "sgdn_hd") h.momentum = lr;
+    else h.weight_decay = lr, cfg.weight_decay = 1.0;  // sgd_hd: through the (coupled) weight decay
     OptimizerStep st = optimizer_step(g, cfg, {w}, {gw}, h);
     // Validation-style objective of the updated weights, differentiated w.r.t. the learning rate.
     Tensor after = sum(square(st.new_params[0] - 0.3));
     Tensor dlr = grad(after, {lr})[0];
-    RefValues feeds{{"w", testing::random_ref({3}, 4, 0.5, 1.5)}, {"lr", RefTensor{{}, {0.05}}}};
+    RefValues feeds{{"w", testing::random_ref({3}, 4, 0.5, 1.5)}, {"lr", RefTensor{{}, {name == "sgd_hd" ? 0.1 : is_hypergradient(name) ? 0.9 : 0.05}}}};
     double analytic = reference_eval(g, {dlr.value()}, feeds)[0].data[0];
     double fd = testing::finite_diff(g, after.value(), feeds, "lr")[0];
     EXPECT_NEAR(analytic, fd, 1e-6 * std::max(1.0, std::abs(fd))) << name;
