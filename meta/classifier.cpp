@@ -48,14 +48,14 @@ std::vector<std::string> classifier_layers(const ClassifierConfig& cfg) {
   return out;
 }
 
-std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, const std::string& prefix) {
+std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, const std::string& prefix, bool trainable) {
   std::vector<Tensor> params;
   int64_t seed = int64_t(cfg.seed) * 16;
   for (const LayerSpec& l : layer_specs(cfg)) {
     // PyTorch's default (Kaiming-uniform with a = sqrt(5)): U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     const double bound = 1.0 / std::sqrt(double(l.fan_in));
-    params.push_back(parameter(g, fmt::format("{}.{}.w", prefix, l.name), l.w, Init::uniform(-bound, bound, seed++)));
-    params.push_back(parameter(g, fmt::format("{}.{}.b", prefix, l.name), l.b, Init::uniform(-bound, bound, seed++)));
+    params.push_back(parameter(g, fmt::format("{}.{}.w", prefix, l.name), l.w, Init::uniform(-bound, bound, seed++), trainable));
+    params.push_back(parameter(g, fmt::format("{}.{}.b", prefix, l.name), l.b, Init::uniform(-bound, bound, seed++), trainable));
   }
   return params;
 }

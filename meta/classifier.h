@@ -21,7 +21,8 @@ const std::vector<std::string>& classifier_models();
 
 // Parameters in layer order, named "<prefix>.<layer>.w" / ".b"; biases of convolutions are
 // [1, C, 1, 1] and of linear layers [1, N], so they broadcast without reshapes.
-std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, const std::string& prefix = "net");
+std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, const std::string& prefix = "net",
+                                      bool trainable = true);
 
 // Layer names of the parameters, in the same order (two tensors per layer).
 std::vector<std::string> classifier_layers(const ClassifierConfig& cfg);

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "graph/error.h"
+#include "meta/learned_schedule.h"
 #include "meta/supervised.h"
 #include "tools/cli.h"
 
@@ -215,6 +216,60 @@ int run_table(TableFlags& t) {
   return 0;
 }
 
+struct ScheduleFlags {
+  LearnedScheduleConfig cfg;
+  std::string data = kFashionMnistDir, json_path;
+  int threads = 0;
+  bool quiet = false;
+};
+
+// The last `n` images of a set, and the set without them (a validation split of the training set).
+std::pair<ImageSet, ImageSet> split_tail(const ImageSet& s, int64_t n) {
+  ImageSet head = s, tail = s;
+  const int64_t keep = s.count - n, ppi = s.pixels_per_image();
+  head.count = keep;
+  head.pixels.resize(size_t(keep * ppi));
+  head.labels.resize(size_t(keep));
+  tail.count = n;
+  tail.pixels.assign(s.pixels.begin() + keep * ppi, s.pixels.end());
+  tail.labels.assign(s.labels.begin() + keep, s.labels.end());
+  return {head, tail};
+}
+
+int run_learned_schedule(ScheduleFlags& f) {
+  if (f.threads > 0) set_threads(f.threads);
+  auto [train, val] = split_tail(load_fashion_mnist(f.data, true), 10000);
+  ImageSet test = load_fashion_mnist(f.data, false);
+  standardise_inputs(f.cfg.model, train);
+  const LearnedScheduleConfig& c = f.cfg;
+  std::cout << fmt::format("learning a {}-step SGD schedule for an MLP {}-{}-{}-10 on Fashion-MNIST (batch {}, validation "
+                           "batch {}, {} meta-iterations; {} evaluation unrolls per schedule)\n",
+                           c.unroll, c.model.image * c.model.image, c.model.hidden, c.model.hidden / 2, c.batch,
+                           c.val_batch, c.meta_iters, c.eval_unrolls);
+  LearnedScheduleResult r = learn_schedule(c, train, val, test, f.quiet ? nullptr : &std::cerr);
+  std::cout << "constant rates (validation loss after the unroll):";
+  for (size_t i = 0; i < c.grid.size(); ++i) std::cout << fmt::format(" {}: {:.4f}", c.grid[i], r.grid_val_loss[i]);
+  std::cout << "\n";
+  std::string sched;
+  for (double v : r.schedule) sched += fmt::format(" {:.3f}", v);
+  std::cout << fmt::format("learned schedule:{}\n", sched);
+  std::cout << fmt::format("best constant lr {}: validation loss {:.4f} ± {:.4f}, test loss {:.4f}\n", r.best_constant_lr,
+                           r.best_constant.val_loss, r.best_constant.val_ci95, r.best_constant.test_loss);
+  std::cout << fmt::format("learned schedule:    validation loss {:.4f} ± {:.4f}, test loss {:.4f}  ({:.1f} s)\n",
+                           r.learned.val_loss, r.learned.val_ci95, r.learned.test_loss, r.seconds);
+  if (!f.json_path.empty()) {
+    nlohmann::json j{{"unroll", c.unroll}, {"batch", c.batch}, {"val_batch", c.val_batch}, {"meta_iters", c.meta_iters},
+                     {"meta_lr", c.meta_lr}, {"eval_unrolls", c.eval_unrolls}, {"seed", c.seed},
+                     {"grid", c.grid}, {"grid_val_loss", r.grid_val_loss}, {"best_constant_lr", r.best_constant_lr},
+                     {"best_constant_val_loss", r.best_constant.val_loss}, {"best_constant_val_ci95", r.best_constant.val_ci95},
+                     {"best_constant_test_loss", r.best_constant.test_loss}, {"learned_schedule", r.schedule},
+                     {"learned_val_loss", r.learned.val_loss}, {"learned_val_ci95", r.learned.val_ci95},
+                     {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve}, {"seconds", r.seconds}};
+    write_output(f.json_path, j.dump(2) + "\n");
+  }
+  return 0;
+}
+
 }  // namespace
 
 void register_fashion_commands(Cli& cli) {
@@ -238,6 +293,27 @@ void register_fashion_commands(Cli& cli) {
   t->add_option("--plot", tp->plot, "loss-curve plot (.svg or .png, via gnuplot; 'none' to skip)")->capture_default_str();
   t->add_option("--json", tp->train.json_path, "write every run's summary as JSON");
   cli.on_parsed(t, [tp] { return run_table(*tp); });
+
+  auto sp = std::make_shared<ScheduleFlags>();
+  ScheduleFlags& sf = *sp;
+  CLI::App* l = cli.bench->add_subcommand(
+      "learned-schedule", "learn a per-step SGD learning-rate schedule through unrolled training (second order)");
+  l->add_option("--unroll", sf.cfg.unroll, "SGD steps differentiated through")->check(kPositive)->capture_default_str();
+  l->add_option("--batch", sf.cfg.batch, "training minibatch per step")->check(kPositive)->capture_default_str();
+  l->add_option("--val-batch", sf.cfg.val_batch, "validation images per unroll")->check(kPositive)->capture_default_str();
+  l->add_option("--meta-iters", sf.cfg.meta_iters, "meta-training iterations")->check(kNonNegative)->capture_default_str();
+  l->add_option("--meta-lr", sf.cfg.meta_lr, "Adam step on the log learning rates")->check(kPositive)->capture_default_str();
+  l->add_option("--eval-unrolls", sf.cfg.eval_unrolls, "fresh unrolls scoring each schedule")->check(kPositive)->capture_default_str();
+  l->add_option("--hidden", sf.cfg.model.hidden, "MLP width")->check(kPositive)->capture_default_str();
+  l->add_option("--seed", sf.cfg.seed, "seed of initialisation and batches")->capture_default_str();
+  l->add_option("--data", sf.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
+  l->add_option("--json", sf.json_path, "write a JSON summary to this file");
+  l->add_option("--threads", sf.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
+  l->add_flag("--quiet", sf.quiet, "no progress bars");
+  cli.on_parsed(l, [sp] {
+    sp->cfg.model.seed = sp->cfg.seed;
+    return run_learned_schedule(*sp);
+  });
 }
 
 }  // namespace metagrad
