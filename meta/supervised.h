@@ -35,7 +35,7 @@ struct SupervisedResult {
   double best_accuracy = 0;
   int64_t epochs_to_85 = -1;  // first epoch (1-based) reaching 85% test accuracy, -1 if none
   int64_t parameters = 0;
-  double train_seconds = 0;   // time in training steps (excluding evaluation)
+  double train_seconds = 0;   // time of the training epochs (shuffling, batch copies, steps; no evaluation)
   std::vector<double> loss_curve;  // mean training loss per window of curve_every steps
 };
 
