@@ -113,6 +113,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
   std::vector<int32_t> by(size_t(cfg.batch));
   double window = 0;
   int64_t in_window = 0;
+  res.curve_window = std::max<int64_t>(1, std::min(cfg.curve_every, steps / 5));
   for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
     // Epoch time covers shuffling, batch copies and steps; evaluation is excluded.
     const auto epoch_start = std::chrono::steady_clock::now();
@@ -134,7 +135,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
                                        exe.fetch(1)[0]));
       loss_sum += loss;
       window += loss;
-      if (++in_window == cfg.curve_every) {
+      if (++in_window == res.curve_window) {
         res.loss_curve.push_back(window / double(in_window));
         window = 0;
         in_window = 0;

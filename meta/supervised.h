@@ -36,7 +36,8 @@ struct SupervisedResult {
   int64_t epochs_to_85 = -1;  // first epoch (1-based) reaching 85% test accuracy, -1 if none
   int64_t parameters = 0;
   double train_seconds = 0;   // time of the training epochs (shuffling, batch copies, steps; no evaluation)
-  std::vector<double> loss_curve;  // mean training loss per window of curve_every steps
+  std::vector<double> loss_curve;  // mean training loss per window of curve_window steps
+  int64_t curve_window = 0;        // curve_every, shortened so that each epoch gives at least 5 points
 };
 
 // Mean cross-entropy and accuracy of the classifier whose weights are in `store`.

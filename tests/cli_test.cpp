@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -147,6 +148,84 @@ TEST(Cli, UnwritableOutputIsAnErrorNotACrash) {
   CliRun r = run("dump sinusoid -o /nonexistent-dir/graph.txt");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.err.find("/nonexistent-dir/graph.txt"), std::string::npos) << r.err;
+}
+
+}  // namespace
+
+namespace {
+
+std::string temp_file(const std::string& name) { return (std::filesystem::temp_directory_path() / name).string(); }
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+TEST(Cli, BenchFashionMnistTrainsAndReportsEpochs) {
+  const std::string json = temp_file("metagrad_cli_fmnist.json");
+  CliRun r = run("bench fashion-mnist --model mlp --epochs 2 --max-train 1280 --schedule exp:rate=0.5,steps=20 --quiet --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("epoch 2: train loss"), std::string::npos) << r.out;
+  auto j = read_json(json);
+  ASSERT_EQ(j["epochs"].size(), 2u);
+  for (const char* k : {"train_loss", "test_accuracy", "seconds", "lr"}) EXPECT_TRUE(j["epochs"][0].contains(k)) << k;
+  EXPECT_GT(j["best_test_accuracy"].get<double>(), 0.5);
+  // 20 steps per epoch: after 40 steps the exponential schedule has halved the rate twice.
+  EXPECT_NEAR(j["epochs"][1]["lr"].get<double>(), 1e-3 * 0.25 * std::pow(0.5, -1.0 / 20), 1e-7);
+  std::filesystem::remove(json);
+}
+
+TEST(Cli, FashionMnistInputErrorsAreOneLine) {
+  CliRun missing = run("bench fashion-mnist --data /nonexistent/fm --epochs 1");
+  EXPECT_EQ(missing.status, 1);
+  EXPECT_NE(missing.err.find("/nonexistent/fm: no such data folder"), std::string::npos) << missing.err;
+  const std::string dir = temp_file("metagrad_cli_bad_fm");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/train-images-idx3-ubyte") << "not an idx file";
+  std::ofstream(dir + "/train-labels-idx1-ubyte") << "nor this";
+  CliRun corrupt = run("bench fashion-mnist --data " + dir + " --epochs 1");
+  EXPECT_EQ(corrupt.status, 1);
+  EXPECT_NE(corrupt.err.find(dir + "/train-images-idx3-ubyte"), std::string::npos) << corrupt.err;
+  EXPECT_EQ(lines(corrupt.err), 1u);
+  std::filesystem::remove_all(dir);
+  CliRun sched = run("bench fashion-mnist --schedule linear --epochs 1");
+  EXPECT_EQ(sched.status, 1);
+  EXPECT_NE(sched.err.find("unknown kind 'linear'"), std::string::npos) << sched.err;
+  EXPECT_EQ(run("bench fashion-mnist --optimizer lion").status, 2);
+  EXPECT_EQ(run("bench fashion-mnist --help").status, 0);
+}
+
+TEST(Cli, OptimizerTableWritesTableJsonAndPlot) {
+  const std::string md = temp_file("metagrad_cli_table.md"), svg = temp_file("metagrad_cli_table.svg"),
+                    json = temp_file("metagrad_cli_table.json");
+  CliRun r = run("bench optimizer-table --model mlp --epochs 1 --max-train 640 --optimizers sgd,adam_hd --quiet -o " + md +
+                 " --plot " + svg + " --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in(md);
+  std::stringstream table;
+  table << in.rdbuf();
+  EXPECT_NE(table.str().find("| optimizer | learning rate |"), std::string::npos);
+  EXPECT_NE(table.str().find("| sgd | 0.05 |"), std::string::npos) << table.str();
+  EXPECT_NE(table.str().find("| adam_hd (lr0 x10) | 0.01 |"), std::string::npos) << table.str();
+  EXPECT_EQ(read_json(json).size(), 4u);  // sgd, adam_hd and its two sweep runs
+  std::ifstream plot(svg);
+  std::stringstream p;
+  p << plot.rdbuf();
+  EXPECT_NE(p.str().find("<svg"), std::string::npos);
+  EXPECT_EQ(run("bench optimizer-table --optimizers sgd,lion --max-train 64").status, 1);
+  for (const std::string& f : {md, svg, json, svg + ".dat", svg + ".gp"}) std::filesystem::remove(f);
+}
+
+TEST(Cli, LearnedScheduleReportsBothSchedules) {
+  const std::string json = temp_file("metagrad_cli_sched.json");
+  CliRun r = run("bench learned-schedule --unroll 3 --meta-iters 5 --eval-unrolls 2 --val-batch 50 --hidden 8 --quiet --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("best constant lr"), std::string::npos);
+  auto j = read_json(json);
+  EXPECT_EQ(j["learned_schedule"].size(), 3u);
+  EXPECT_EQ(j["meta_loss_curve"].size(), 5u);
+  EXPECT_TRUE(j.contains("learned_val_loss") && j.contains("best_constant_val_loss"));
+  std::filesystem::remove(json);
 }
 
 }  // namespace

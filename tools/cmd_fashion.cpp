@@ -127,7 +127,8 @@ struct Row {
   std::string error;
 };
 
-void write_plot(const std::string& path, const std::vector<Row>& rows, int64_t every) {
+void write_plot(const std::string& path, const std::vector<Row>& rows) {
+  const int64_t every = rows.front().res.curve_window;
   const std::string dat = path + ".dat", gp = path + ".gp";
   {
     std::ofstream d(dat);
@@ -209,7 +210,7 @@ int run_table(TableFlags& t) {
     std::vector<Row> ok;
     for (const Row& r : rows)
       if (r.error.empty()) ok.push_back(r);
-    if (!ok.empty()) write_plot(t.plot, ok, f.cfg.curve_every);
+    if (!ok.empty()) write_plot(t.plot, ok);
     std::cout << "loss curves: " << t.plot << "\n";
   }
   if (!f.json_path.empty()) write_output(f.json_path, j.dump(2) + "\n");
