@@ -89,7 +89,7 @@ std::vector<ZipMember> read_central_directory(const ByteView& v) {
   members.reserve(cd.entries);
   uint64_t at = cd.offset;
   for (uint64_t e = 0; e < cd.entries; ++e) {
-    v.need(at, kCentralSize, "central directory");
+    if (at + kCentralSize > cd.offset + cd.size) fail(v.path, "truncated central directory");
     if (v.u32(at) != kCentralSig) fail(v.path, "corrupt central directory entry " + std::to_string(e));
     ZipMember m;
     m.flags = v.u16(at + 8);
@@ -99,14 +99,14 @@ std::vector<ZipMember> read_central_directory(const ByteView& v) {
     m.size = v.u32(at + 24);
     m.local_offset = v.u32(at + 42);
     const uint64_t name_len = v.u16(at + 28), extra_len = v.u16(at + 30), comment_len = v.u16(at + 32);
-    v.need(at + kCentralSize, name_len, "central directory");
+    if (at + kCentralSize + name_len + extra_len + comment_len > cd.offset + cd.size)
+      fail(v.path, "truncated central directory");
     m.name.assign(reinterpret_cast<const char*>(v.bytes.data() + at + kCentralSize), name_len);
     if (m.packed_size == 0xffffffff || m.size == 0xffffffff || m.local_offset == 0xffffffff)
       fail(v.path, m.name + ": ZIP64 members are not supported");
     members.push_back(std::move(m));
     at += kCentralSize + name_len + extra_len + comment_len;
   }
-  if (at > cd.offset + cd.size) fail(v.path, "truncated central directory");
   return members;
 }
 
