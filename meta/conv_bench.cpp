@@ -23,9 +23,10 @@ size_t resident_bytes() {
   return resident * size_t(sysconf(_SC_PAGESIZE));
 }
 
-void SyntheticEpisodes::sample(Batch& b, int64_t tasks) {
+void SyntheticEpisodes::sample(Batch& b, int64_t tasks, int64_t query) {
   const ConvNetConfig& n = cfg_.net;
   const int64_t pixels = n.channels * n.image * n.image, N = cfg_.ways;
+  if (query < 0) query = cfg_.query;
   std::bernoulli_distribution ink(0.15);
   std::normal_distribution<float> noise(0.f, 0.4f);
   std::vector<float> protos(size_t(N * pixels));
@@ -40,12 +41,12 @@ void SyntheticEpisodes::sample(Batch& b, int64_t tasks) {
   };
   b.xs.resize(size_t(tasks * N * cfg_.shots * pixels));
   b.ys.resize(size_t(tasks * N * cfg_.shots));
-  b.xq.resize(size_t(tasks * N * cfg_.query * pixels));
-  b.yq.resize(size_t(tasks * N * cfg_.query));
+  b.xq.resize(size_t(tasks * N * query * pixels));
+  b.yq.resize(size_t(tasks * N * query));
   for (int64_t t = 0; t < tasks; ++t) {
     for (float& v : protos) v = ink(rng_) ? 1.f : 0.f;
     fill(b.xs, b.ys, t, cfg_.shots);
-    fill(b.xq, b.yq, t, cfg_.query);
+    fill(b.xq, b.yq, t, query);
   }
 }
 
@@ -57,7 +58,7 @@ struct Slots {
 Slots slots_of(const Executable& e) {
   return {e.input_slot("xs"), e.input_slot("ys"), e.input_slot("xq"), e.input_slot("yq")};
 }
-void feed(Executable& e, const Slots& s, const SyntheticEpisodes::Batch& b) {
+void feed(Executable& e, const Slots& s, const EpisodeBatch& b) {
   e.set_input(s.xs, std::span<const float>(b.xs));
   e.set_input(s.ys, std::span<const int32_t>(b.ys));
   e.set_input(s.xq, std::span<const float>(b.xq));
@@ -67,21 +68,29 @@ void feed(Executable& e, const Slots& s, const SyntheticEpisodes::Batch& b) {
 }  // namespace
 
 ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg, std::ostream* progress) {
+  ParamStore store;
+  SyntheticEpisodes train(cfg.maml, cfg.maml.net.seed * 1000003 + 17);
+  SyntheticEpisodes fresh(cfg.maml, cfg.maml.net.seed * 7919 + 1000003);
+  return run_fewshot_episodes(
+      cfg, store, [&](EpisodeBatch& b, int64_t tasks, int64_t query) { train.sample(b, tasks, query); },
+      [&](EpisodeBatch& b, int64_t tasks, int64_t query) { fresh.sample(b, tasks, query); }, progress);
+}
+
+ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& store, const EpisodeSampler& train,
+                                     const EpisodeSampler& eval_sampler, std::ostream* progress) {
   if (cfg.iters < 0 || cfg.eval_tasks < 0) throw Error("iters and eval-tasks must be non-negative");
   ConvBenchResult res;
   const size_t rss0 = resident_bytes();
   PipelineOptions popts;
   popts.opt_level = cfg.opt_level;
-  Graph step = build_conv_maml_step(cfg.maml);
+  Graph step = build_fewshot_step(cfg.maml);
   res.nodes_raw = step.size();
   auto p0 = std::chrono::steady_clock::now();
   optimize(step, popts);
   res.pass_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
   res.nodes_optimized = step.size();
 
-  ParamStore store;
-  SyntheticEpisodes::Batch batch;
-  SyntheticEpisodes train(cfg.maml, cfg.maml.net.seed * 1000003 + 17);
+  EpisodeBatch batch;
   const int64_t T = cfg.maml.meta_batch;
   {
     Executable exe(step, store, {"loss", "accuracy"});
@@ -92,37 +101,45 @@ ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg, std::ostream* progres
     Slots slots = slots_of(exe);
     ProgressBar bar(progress, cfg.iters, "meta-train");
     const int64_t tail = std::max<int64_t>(1, cfg.iters / 10);
-    double tail_loss = 0, seconds = 0;
+    double tail_loss = 0, tail_acc = 0, seconds = 0;
     for (int64_t it = 0; it < cfg.iters; ++it) {
-      train.sample(batch, T);
+      train(batch, T, cfg.maml.query);
       feed(exe, slots, batch);
       auto t0 = std::chrono::steady_clock::now();
       exe.run();
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const float loss = exe.fetch(0)[0];
+      const float loss = exe.fetch(0)[0], acc = exe.fetch(1)[0];
       if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {})", it, loss));
-      if (it >= cfg.iters - tail) tail_loss += loss;
-      bar.update(it + 1, fmt::format("loss {:.3f} acc {:.2f}", loss, exe.fetch(1)[0]));
+      if (it >= cfg.iters - tail) {
+        tail_loss += loss;
+        tail_acc += acc;
+      }
+      bar.update(it + 1, fmt::format("loss {:.3f} acc {:.2f}", loss, acc));
     }
     bar.finish();
     res.working_bytes = resident_bytes() - std::min(rss0, resident_bytes());
     res.train_seconds = seconds;
     res.ms_per_meta_iter = cfg.iters > 0 ? 1e3 * seconds / double(cfg.iters) : 0.0;
-    res.final_loss = cfg.iters > 0 ? tail_loss / double(std::min(tail, cfg.iters)) : 0.0;
+    const double n_tail = double(std::min(tail, cfg.iters));
+    res.final_loss = cfg.iters > 0 ? tail_loss / n_tail : 0.0;
+    res.final_accuracy = cfg.iters > 0 ? tail_acc / n_tail : 0.0;
   }
 
+  if (cfg.on_trained) cfg.on_trained(store);
+
   auto e0 = std::chrono::steady_clock::now();
-  const int64_t steps = cfg.eval_steps >= 0 ? cfg.eval_steps : cfg.maml.inner_steps;
+  const int64_t steps = adapts_by_gradient(cfg.maml.algo) ? (cfg.eval_steps >= 0 ? cfg.eval_steps : cfg.maml.inner_steps) : 0;
+  FewShotConfig eval_cfg = cfg.maml;
+  if (cfg.eval_query > 0) eval_cfg.query = cfg.eval_query;
   const int64_t per_batch = std::min<int64_t>(std::max<int64_t>(cfg.eval_tasks, 1), 4);
-  Graph eval = build_conv_maml_eval(cfg.maml, per_batch, steps);
+  Graph eval = build_fewshot_eval(eval_cfg, per_batch, steps);
   optimize(eval, popts);
   Executable ev(eval, store);
   Slots es = slots_of(ev);
-  SyntheticEpisodes fresh(cfg.maml, cfg.maml.net.seed * 7919 + 1000003);
   std::vector<double> pre_acc, post_acc, pre_loss, post_loss;
   ProgressBar ebar(progress, cfg.eval_tasks, "evaluate  ");
   for (int64_t done = 0; done < cfg.eval_tasks; done += per_batch) {
-    fresh.sample(batch, per_batch);
+    eval_sampler(batch, per_batch, eval_cfg.query);
     feed(ev, es, batch);
     ev.run();
     const int64_t take = std::min(per_batch, cfg.eval_tasks - done);
@@ -134,9 +151,10 @@ ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg, std::ostream* progres
     add(post_acc, fmt::format("accuracy_{}", steps));
     add(pre_loss, "loss_0");
     add(post_loss, fmt::format("loss_{}", steps));
-    ebar.update(done + take);
+    ebar.update(done + take, fmt::format("acc {:.4f}", mean_ci(post_acc).mean));
   }
   ebar.finish();
+  res.eval_steps = steps;
   res.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
   res.pre_accuracy = mean_ci(pre_acc);
   res.post_accuracy = mean_ci(post_acc);

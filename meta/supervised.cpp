@@ -9,7 +9,7 @@
 #include <random>
 
 #include "graph/error.h"
-#include "meta/conv_maml.h"
+#include "meta/fewshot.h"
 #include "meta/progress.h"
 #include "ops/ops.h"
 #include "passes/autodiff.h"

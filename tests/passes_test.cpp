@@ -6,7 +6,7 @@
 
 #include "graph/error.h"
 #include "graph/op_def.h"
-#include "meta/conv_maml.h"
+#include "meta/fewshot.h"
 #include "meta/maml.h"
 #include "ops/ops.h"
 #include "passes/autodiff.h"
@@ -107,13 +107,13 @@ TEST(Schedule, FinishesOneChainBeforeStartingTheNextAndKeepsMeaning) {
 }
 
 TEST(Schedule, ConvMamlStepPeakDropsAndMeaningHolds) {
-  ConvMamlConfig cfg;
+  FewShotConfig cfg;
   cfg.meta_batch = 2;
   cfg.net.filters = 4;
   cfg.net.blocks = 2;
   cfg.net.image = 8;
   cfg.query = 2;
-  Graph g = build_conv_maml_step(cfg);
+  Graph g = build_fewshot_step(cfg);
   PipelineOptions no_schedule;
   no_schedule.disabled = {"schedule"};
   Graph plain = g;

@@ -46,6 +46,23 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
   cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
 }
 
+void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos) {
+  cmd->add_option("--algo", m.algo, fmt::format("{}", fmt::join(algos, ", ")))
+      ->check(CLI::IsMember(algos))
+      ->capture_default_str();
+  cmd->add_option("--ways", m.ways, "classes per task (N)")->check(CLI::Range(int64_t(2), int64_t(1000)))->capture_default_str();
+  cmd->add_option("--shots", m.shots, "support images per class (K)")->check(kPositive)->capture_default_str();
+  cmd->add_option("--query", m.query, "query images per class")->check(kPositive)->capture_default_str();
+  cmd->add_option("--inner-steps", m.inner_steps, "SGD steps in the inner loop")->check(kNonNegative)->capture_default_str();
+  cmd->add_option("--inner-lr", m.inner_lr, "inner SGD step size (Meta-SGD: initial learned rates)")
+      ->check(kPositive)
+      ->capture_default_str();
+  cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
+  cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
+  cmd->add_option("--filters", m.net.filters, "convolution filters per block")->check(kPositive)->capture_default_str();
+  cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
+}
+
 void write_output(const std::string& path, const std::string& text) {
   if (path.empty() || path == "-") {
     std::cout << text;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "meta/fewshot.h"
 #include "meta/maml.h"
 
 namespace metagrad {
@@ -27,6 +28,7 @@ void register_sinusoid_commands(Cli& cli);
 void register_inspect_command(Cli& cli);
 void register_conv_commands(Cli& cli);
 void register_fashion_commands(Cli& cli);
+void register_omniglot_commands(Cli& cli);
 
 // Numeric flag checks with plain messages ("expected a number > 0, got '-1'").
 CLI::Validator at_least(double lo, bool strict);
@@ -34,6 +36,9 @@ extern const CLI::Validator kPositive, kNonNegative;
 
 // MAML flags shared by the sinusoid commands (and any MAML-style workload).
 void add_maml_flags(CLI::App* cmd, MamlConfig& m);
+
+// Few-shot flags shared by conv-maml and omniglot: --algo (one of `algos`), --ways, --shots, ...
+void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos);
 
 // Sets the oneDNN/OpenMP thread count (n > 0); throws if this build has no OpenMP runtime.
 void set_threads(int n);

@@ -21,22 +21,8 @@ struct ConvFlags {
   int threads = 0;
 };
 
-void add_conv_maml_flags(CLI::App* cmd, ConvMamlConfig& m) {
-  cmd->add_option("--algo", m.algo, "maml (second order) or fomaml (first order)")
-      ->check(CLI::IsMember({"maml", "fomaml"}))
-      ->capture_default_str();
-  cmd->add_option("--ways", m.ways, "classes per task (N)")->check(CLI::Range(int64_t(2), int64_t(1000)))->capture_default_str();
-  cmd->add_option("--shots", m.shots, "support images per class (K)")->check(kPositive)->capture_default_str();
-  cmd->add_option("--query", m.query, "query images per class")->check(kPositive)->capture_default_str();
-  cmd->add_option("--inner-steps", m.inner_steps, "SGD steps in the inner loop")->check(kNonNegative)->capture_default_str();
-  cmd->add_option("--inner-lr", m.inner_lr, "inner SGD step size")->check(kPositive)->capture_default_str();
-  cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
-  cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
-  cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
-}
-
 nlohmann::json to_json(const ConvFlags& f, const ConvBenchResult& r) {
-  const ConvMamlConfig& m = f.cfg.maml;
+  const FewShotConfig& m = f.cfg.maml;
   nlohmann::json j;
   j["workload"] = "conv-maml";
   j["data"] = "synthetic";
@@ -70,7 +56,7 @@ int run_conv(ConvFlags& f) {
   if (!f.synthetic)
     throw Error("conv-maml runs on synthetic episodes only: pass --synthetic (Omniglot: metagrad bench omniglot)");
   if (f.threads > 0) set_threads(f.threads);
-  const ConvMamlConfig& m = f.cfg.maml;
+  const FewShotConfig& m = f.cfg.maml;
   std::cout << fmt::format("conv-MAML (synthetic): algo={} {}-way {}-shot, {} query/class, inner_steps={} inner_lr={} "
                            "meta_batch={} iters={} -O{}\n",
                            m.algo, m.ways, m.shots, m.query, m.inner_steps, m.inner_lr, m.meta_batch, f.cfg.iters,
@@ -90,7 +76,7 @@ int run_conv(ConvFlags& f) {
 }
 
 struct DumpFlags {
-  ConvMamlConfig maml;
+  FewShotConfig maml;
   std::string format = "text", stage = "raw", out_path;
 };
 
@@ -100,7 +86,7 @@ void register_conv_commands(Cli& cli) {
   auto fp = std::make_shared<ConvFlags>();
   ConvFlags& f = *fp;
   CLI::App* b = cli.bench->add_subcommand("conv-maml", "second-order MAML with the 4-block conv network (Finn et al. 2017)");
-  add_conv_maml_flags(b, f.cfg.maml);
+  add_fewshot_flags(b, f.cfg.maml, {"maml", "fomaml"});
   b->add_flag("--synthetic", f.synthetic, "random 28x28 episodes (required: the only data source of this workload)");
   b->add_option("--iters", f.cfg.iters, "meta-iterations")->check(kNonNegative)->capture_default_str();
   b->add_option("--eval-tasks", f.cfg.eval_tasks, "fresh tasks to evaluate on")->check(kNonNegative)->capture_default_str();
@@ -113,12 +99,12 @@ void register_conv_commands(Cli& cli) {
 
   auto dp = std::make_shared<DumpFlags>();
   CLI::App* d = cli.dump->add_subcommand("conv-maml", "the conv-MAML meta-step");
-  add_conv_maml_flags(d, dp->maml);
+  add_fewshot_flags(d, dp->maml, {"maml", "fomaml"});
   d->add_option("--format", dp->format, "text, dot or json")->check(CLI::IsMember({"text", "dot", "json"}))->capture_default_str();
   d->add_option("--stage", dp->stage, "raw (as built) or optimized (after passes)")->check(CLI::IsMember({"raw", "optimized"}))->capture_default_str();
   d->add_option("-o,--output", dp->out_path, "output file (default: stdout)");
   cli.on_parsed(d, [dp] {
-    Graph g = build_conv_maml_step(dp->maml);
+    Graph g = build_fewshot_step(dp->maml);
     if (dp->stage == "optimized") optimize(g);
     write_output(dp->out_path, dp->format == "text" ? to_text(g) : dp->format == "dot" ? to_dot(g) : to_json(g));
     return 0;

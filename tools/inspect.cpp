@@ -15,7 +15,7 @@
 #include "graph/error.h"
 #include "graph/op_def.h"
 #include "graph/serialize.h"
-#include "meta/conv_maml.h"
+#include "meta/fewshot.h"
 #include "meta/maml.h"
 #include "passes/pipeline.h"
 #include "runtime/executable.h"
@@ -33,10 +33,10 @@ Graph load_workload(const InspectOptions& o) {
     return build_meta_step(cfg);
   }
   if (o.workload == "conv-maml") {
-    ConvMamlConfig cfg;
+    FewShotConfig cfg;
     cfg.algo = o.algo;
     cfg.inner_steps = o.inner_steps;
-    return build_conv_maml_step(cfg);
+    return build_fewshot_step(cfg);
   }
   std::ifstream in(o.workload);
   if (!in)

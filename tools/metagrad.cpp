@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   register_sinusoid_commands(cli);
   register_conv_commands(cli);
   register_fashion_commands(cli);
+  register_omniglot_commands(cli);
   register_inspect_command(cli);
 
   try {
