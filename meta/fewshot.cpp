@@ -3,11 +3,13 @@
 #include "meta/fewshot.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <functional>
 
 #include "graph/error.h"
+#include "meta/learner.h"
 #include "meta/optimizers.h"
 #include "ops/ops.h"
 #include "passes/autodiff.h"
@@ -101,9 +103,7 @@ MetaParams meta_params(Graph& g, const FewShotConfig& cfg) {
   MetaParams p;
   const ConvNetConfig net = net_of(cfg);
   p.net = convnet_params(g, net);
-  if (cfg.algo == "metasgd")
-    for (const Tensor& w : p.net)
-      p.rates.push_back(parameter(g, "metasgd." + w.node().name, w.shape(), Init::constant(cfg.inner_lr)));
+  if (cfg.algo == "metasgd") p.rates = metasgd_rates(g, p.net, Init::constant(cfg.inner_lr));
   if (uses_metric(cfg.algo)) {
     const int64_t d = convnet_feature_size(net);
     p.metric.log_scale = parameter(g, "metric.log_scale", {1, d}, Init::zeros());
@@ -130,14 +130,6 @@ Tensor prototypes(const Tensor& emb, const Tensor& labels, int64_t ways, int64_t
   return matmul(one_hot(labels, ways), emb, /*transpose_a=*/true) * (1.0 / double(shots));
 }
 
-// One task's learner: what the inner loop adapts, the loss it adapts on, and the query logits of a
-// given state. Algorithms differ only in these.
-struct Learner {
-  std::vector<Tensor> initial;
-  std::function<Tensor(const std::vector<Tensor>&)> support_loss, query_logits;
-  std::vector<Tensor> rates;  // per-tensor learned step sizes; empty: the configured scalar
-};
-
 Learner make_learner(const MetaParams& p, const Task& t, const FewShotConfig& cfg) {
   const ConvNetConfig net = net_of(cfg);
   Learner l;
@@ -147,7 +139,7 @@ Learner make_learner(const MetaParams& p, const Task& t, const FewShotConfig& cf
     Tensor fs = convnet_features(t.xs, body, net), fq = convnet_features(t.xq, body, net);
     l.initial = {p.net[p.net.size() - 2], p.net.back()};
     l.support_loss = [fs, ys = t.ys](const std::vector<Tensor>& w) { return cross_entropy(linear(fs, w[0], w[1]), ys); };
-    l.query_logits = [fq](const std::vector<Tensor>& w) { return linear(fq, w[0], w[1]); };
+    l.predict = [fq](const std::vector<Tensor>& w) { return linear(fq, w[0], w[1]); };
   } else if (cfg.algo == "protomaml-metric") {
     // Proto-MAML: the prototypes become adapted weights next to the embedding network, and the
     // inner loop descends the learned-metric prototype loss.
@@ -160,26 +152,16 @@ Learner make_learner(const MetaParams& p, const Task& t, const FewShotConfig& cf
     l.support_loss = [logits, xs = t.xs, ys = t.ys](const std::vector<Tensor>& w) {
       return cross_entropy(logits(xs, w), ys);
     };
-    l.query_logits = [logits, xq = t.xq](const std::vector<Tensor>& w) { return logits(xq, w); };
+    l.predict = [logits, xq = t.xq](const std::vector<Tensor>& w) { return logits(xq, w); };
   } else {
     l.initial = p.net;
     l.support_loss = [net, xs = t.xs, ys = t.ys](const std::vector<Tensor>& w) {
       return cross_entropy(convnet_logits(xs, w, net), ys);
     };
-    l.query_logits = [net, xq = t.xq](const std::vector<Tensor>& w) { return convnet_logits(xq, w, net); };
+    l.predict = [net, xq = t.xq](const std::vector<Tensor>& w) { return convnet_logits(xq, w, net); };
     l.rates = p.rates;
   }
   return l;
-}
-
-std::vector<Tensor> inner_step(const Learner& l, const std::vector<Tensor>& w, double lr, bool first_order) {
-  std::vector<Tensor> g = grad(l.support_loss(w), w);
-  std::vector<Tensor> next;
-  for (size_t i = 0; i < w.size(); ++i) {
-    Tensor gi = first_order ? stop_gradient(g[i]) : g[i];
-    next.push_back(w[i] - (l.rates.empty() ? lr * gi : l.rates[i] * gi));
-  }
-  return next;
 }
 
 // Query logits of a prototypical network: support and query embedded in one pass, so batch
@@ -214,7 +196,7 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
   o.params = meta_params(g, cfg);
   const double inv = 1.0 / double(T);
   const bool first_order = cfg.algo == "fomaml" || cfg.algo == "reptile";
-  std::vector<Tensor> pseudo;  // Reptile: sum over tasks of (parameters - adapted weights)
+  std::vector<Tensor> pseudo;  // Reptile: mean over tasks of (parameters - adapted weights)
   for (int64_t ti = 0; ti < T; ++ti) {
     Task t = task_of(in, ti);
     Tensor logits;
@@ -222,16 +204,15 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
       logits = protonet_logits(o.params, t, cfg);
     } else {
       Learner l = cfg.algo == "reptile" ? reptile_training_learner(o.params, t, cfg) : make_learner(o.params, t, cfg);
-      std::vector<Tensor> fast = l.initial;
-      for (int64_t s = 0; s < cfg.inner_steps; ++s) fast = inner_step(l, fast, cfg.inner_lr, first_order);
-      logits = l.query_logits(fast);
-      Tensor pre_logits = stop_gradient(l.query_logits(l.initial));
+      std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, first_order);
+      logits = l.predict(fast);
+      Tensor pre_logits = stop_gradient(l.predict(l.initial));
       o.pre_loss = accumulate(o.pre_loss, cross_entropy(pre_logits, t.yq));
       o.pre_accuracy = accumulate(o.pre_accuracy, classification_accuracy(pre_logits, t.yq));
       if (cfg.algo == "reptile") {
-        pseudo.resize(fast.size());
-        for (size_t i = 0; i < fast.size(); ++i)
-          pseudo[i] = accumulate(pseudo[i], stop_gradient(l.initial[i] - fast[i]));
+        std::vector<Tensor> d = reptile_direction(l.initial, fast, T);
+        pseudo.resize(d.size());
+        for (size_t i = 0; i < d.size(); ++i) pseudo[i] = accumulate(pseudo[i], d[i]);
       }
     }
     o.loss = accumulate(o.loss, cross_entropy(logits, t.yq));
@@ -244,7 +225,6 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
     o.pre_accuracy = o.pre_accuracy * inv;
   }
   if (cfg.algo == "reptile") {
-    for (Tensor& p : pseudo) p = p * inv;
     o.grads = pseudo;
   } else {
     o.grads = grad(o.loss, o.params.all());
@@ -304,7 +284,7 @@ Graph build_fewshot_eval(const FewShotConfig& cfg, int64_t tasks, int64_t steps)
     Learner l = make_learner(p, t, cfg);
     std::vector<Tensor> fast = l.initial;
     for (int64_t s = 0; s <= steps; ++s) {
-      record(s, l.query_logits(fast), t.yq);
+      record(s, l.predict(fast), t.yq);
       if (s < steps) fast = inner_step(l, fast, cfg.inner_lr, true);
     }
   }

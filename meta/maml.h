@@ -1,5 +1,6 @@
-// MAML and first-order MAML on sinusoid regression, with the whole meta-step (every task, every
-// inner step, the outer gradient and the Adam update) built as one graph.
+// Gradient-based meta-learning on sinusoid regression (MAML, first-order MAML, Meta-SGD, ANIL,
+// Reptile), with the whole meta-step (every task, every inner step, the outer gradient and the Adam
+// update) built as one graph.
 #pragma once
 #include <functional>
 #include <string>
@@ -10,7 +11,7 @@
 namespace metagrad {
 
 struct MamlConfig {
-  std::string algo = "maml";  // maml | fomaml
+  std::string algo = "maml";  // one of sinusoid_algorithms()
   int64_t shots = 10, query = 10;
   int64_t inner_steps = 1;
   double inner_lr = 0.01;
@@ -20,6 +21,9 @@ struct MamlConfig {
   uint64_t seed = 1;
 };
 
+// maml fomaml metasgd anil reptile
+const std::vector<std::string>& sinusoid_algorithms();
+
 // Parameters of the 1-hidden-hidden-1 ReLU MLP, biases shaped [1, width] so a per-task copy is
 // just a broadcast to [tasks, ...].
 std::vector<Tensor> sinusoid_mlp_params(Graph& g, int64_t hidden, uint64_t seed);
@@ -28,18 +32,19 @@ Tensor sinusoid_mlp(const Tensor& x, const std::vector<Tensor>& weights);
 
 // Per-task copies of shared parameters: [tasks, ...shape], by broadcasting.
 std::vector<Tensor> task_copies(const std::vector<Tensor>& params, int64_t tasks);
-// One SGD step on the summed per-task support MSE, for per-task weights.
-std::vector<Tensor> inner_sgd_step(const std::vector<Tensor>& fast, const Tensor& xs, const Tensor& ys, double lr,
-                                   bool first_order);
 
-// Adapts per-task copies of `params` with `steps` SGD steps on the support set and returns the
+// Adapts per-task copies of `params` with `steps` SGD steps on the summed support MSE and returns the
 // adapted (fast) weights. `first_order` cuts the inner gradients out of the outer derivative.
 std::vector<Tensor> adapt(const std::vector<Tensor>& params, const Tensor& xs, const Tensor& ys, int64_t steps,
                           double lr, bool first_order);
 
 // The meta-step graph: inputs xs, ys [B,K,1] and xq, yq [B,Q,1]; outputs "loss" (query MSE after
-// adaptation, mean over tasks) and "pre_loss" (before); updates every parameter and Adam state.
+// adaptation, mean over tasks) and "pre_loss" (before); updates every meta-parameter (weights and
+// Meta-SGD's rates) and its Adam state. Reptile adapts on support and query together and moves
+// toward the adapted weights.
 Graph build_meta_step(const MamlConfig& cfg);
+// The same objective without the update: outputs "loss" and "grad:<param>" per meta-parameter.
+Graph build_maml_objective(const MamlConfig& cfg);
 
 // The evaluation graph: adapts with `steps` SGD steps and outputs "mse_0" ... "mse_<steps>",
 // each [tasks], the per-task query MSE after that many steps.

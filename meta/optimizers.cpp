@@ -145,16 +145,26 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   if (hd) {
     // Hypergradient descent: dL/dlr of the previous step is -g_t . u_{t-1}, with u the previous
     // scaled direction, so lr_t = lr_{t-1} + beta * g_t . u_{t-1}.
-    const double beta = cfg.hyper_lr >= 0 ? cfg.hyper_lr : (rule == "adam" ? 1e-5 : 1e-3);
+    const double beta = cfg.hyper_lr >= 0       ? cfg.hyper_lr
+                        : cfg.hd_multiplicative ? 0.02
+                        : rule == "adam"        ? 1e-5
+                                                : 1e-3;
     Tensor lr = parameter(g, prefix + ".lr", {}, Init::constant(cfg.lr), false);
-    Tensor dot;
+    Tensor dot, gg, uu;
+    auto add = [](const Tensor& total, const Tensor& x) { return total.defined() ? total + x : x; };
     for (size_t i = 0; i < params.size(); ++i) {
       Tensor u = state(g, prefix, params[i], "prev_dir");
-      Tensor gu = sum(grads[i] * u);
-      dot = dot.defined() ? dot + gu : gu;
+      dot = add(dot, sum(grads[i] * u));
+      if (cfg.hd_multiplicative) {
+        gg = add(gg, sum(square(grads[i])));
+        uu = add(uu, sum(square(u)));
+      }
       out.state.push_back({u, scaled(i, dirs[i])});
     }
-    h.lr = lr + beta * dot;
+    // The multiplicative form (Baydin et al., section 3.3) moves lr by a fraction set by the cosine
+    // of gradient and previous direction, so the same beta serves any scale of loss or lr; the
+    // additive form's step grows with the gradients and can overshoot to a negative rate.
+    h.lr = cfg.hd_multiplicative ? lr * (1.0 + beta * dot / (sqrt(gg * uu) + 1e-12)) : lr + beta * dot;
     out.state.push_back({lr, h.lr});
   }
   h.lr = or_const(g, h.lr, cfg.lr);

@@ -51,7 +51,7 @@ TEST(Cli, HelpEverywhere) {
 }
 
 TEST(Cli, WrongFlagsAndValuesExitTwoWithOneLine) {
-  for (const char* args : {"bench sinusoid --shots-typo 5", "bench sinusoid --algo reptile", "bench sinusoid --shots -3",
+  for (const char* args : {"bench sinusoid --shots-typo 5", "bench sinusoid --algo reptiles", "bench sinusoid --shots -3",
                            "bench sinusoid --iters many", "frobnicate", "dump sinusoid --format png"}) {
     CliRun r = run(args);
     EXPECT_EQ(r.status, 2) << args;
@@ -226,6 +226,86 @@ TEST(Cli, LearnedScheduleReportsBothSchedules) {
   EXPECT_EQ(j["meta_loss_curve"].size(), 5u);
   EXPECT_TRUE(j.contains("learned_val_loss") && j.contains("best_constant_val_loss"));
   std::filesystem::remove(json);
+}
+
+}  // namespace
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid()))).string();
+}
+
+const std::string kOmniglot = METAGRAD_SOURCE_DIR "/../shared/data/omniglot";
+
+TEST(Cli, OmniglotTrainsSavesAndEvaluatesOneShotRuns) {
+  const std::string ckpt = temp_path("omniglot_ckpt"), json = temp_path("omniglot_json"), runs = temp_path("runs"),
+                    ejson = temp_path("runs_json");
+  CliRun r = run("bench omniglot --algo protonet --filters 16 --iters 60 --eval-episodes 40 --quiet --data " + kOmniglot +
+                 " --save " + ckpt + " --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  std::ifstream in(json);
+  nlohmann::json j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["iters"], 60);
+  EXPECT_EQ(j["eval_episodes"], 40);
+  EXPECT_GT(j["accuracy"].get<double>(), 0.4) << "5-way chance is 0.2";
+  EXPECT_GT(j["accuracy_ci95"].get<double>(), 0.0);
+  EXPECT_TRUE(std::filesystem::exists(ckpt));
+  EXPECT_TRUE(std::filesystem::exists(ckpt + ".json"));
+
+  r = run("make-runs --runs 5 --ways 5 --seed 3 --data " + kOmniglot + " --out " + runs);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run("eval-episodes --checkpoint " + ckpt + " --runs " + runs + " --json " + ejson);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("run01: 5 classes, 5 items, error"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mean error over 5 runs"), std::string::npos) << r.out;
+  std::ifstream ein(ejson);
+  nlohmann::json e = nlohmann::json::parse(ein);
+  ASSERT_EQ(e["runs"].size(), 5u);
+  EXPECT_LT(e["mean_error"].get<double>(), 0.8);
+  double total = 0;
+  for (const auto& run : e["runs"]) total += run["error"].get<double>();
+  EXPECT_NEAR(e["mean_error"].get<double>(), total / 5, 1e-12);
+
+  // Resuming from the checkpoint with no training evaluates the same model.
+  r = run("bench omniglot --algo protonet --filters 16 --iters 0 --eval-episodes 8 --quiet --data " + kOmniglot +
+          " --load " + ckpt);
+  EXPECT_EQ(r.status, 0) << r.err;
+  // A head-based checkpoint refuses runs with another number of classes.
+  r = run("bench omniglot --algo maml --ways 3 --filters 4 --iters 1 --eval-episodes 1 --quiet --data " + kOmniglot +
+          " --save " + ckpt);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = run("eval-episodes --checkpoint " + ckpt + " --runs " + runs);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("trained 3-way"), std::string::npos) << r.err;
+  for (const std::string& p : {ckpt, ckpt + ".json", json, ejson}) std::filesystem::remove(p);
+  std::filesystem::remove_all(runs);
+}
+
+TEST(Cli, OmniglotInputErrorsNameTheFile) {
+  CliRun r = run("bench omniglot --iters 1 --data /nonexistent/omniglot");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find("/nonexistent/omniglot/images_background_small1.zip"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err), 1u) << r.err;
+
+  const std::string bad = temp_path("bad_ckpt");
+  { std::ofstream(bad) << "not a checkpoint"; }
+  r = run("eval-episodes --checkpoint " + bad + " --runs /tmp");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(bad + ".json"), std::string::npos) << r.err;
+  { std::ofstream(bad + ".json") << R"({"algo": "protonet", "ways": 5})"; }
+  r = run("eval-episodes --checkpoint " + bad + " --runs /tmp");
+  EXPECT_NE(r.err.find("not a valid model description"), std::string::npos) << r.err;
+  r = run("bench omniglot --algo protonet --iters 0 --eval-episodes 1 --load " + bad);
+  EXPECT_EQ(r.status, 1);
+  r = run("eval-episodes --checkpoint " + bad + " --runs /nonexistent/runs");
+  EXPECT_EQ(r.status, 1);
+  std::filesystem::remove(bad);
+  std::filesystem::remove(bad + ".json");
+  for (const char* args : {"bench omniglot --help", "eval-episodes --help", "make-runs --help"})
+    EXPECT_EQ(run(args).status, 0) << args;
+  EXPECT_EQ(run("bench omniglot --algo nope").status, 2);
+  EXPECT_EQ(run("bench omniglot --sampling sideways").status, 2);
 }
 
 }  // namespace

@@ -130,7 +130,7 @@ TEST(MamlTraining, MetaTrainingLowersPostAdaptationError) {
 
 TEST(MamlConfigErrors, AreClear) {
   MamlConfig cfg;
-  cfg.algo = "reptile";
+  cfg.algo = "reptiles";
   EXPECT_THROW(build_meta_step(cfg), Error);
   cfg.algo = "maml";
   cfg.shots = 0;

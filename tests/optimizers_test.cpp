@@ -61,9 +61,13 @@ struct Plain {
         if (rule == "adamw") dir[i] += c.weight_decay * p[i];
       }
     }
-    // Baydin et al. (2018): alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}.
-    if (hd)
-      for (size_t i = 0; i < n; ++i) alpha += c.hyper_lr * g[i] * prev_dir[i];
+    // Baydin et al. (2018): alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}, or multiplicatively
+    // alpha_t = alpha_{t-1} * (1 + beta * cos(g_t, u_{t-1})).
+    if (hd) {
+      double dot = 0, gg = 0, uu = 0;
+      for (size_t i = 0; i < n; ++i) dot += g[i] * prev_dir[i], gg += g[i] * g[i], uu += prev_dir[i] * prev_dir[i];
+      alpha = c.hd_multiplicative ? alpha * (1 + c.hyper_lr * dot / (std::sqrt(gg * uu) + 1e-12)) : alpha + c.hyper_lr * dot;
+    }
     for (size_t i = 0; i < n; ++i) p[i] -= (hd ? alpha : c.lr) * dir[i];
     prev_dir = dir;
   }
@@ -71,12 +75,7 @@ struct Plain {
 
 class OptimizerRule : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
-  OptimizerConfig cfg;
-  cfg.name = GetParam();
-  cfg.lr = 0.05;
-  cfg.weight_decay = cfg.name == "sgd" ? 0.0 : 0.01;
-  cfg.hyper_lr = 0.01;  // large enough that the adapted rate differs visibly from lr0
+void expect_matches_published_rule(const OptimizerConfig& cfg) {
   // A fixed quadratic-plus-quartic loss so gradients change every step.
   Graph g;
   Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
@@ -106,6 +105,20 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
   if (is_hypergradient(cfg.name)) {
     EXPECT_NEAR(params.at("opt.lr").data[0], plain.alpha, 1e-10);
     EXPECT_GT(std::abs(plain.alpha - cfg.lr), 1e-4) << "the hypergradient never moved the learning rate";
+  }
+}
+
+TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
+  OptimizerConfig cfg;
+  cfg.name = GetParam();
+  cfg.lr = 0.05;
+  cfg.weight_decay = cfg.name == "sgd" ? 0.0 : 0.01;
+  cfg.hyper_lr = 0.01;  // large enough that the adapted rate differs visibly from lr0
+  expect_matches_published_rule(cfg);
+  if (is_hypergradient(cfg.name)) {
+    cfg.hd_multiplicative = true;
+    cfg.hyper_lr = 0.2;
+    expect_matches_published_rule(cfg);
   }
 }
 

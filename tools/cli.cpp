@@ -1,6 +1,7 @@
 #include "tools/cli.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <dlfcn.h>
 
@@ -34,8 +35,8 @@ CLI::Validator at_least(double lo, bool strict) {
 const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
 
 void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
-  cmd->add_option("--algo", m.algo, "maml (second order) or fomaml (first order)")
-      ->check(CLI::IsMember({"maml", "fomaml"}))
+  cmd->add_option("--algo", m.algo, fmt::format("{}", fmt::join(sinusoid_algorithms(), ", ")))
+      ->check(CLI::IsMember(sinusoid_algorithms()))
       ->capture_default_str();
   cmd->add_option("--shots", m.shots, "support points per task (K)")->check(kPositive)->capture_default_str();
   cmd->add_option("--query", m.query, "query points per task")->check(kPositive)->capture_default_str();

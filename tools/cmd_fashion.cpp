@@ -48,7 +48,11 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
   c->add_option("--data", f.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
   c->add_option("--max-train", f.max_train, "use only the first N training images (0: all)")->check(kNonNegative);
   c->add_option("--weight-decay", f.cfg.opt.weight_decay, "L2 weight decay (decoupled for adamw)")->check(kNonNegative);
-  c->add_option("--hyper-lr", f.cfg.opt.hyper_lr, "HD optimizers: hypergradient step beta (default: 1e-3 SGD family, 1e-5 Adam)")->check(kNonNegative);
+  c->add_option("--hyper-lr", f.cfg.opt.hyper_lr,
+                "HD optimizers: hypergradient step beta (default: additive 1e-3 SGD family, 1e-5 Adam; multiplicative 0.02)")
+      ->check(kNonNegative);
+  c->add_flag("--hd-multiplicative", f.cfg.opt.hd_multiplicative,
+              "HD optimizers: lr *= 1 + beta*cos(g, previous direction) rather than lr += beta*g.(previous direction)");
   c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
   c->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   c->add_flag("--quiet", f.quiet, "no progress bars");
