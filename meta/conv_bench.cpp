@@ -72,8 +72,8 @@ ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg, std::ostream* progres
   SyntheticEpisodes train(cfg.maml, cfg.maml.net.seed * 1000003 + 17);
   SyntheticEpisodes fresh(cfg.maml, cfg.maml.net.seed * 7919 + 1000003);
   return run_fewshot_episodes(
-      cfg, store, [&](EpisodeBatch& b, int64_t tasks, int64_t query) { train.sample(b, tasks, query); },
-      [&](EpisodeBatch& b, int64_t tasks, int64_t query) { fresh.sample(b, tasks, query); }, progress);
+      cfg, store, [&](EpisodeBatch& b, int64_t tasks, int64_t query, int64_t) { train.sample(b, tasks, query); },
+      [&](EpisodeBatch& b, int64_t tasks, int64_t query, int64_t) { fresh.sample(b, tasks, query); }, progress);
 }
 
 ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& store, const EpisodeSampler& train,
@@ -99,11 +99,13 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
     res.workspace_bytes = exe.workspace_bytes();
     res.kernels = exe.kernel_count();
     Slots slots = slots_of(exe);
+    // The Adam step counter says how many meta-iterations the stored state has seen already.
+    const int64_t done_before = store.has("adam.t") ? int64_t(store.data("adam.t")[0]) : 0;
     ProgressBar bar(progress, cfg.iters, "meta-train");
     const int64_t tail = std::max<int64_t>(1, cfg.iters / 10);
     double tail_loss = 0, tail_acc = 0, seconds = 0;
     for (int64_t it = 0; it < cfg.iters; ++it) {
-      train(batch, T, cfg.maml.query);
+      train(batch, T, cfg.maml.query, done_before + it);
       feed(exe, slots, batch);
       auto t0 = std::chrono::steady_clock::now();
       exe.run();
@@ -139,7 +141,7 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
   std::vector<double> pre_acc, post_acc, pre_loss, post_loss;
   ProgressBar ebar(progress, cfg.eval_tasks, "evaluate  ");
   for (int64_t done = 0; done < cfg.eval_tasks; done += per_batch) {
-    eval_sampler(batch, per_batch, eval_cfg.query);
+    eval_sampler(batch, per_batch, eval_cfg.query, done / per_batch);
     feed(ev, es, batch);
     ev.run();
     const int64_t take = std::min(per_batch, cfg.eval_tasks - done);

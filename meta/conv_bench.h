@@ -18,8 +18,10 @@ struct EpisodeBatch {
   std::vector<float> xs, xq;
   std::vector<int32_t> ys, yq;
 };
-// Fills a batch with `tasks` episodes of `query` query examples per class.
-using EpisodeSampler = std::function<void(EpisodeBatch&, int64_t tasks, int64_t query)>;
+// Fills a batch with `tasks` episodes of `query` query examples per class; `index` counts the
+// batches drawn over the whole training (continued across checkpoints), so a sampler that derives
+// its draw from it makes resumed training repeat an uninterrupted run exactly.
+using EpisodeSampler = std::function<void(EpisodeBatch&, int64_t tasks, int64_t query, int64_t index)>;
 
 // Synthetic episodes: each class of a task is a random sparse 0/1 image, and each example of it
 // that image plus Gaussian noise, so that adaptation has something to learn.

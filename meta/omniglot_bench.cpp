@@ -77,13 +77,16 @@ OmniglotBenchResult run_omniglot_bench(const OmniglotBenchConfig& cfg, ParamStor
   if (run.iters < 0) run.iters = default_iters(fs);
   if (run.eval_steps < 0) run.eval_steps = default_eval_steps(fs);
   res.iters = run.iters;
-  std::mt19937_64 train_rng(fs.net.seed * 1000003 + 17), eval_rng(fs.net.seed * 7919 + 1000003);
+  // Every training batch is drawn from its own seed, so a run resumed from a checkpoint sees the
+  // same episodes as one that never stopped; evaluation episodes are the same for every model.
+  std::mt19937_64 eval_rng(fs.net.seed * 7919 + 1000003);
   res.run = run_fewshot_episodes(
       run, store,
-      [&](EpisodeBatch& b, int64_t tasks, int64_t query) {
-        fill_batch(train, fs, cfg.within_alphabet, query, train_rng, b, tasks);
+      [&](EpisodeBatch& b, int64_t tasks, int64_t query, int64_t index) {
+        std::mt19937_64 rng(fs.net.seed * 1000003 + 17 + uint64_t(index) * 0x9E3779B97F4A7C15ull);
+        fill_batch(train, fs, cfg.within_alphabet, query, rng, b, tasks);
       },
-      [&](EpisodeBatch& b, int64_t tasks, int64_t query) {
+      [&](EpisodeBatch& b, int64_t tasks, int64_t query, int64_t) {
         fill_batch(test, fs, cfg.within_alphabet, query, eval_rng, b, tasks);
       },
       progress);

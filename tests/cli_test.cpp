@@ -282,6 +282,23 @@ TEST(Cli, OmniglotTrainsSavesAndEvaluatesOneShotRuns) {
   std::filesystem::remove_all(runs);
 }
 
+TEST(Cli, OmniglotTrainingResumedFromACheckpointEqualsAnUninterruptedRun) {
+  const std::string straight = temp_path("straight"), first = temp_path("first"), resumed = temp_path("resumed");
+  const std::string common = "bench omniglot --algo maml --filters 4 --meta-batch 2 --eval-episodes 1 --quiet --threads 1 --data " + kOmniglot;
+  ASSERT_EQ(run(common + " --iters 6 --save " + straight).status, 0);
+  ASSERT_EQ(run(common + " --iters 3 --save " + first).status, 0);
+  CliRun r = run(common + " --iters 3 --load " + first + " --save " + resumed);
+  ASSERT_EQ(r.status, 0) << r.err;
+  auto bytes = [](const std::string& p) {
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  EXPECT_FALSE(bytes(straight).empty());
+  EXPECT_EQ(bytes(straight), bytes(resumed)) << "3 + 3 resumed iterations should equal 6 straight ones";
+  EXPECT_NE(bytes(straight), bytes(first));
+  for (const std::string& p : {straight, first, resumed}) std::filesystem::remove(p), std::filesystem::remove(p + ".json");
+}
+
 TEST(Cli, OmniglotInputErrorsNameTheFile) {
   CliRun r = run("bench omniglot --iters 1 --data /nonexistent/omniglot");
   EXPECT_EQ(r.status, 1);

@@ -85,7 +85,7 @@ int run_dump(const DumpFlags& f) {
 void register_sinusoid_commands(Cli& cli) {
   auto sfp = std::make_shared<SinusoidFlags>();
   SinusoidFlags& sf = *sfp;
-  CLI::App* bs = cli.bench->add_subcommand("sinusoid", "MAML on sinusoid regression (Finn et al. 2017)");
+  CLI::App* bs = cli.bench->add_subcommand("sinusoid", "gradient-based meta-learning on sinusoid regression: MAML, first-order MAML, Meta-SGD, ANIL, Reptile");
   add_maml_flags(bs, sf.cfg.maml);
   bs->add_option("--iters", sf.cfg.iters, "meta-iterations")->check(kNonNegative)->capture_default_str();
   bs->add_option("--eval-tasks", sf.cfg.eval_tasks, "fresh tasks to evaluate on")->check(kNonNegative)->capture_default_str();
