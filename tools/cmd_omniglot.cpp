@@ -111,7 +111,10 @@ int run_omniglot(OmniglotFlags& f) {
   ParamStore store;
   if (!f.load_path.empty()) {
     FewShotConfig saved = load_model_config(f.load_path);
-    if (saved.algo != m.algo || saved.ways != m.ways || saved.net.filters != m.net.filters || saved.metric_rank != m.metric_rank)
+    // Prototype methods have no head, so a model trained N-way runs M-way episodes as it is.
+    const bool ways_matter = adapts_by_gradient(m.algo);
+    if (saved.algo != m.algo || (ways_matter && saved.ways != m.ways) || saved.net.filters != m.net.filters ||
+        saved.metric_rank != m.metric_rank)
       throw RuntimeError(fmt::format("{} holds a {} {}-way model with {} filters; the flags ask for {} {}-way with {}",
                                      f.load_path, saved.algo, saved.ways, saved.net.filters, m.algo, m.ways,
                                      m.net.filters));
