@@ -242,10 +242,7 @@ Tensor classification_accuracy(const Tensor& logits, const Tensor& labels) {
 Graph build_fewshot_step(const FewShotConfig& cfg) {
   Graph g;
   Objective o = build_objective(g, cfg);
-  OptimizerConfig adam;
-  adam.lr = cfg.meta_lr;
-  std::vector<Tensor> params = o.params.all();
-  add_updates(g, params, optimizer_step(g, adam, params, o.grads, {}, "adam"));
+  add_meta_update(g, o.params.all(), o.grads, cfg.meta_lr);
   g.add_output("loss", o.loss.value());
   g.add_output("accuracy", o.accuracy.value());
   if (o.pre_loss.defined()) {
@@ -259,8 +256,7 @@ Graph build_fewshot_objective(const FewShotConfig& cfg) {
   Graph g;
   Objective o = build_objective(g, cfg);
   g.add_output("loss", o.loss.value());
-  std::vector<Tensor> params = o.params.all();
-  for (size_t i = 0; i < params.size(); ++i) g.add_output("grad:" + params[i].node().name, o.grads[i].value());
+  add_gradient_outputs(g, o.params.all(), o.grads);
   return g;
 }
 

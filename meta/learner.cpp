@@ -1,5 +1,6 @@
 #include "meta/learner.h"
 
+#include "meta/optimizers.h"
 #include "ops/ops.h"
 #include "passes/autodiff.h"
 
@@ -39,6 +40,17 @@ std::vector<Tensor> reptile_direction(const std::vector<Tensor>& params, const s
   for (size_t i = 0; i < params.size(); ++i)
     d.push_back(sum_to_shape(stop_gradient(params[i] - adapted[i]), params[i].shape()) * (1.0 / double(tasks)));
   return d;
+}
+
+void add_meta_update(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double meta_lr) {
+  OptimizerConfig adam;
+  adam.name = "adam";
+  adam.lr = meta_lr;
+  add_updates(g, params, optimizer_step(g, adam, params, grads, {}, "adam"));
+}
+
+void add_gradient_outputs(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads) {
+  for (size_t i = 0; i < params.size(); ++i) g.add_output("grad:" + params[i].node().name, grads[i].value());
 }
 
 }  // namespace metagrad

@@ -30,4 +30,11 @@ std::vector<Tensor> metasgd_rates(Graph& g, const std::vector<Tensor>& params, c
 std::vector<Tensor> reptile_direction(const std::vector<Tensor>& params, const std::vector<Tensor>& adapted,
                                       int64_t tasks);
 
+// The outer update every meta-learner here closes its step with: Adam at `meta_lr` on `params`,
+// state prefixed "adam".
+void add_meta_update(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double meta_lr);
+
+// Exposes meta-gradients as outputs "grad:<param name>", for checks against finite differences.
+void add_gradient_outputs(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads);
+
 }  // namespace metagrad

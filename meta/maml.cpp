@@ -144,11 +144,7 @@ std::vector<Tensor> adapt(const std::vector<Tensor>& params, const Tensor& xs, c
 Graph build_meta_step(const MamlConfig& cfg) {
   Graph g;
   SinusoidObjective o = sinusoid_objective(g, cfg);
-  OptimizerConfig adam;
-  adam.name = "adam";
-  adam.lr = cfg.meta_lr;
-  std::vector<Tensor> params = o.meta.all();
-  add_updates(g, params, optimizer_step(g, adam, params, o.grads, {}, "adam"));
+  add_meta_update(g, o.meta.all(), o.grads, cfg.meta_lr);
   g.add_output("loss", o.loss.value());
   g.add_output("pre_loss", o.pre_loss.value());
   return g;
@@ -158,8 +154,7 @@ Graph build_maml_objective(const MamlConfig& cfg) {
   Graph g;
   SinusoidObjective o = sinusoid_objective(g, cfg);
   g.add_output("loss", o.loss.value());
-  std::vector<Tensor> params = o.meta.all();
-  for (size_t i = 0; i < params.size(); ++i) g.add_output("grad:" + params[i].node().name, o.grads[i].value());
+  add_gradient_outputs(g, o.meta.all(), o.grads);
   return g;
 }
 

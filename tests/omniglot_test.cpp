@@ -19,6 +19,7 @@
 #include <tuple>
 
 #include "graph/error.h"
+#include "tests/test_util.h"
 
 namespace metagrad {
 namespace {
@@ -27,7 +28,7 @@ std::string data_dir() { return std::string(METAGRAD_SOURCE_DIR) + "/../shared/d
 std::string small1_path() { return data_dir() + "/images_background_small1.zip"; }
 std::string small2_path() { return data_dir() + "/images_background_small2.zip"; }
 
-std::string temp_path(const std::string& name) { return testing::TempDir() + "omniglot_test_" + name; }
+std::string temp_path(const std::string& name) { return ::testing::TempDir() + "omniglot_test_" + name; }
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -43,16 +44,6 @@ std::string write_bytes(const std::string& name, const std::string& bytes) {
   return path;
 }
 
-// Runs `f`, which must throw RuntimeError with every one of `needles` in its message.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning " << needles.front();
-  } catch (const RuntimeError& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
-}
 
 // ---- hand-built archives ----------------------------------------------------------------------
 
@@ -311,18 +302,18 @@ TEST(Omniglot, DecodesGrayPngWithWhiteAsOne) {
 
 TEST(Omniglot, CorruptPngThrowsNamingIt) {
   int64_t w = 0, h = 0;
-  expect_error([&] { decode_png_gray({}, w, h, "empty.png"); }, {"empty.png"});
-  expect_error([&] { decode_png_gray(as_bytes("definitely not a png file"), w, h, "text.png"); }, {"text.png", "PNG"});
+  testing::expect_runtime_error([&] { decode_png_gray({}, w, h, "empty.png"); }, {"empty.png"});
+  testing::expect_runtime_error([&] { decode_png_gray(as_bytes("definitely not a png file"), w, h, "text.png"); }, {"text.png", "PNG"});
   std::vector<uint8_t> gray(64 * 64);
   for (size_t i = 0; i < gray.size(); ++i) gray[i] = static_cast<uint8_t>(i * 7);
   const std::string png = make_png(gray, 64, 64);
-  expect_error([&] { decode_png_gray(as_bytes(png.substr(0, png.size() / 2)), w, h, "half.png"); },
+  testing::expect_runtime_error([&] { decode_png_gray(as_bytes(png.substr(0, png.size() / 2)), w, h, "half.png"); },
                {"half.png", "PNG"});
   std::string flipped = png;
   flipped[png.size() / 2] = static_cast<char>(flipped[png.size() / 2] ^ 0x55);  // chunk CRC no longer matches
-  expect_error([&] { decode_png_gray(as_bytes(flipped), w, h, "flipped.png"); }, {"flipped.png", "PNG"});
+  testing::expect_runtime_error([&] { decode_png_gray(as_bytes(flipped), w, h, "flipped.png"); }, {"flipped.png", "PNG"});
   const std::string missing = temp_path("no_such_image.png");
-  expect_error([&] { read_png_gray(missing, w, h); }, {missing});
+  testing::expect_runtime_error([&] { read_png_gray(missing, w, h); }, {missing});
 }
 
 // ---- hand-built archives ----------------------------------------------------------------------
@@ -361,21 +352,21 @@ TEST(Omniglot, LoadsHandBuiltStoredArchive) {
 
 TEST(Omniglot, MissingOrNonZipFileThrowsNamingIt) {
   const std::string missing = temp_path("does_not_exist.zip");
-  expect_error([&] { load_omniglot_zip(missing); }, {missing});
+  testing::expect_runtime_error([&] { load_omniglot_zip(missing); }, {missing});
   std::string noise(5000, '\0');
   uint32_t x = 12345;
   for (char& ch : noise) ch = static_cast<char>((x = x * 1103515245u + 12345u) >> 24);
   const std::string noise_path = write_bytes("noise.zip", noise);
-  expect_error([&] { load_omniglot_zip(noise_path); }, {noise_path, "not a zip"});
+  testing::expect_runtime_error([&] { load_omniglot_zip(noise_path); }, {noise_path, "not a zip"});
   const std::string tiny_path = write_bytes("tiny.zip", "PK");
-  expect_error([&] { load_omniglot_zip(tiny_path); }, {tiny_path, "not a zip"});
+  testing::expect_runtime_error([&] { load_omniglot_zip(tiny_path); }, {tiny_path, "not a zip"});
 }
 
 TEST(Omniglot, TruncatedArchiveThrowsNamingIt) {
   const std::string real = read_bytes(small1_path());
   ASSERT_GT(real.size(), 100000u);
   const std::string half = write_bytes("half.zip", real.substr(0, real.size() / 2));
-  expect_error([&] { load_omniglot_zip(half); }, {half});
+  testing::expect_runtime_error([&] { load_omniglot_zip(half); }, {half});
   // The end record intact but claiming a central directory larger than the file holds.
   std::string grown = real;
   const size_t eocd = grown.size() - 22;
@@ -383,14 +374,14 @@ TEST(Omniglot, TruncatedArchiveThrowsNamingIt) {
   const uint32_t cd_size = get32(grown, eocd + 12) + 1000;
   for (int i = 0; i < 4; ++i) grown[eocd + 12 + i] = static_cast<char>(cd_size >> (8 * i));
   const std::string grown_path = write_bytes("grown_cd.zip", grown);
-  expect_error([&] { load_omniglot_zip(grown_path); }, {grown_path, "truncated central directory"});
+  testing::expect_runtime_error([&] { load_omniglot_zip(grown_path); }, {grown_path, "truncated central directory"});
   // The end record intact but the central directory's tail cut away.
   const uint32_t cd_offset = get32(real, eocd + 16);
   std::string cut = real.substr(0, cd_offset + 1000) + real.substr(eocd);
   const uint32_t cut_size = 1000;
   for (int i = 0; i < 4; ++i) cut[cd_offset + 1000 + 12 + i] = static_cast<char>(cut_size >> (8 * i));
   const std::string cut_path = write_bytes("cut_cd.zip", cut);
-  expect_error([&] { load_omniglot_zip(cut_path); }, {cut_path, "central directory"});
+  testing::expect_runtime_error([&] { load_omniglot_zip(cut_path); }, {cut_path, "central directory"});
 }
 
 TEST(Omniglot, DamagedMemberThrowsNamingMember) {
@@ -406,7 +397,7 @@ TEST(Omniglot, DamagedMemberThrowsNamingMember) {
   std::string flipped = real;
   flipped[data + 40] = static_cast<char>(flipped[data + 40] ^ 0x10);
   const std::string flipped_path = write_bytes("flipped_data.zip", flipped);
-  expect_error([&] { load_omniglot_zip(flipped_path); }, {flipped_path, member});
+  testing::expect_runtime_error([&] { load_omniglot_zip(flipped_path); }, {flipped_path, member});
   // A flipped byte in the central directory's CRC: the data inflates fine but the checksum differs.
   const size_t central_name = real.rfind(member);
   ASSERT_GT(central_name, local_name);
@@ -414,7 +405,7 @@ TEST(Omniglot, DamagedMemberThrowsNamingMember) {
   std::string bad_crc = real;
   bad_crc[central_name - 46 + 16] = static_cast<char>(bad_crc[central_name - 46 + 16] ^ 0x01);
   const std::string bad_crc_path = write_bytes("bad_crc.zip", bad_crc);
-  expect_error([&] { load_omniglot_zip(bad_crc_path); }, {bad_crc_path, member, "CRC mismatch"});
+  testing::expect_runtime_error([&] { load_omniglot_zip(bad_crc_path); }, {bad_crc_path, member, "CRC mismatch"});
 }
 
 TEST(Omniglot, HandBuiltArchiveErrorsNameFileAndMember) {
@@ -441,7 +432,7 @@ TEST(Omniglot, HandBuiltArchiveErrorsNameFileAndMember) {
     const std::string path = write_bytes(c.file, c.zip);
     std::vector<std::string> needles = c.needles;
     needles.push_back(path);
-    expect_error([&] { load_omniglot_zip(path, {.image = 2}); }, needles);
+    testing::expect_runtime_error([&] { load_omniglot_zip(path, {.image = 2}); }, needles);
   }
   // The same member with a correct CRC loads.
   const OmniglotSet ok = load_omniglot_zip(write_bytes("ok.zip", make_zip({entry(name, png)})),
@@ -543,10 +534,10 @@ TEST(Omniglot, EpisodesAreReproducibleFromTheSeed) {
 TEST(Omniglot, ImpossibleEpisodesThrow) {
   const OmniglotSet set = coded_set({3, 6, 4}, 10);
   std::mt19937_64 rng(1);
-  expect_error([&] { sample_episode(set, 7, 1, 1, true, rng); }, {"no alphabet has 7 classes"});
-  expect_error([&] { sample_episode(set, 14, 1, 1, false, rng); }, {"14-way"});
-  expect_error([&] { sample_episode(set, 2, 5, 6, false, rng); }, {"10 images", "5 shots + 6 query"});
-  expect_error([&] { sample_episode(set, 0, 1, 1, false, rng); }, {"ways 0"});
+  testing::expect_runtime_error([&] { sample_episode(set, 7, 1, 1, true, rng); }, {"no alphabet has 7 classes"});
+  testing::expect_runtime_error([&] { sample_episode(set, 14, 1, 1, false, rng); }, {"14-way"});
+  testing::expect_runtime_error([&] { sample_episode(set, 2, 5, 6, false, rng); }, {"10 images", "5 shots + 6 query"});
+  testing::expect_runtime_error([&] { sample_episode(set, 0, 1, 1, false, rng); }, {"ways 0"});
 }
 
 TEST(Omniglot, EpisodeFromRealCharacters) {
@@ -570,7 +561,7 @@ TEST(Omniglot, EpisodeFromRealCharacters) {
     EXPECT_TRUE(found) << k;
   }
   EXPECT_EQ(alphabets.size(), 1u);
-  expect_error([&] { sample_episode(s, 20, 15, 6, false, rng); }, {"20 images"});
+  testing::expect_runtime_error([&] { sample_episode(s, 20, 15, 6, false, rng); }, {"20 images"});
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include <set>
 
 #include "graph/error.h"
+#include "tests/test_util.h"
 
 namespace metagrad {
 namespace {
@@ -71,20 +72,10 @@ std::map<std::string, std::string> snapshot(const fs::path& root) {
   return files;
 }
 
-// Runs `f`, which must throw RuntimeError with every one of `needles` in its message.
-void expect_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
-  try {
-    f();
-    ADD_FAILURE() << "no exception; expected one mentioning " << needles.front();
-  } catch (const RuntimeError& e) {
-    const std::string msg = e.what();
-    for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
-  }
-}
 
 // ---- runs written from the real archive -------------------------------------------------------
 
-class OneShotRunsFromArchive : public testing::Test {
+class OneShotRunsFromArchive : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     full_ = new OmniglotSet(load_omniglot_zip(small2_path(), {.image = 105, .rotations = false}));
@@ -234,11 +225,11 @@ TEST_F(OneShotRunsFromArchive, AcrossAlphabetsAndTwentyWays) {
 
 TEST_F(OneShotRunsFromArchive, WriterRefusesBadShapesAndExistingRuns) {
   ScratchDir dir;
-  expect_error([&] { write_oneshot_runs(*full_, dir.str(), 0, 5, true, 1); }, {dir.str(), "0 runs"});
-  expect_error([&] { write_oneshot_runs(*full_, dir.str(), 1, 1000, true, 1); }, {"1000"});
+  testing::expect_runtime_error([&] { write_oneshot_runs(*full_, dir.str(), 0, 5, true, 1); }, {dir.str(), "0 runs"});
+  testing::expect_runtime_error([&] { write_oneshot_runs(*full_, dir.str(), 1, 1000, true, 1); }, {"1000"});
   EXPECT_TRUE(fs::is_empty(dir.path())) << "a failed write left files behind";
   write_oneshot_runs(*full_, dir.str(), 1, 2, true, 1);
-  expect_error([&] { write_oneshot_runs(*full_, dir.str(), 1, 2, true, 1); }, {dir / "run01", "already exists"});
+  testing::expect_runtime_error([&] { write_oneshot_runs(*full_, dir.str(), 1, 2, true, 1); }, {dir / "run01", "already exists"});
 }
 
 // ---- PNG writing --------------------------------------------------------------------------------
@@ -273,11 +264,11 @@ TEST(OneShotRunsPng, WriteReadRoundTrip) {
 TEST(OneShotRunsPng, WriteErrorsNameThePath) {
   ScratchDir dir;
   const std::string path = dir / "bad.png";
-  expect_error([&] { write_png_gray(path, {0.5f, 0.5f, 0.5f}, 2, 2); }, {path, "3 pixel values"});
-  expect_error([&] { write_png_gray(path, {}, 0, 0); }, {path, "out of range"});
-  expect_error([&] { write_png_gray(path, {0.5f, NAN}, 2, 1); }, {path, "NaN"});
+  testing::expect_runtime_error([&] { write_png_gray(path, {0.5f, 0.5f, 0.5f}, 2, 2); }, {path, "3 pixel values"});
+  testing::expect_runtime_error([&] { write_png_gray(path, {}, 0, 0); }, {path, "out of range"});
+  testing::expect_runtime_error([&] { write_png_gray(path, {0.5f, NAN}, 2, 1); }, {path, "NaN"});
   const std::string nowhere = dir / "no/such/folder/x.png";
-  expect_error([&] { write_png_gray(nowhere, {0.5f}, 1, 1); }, {nowhere});
+  testing::expect_runtime_error([&] { write_png_gray(nowhere, {0.5f}, 1, 1); }, {nowhere});
   EXPECT_FALSE(fs::exists(path));
 }
 
@@ -345,25 +336,25 @@ TEST(OneShotRunsLoad, ToleratesRunRelativePathsCrlfAndBlankLines) {
 TEST(OneShotRunsErrors, MissingEmptyOrNonFolderDir) {
   ScratchDir dir;
   const std::string missing = dir / "nope";
-  expect_error([&] { load_oneshot_runs(missing); }, {missing, "no such folder"});
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {dir.str(), "no run* folders"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(missing); }, {missing, "no such folder"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {dir.str(), "no run* folders"});
   const std::string file = dir / "file";
   write_bytes(file, "x");
-  expect_error([&] { load_oneshot_runs(file); }, {file, "not a folder"});
-  expect_error([&] { load_oneshot_runs(dir.str(), 0); }, {dir.str(), "out of range"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(file); }, {file, "not a folder"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str(), 0); }, {dir.str(), "out of range"});
 }
 
 TEST(OneShotRunsErrors, MissingLabelFileOrFolders) {
   ScratchDir dir;
   make_run(dir.path(), "run01");
   fs::remove(dir.path() / "run01" / "class_labels.txt");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/class_labels.txt", "missing label file"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/class_labels.txt", "missing label file"});
   make_run(dir.path(), "run01");
   fs::remove_all(dir.path() / "run01" / "test");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/test", "missing folder"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/test", "missing folder"});
   make_run(dir.path(), "run01");
   for (const char* f : {"class01.png", "class02.png"}) fs::remove(dir.path() / "run01" / "training" / f);
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/training", "no PNG images"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/training", "no PNG images"});
 }
 
 TEST(OneShotRunsErrors, LabelNamingMissingFile) {
@@ -372,9 +363,9 @@ TEST(OneShotRunsErrors, LabelNamingMissingFile) {
   write_bytes(dir.path() / "run01" / "class_labels.txt",
               "run01/test/item01.png run01/training/class07.png\nrun01/test/item02.png run01/training/class01.png\n");
   const std::string labels = dir / "run01/class_labels.txt";
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run01/training/class07.png", "does not exist"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run01/training/class07.png", "does not exist"});
   write_bytes(dir.path() / "run01" / "class_labels.txt", "run01/test/item09.png run01/training/class01.png\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run01/test/item09.png", "does not exist"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run01/test/item09.png", "does not exist"});
 }
 
 TEST(OneShotRunsErrors, LabelNamingFileOutsideTheRightFolder) {
@@ -384,14 +375,14 @@ TEST(OneShotRunsErrors, LabelNamingFileOutsideTheRightFolder) {
   const std::string labels = dir / "run01/class_labels.txt";
   // Swapped columns: the first path must be a test item.
   write_bytes(labels, "run01/training/class01.png run01/test/item01.png\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); },
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); },
                {labels + ":1", "run01/training/class01.png", "not a PNG image in"});
   // Another run's class.
   write_bytes(labels, "run01/test/item01.png run02/training/class01.png\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run02/training/class01.png"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run02/training/class01.png"});
   // The label file itself exists but is no image.
   write_bytes(labels, "run01/test/item01.png run01/class_labels.txt\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run01/class_labels.txt"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "run01/class_labels.txt"});
 }
 
 TEST(OneShotRunsErrors, MalformedLine) {
@@ -399,9 +390,9 @@ TEST(OneShotRunsErrors, MalformedLine) {
   make_run(dir.path(), "run01");
   const std::string labels = dir / "run01/class_labels.txt";
   write_bytes(labels, "run01/test/item01.png run01/training/class02.png\nrun01/test/item02.png\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":2", "malformed line"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":2", "malformed line"});
   write_bytes(labels, "run01/test/item01.png run01/training/class02.png extra\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "malformed line"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":1", "malformed line"});
 }
 
 TEST(OneShotRunsErrors, ItemLabelledTwice) {
@@ -411,14 +402,14 @@ TEST(OneShotRunsErrors, ItemLabelledTwice) {
   write_bytes(labels,
               "run01/test/item01.png run01/training/class02.png\n\n"
               "test/item01.png training/class01.png\nrun01/test/item02.png run01/training/class01.png\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":3", dir / "run01/test/item01.png", "line 1"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {labels + ":3", dir / "run01/test/item01.png", "line 1"});
 }
 
 TEST(OneShotRunsErrors, TestItemWithoutLabel) {
   ScratchDir dir;
   make_run(dir.path(), "run01");
   write_bytes(dir.path() / "run01" / "class_labels.txt", "run01/test/item01.png run01/training/class02.png\n");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/test/item02.png", "no label"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {dir / "run01/test/item02.png", "no label"});
 }
 
 TEST(OneShotRunsErrors, CorruptPng) {
@@ -427,11 +418,11 @@ TEST(OneShotRunsErrors, CorruptPng) {
   const fs::path png = dir.path() / "run01" / "test" / "item02.png";
   const std::string bytes = read_bytes(png);
   write_bytes(png, bytes.substr(0, bytes.size() / 2));
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {png.string(), "corrupt PNG"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {png.string(), "corrupt PNG"});
   write_bytes(png, "");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {png.string(), "corrupt PNG"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {png.string(), "corrupt PNG"});
   write_bytes(png, "not a png at all");
-  expect_error([&] { load_oneshot_runs(dir.str()); }, {png.string(), "corrupt PNG"});
+  testing::expect_runtime_error([&] { load_oneshot_runs(dir.str()); }, {png.string(), "corrupt PNG"});
 }
 
 }  // namespace

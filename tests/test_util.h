@@ -1,5 +1,7 @@
 // Small helpers shared by the test suites.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <functional>
 #include <random>
 #include <string>
@@ -44,6 +46,17 @@ inline std::string error_of(const std::function<void()>& f) {
     return e.what();
   }
   return "";
+}
+
+// Runs `f`, which must throw RuntimeError with every one of `needles` in its message.
+inline void expect_runtime_error(const std::function<void()>& f, const std::vector<std::string>& needles) {
+  try {
+    f();
+    ADD_FAILURE() << "no exception; expected one mentioning " << needles.front();
+  } catch (const RuntimeError& e) {
+    const std::string msg = e.what();
+    for (const std::string& n : needles) EXPECT_NE(msg.find(n), std::string::npos) << "'" << n << "' not in: " << msg;
+  }
 }
 
 }  // namespace metagrad::testing
