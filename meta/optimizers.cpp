@@ -159,7 +159,10 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
         gg = add(gg, sum(square(grads[i])));
         uu = add(uu, sum(square(u)));
       }
-      out.state.push_back({u, scaled(i, dirs[i])});
+      // With a horizon, u sums the recent directions (decayed), so dL/dlr is taken over several
+      // steps: oscillating components cancel and the consistent drift decides the sign.
+      Tensor d = scaled(i, dirs[i]);
+      out.state.push_back({u, cfg.hd_horizon > 0 ? cfg.hd_horizon * u + d : d});
     }
     // The multiplicative form (Baydin et al., section 3.3) moves lr by a fraction set by the cosine
     // of gradient and previous direction, so the same beta serves any scale of loss or lr; the

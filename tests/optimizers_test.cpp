@@ -69,7 +69,7 @@ struct Plain {
       alpha = c.hd_multiplicative ? alpha * (1 + c.hyper_lr * dot / (std::sqrt(gg * uu) + 1e-12)) : alpha + c.hyper_lr * dot;
     }
     for (size_t i = 0; i < n; ++i) p[i] -= (hd ? alpha : c.lr) * dir[i];
-    prev_dir = dir;
+    for (size_t i = 0; i < n; ++i) prev_dir[i] = c.hd_horizon * prev_dir[i] + dir[i];
   }
 };
 
@@ -118,6 +118,8 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
   if (is_hypergradient(cfg.name)) {
     cfg.hd_multiplicative = true;
     cfg.hyper_lr = 0.2;
+    expect_matches_published_rule(cfg);
+    cfg.hd_horizon = 0.7;
     expect_matches_published_rule(cfg);
   }
 }
