@@ -15,11 +15,12 @@ namespace metagrad {
 std::string default_omniglot_dir() { return METAGRAD_SOURCE_DIR "/../shared/data/omniglot"; }
 
 int64_t default_iters(const FewShotConfig& cfg) {
-  // About 20 minutes of training on two cores: per-iteration times measured at 5-way 1-shot, 5
-  // queries per class, meta-batch 4 (120 images) were MAML 98 ms, Meta-SGD 100, first-order MAML
-  // and ANIL 71, Reptile 86 per inner step, prototypical networks 72-76, Proto-MAML 124. Larger
-  // episodes cost more than proportionally (20-way: 6x the time for 4x the images), hence the
-  // exponent.
+  // About 17 minutes of training on two cores by short timings: per-iteration times measured over
+  // 20 iterations at 5-way 1-shot, 5 queries per class, meta-batch 4 (120 images) were MAML 98 ms,
+  // Meta-SGD 100, first-order MAML and ANIL 71, Reptile 86 per inner step, prototypical networks
+  // 72-76, Proto-MAML 124. Whole runs went up to a third slower (a 5,000-iteration prototypical
+  // run averaged 100 ms), which the margin to 30 minutes covers. Larger episodes cost more than
+  // proportionally (20-way: 6x the time for 4x the images), hence the exponent.
   double ms = 98;
   if (cfg.algo == "metasgd") ms = 100;
   else if (cfg.algo == "fomaml" || cfg.algo == "anil" || !adapts_by_gradient(cfg.algo)) ms = 76;
@@ -27,7 +28,7 @@ int64_t default_iters(const FewShotConfig& cfg) {
   else if (cfg.algo == "protomaml-metric") ms = 124;
   const double images = double(cfg.ways * (cfg.shots + cfg.query) * cfg.meta_batch);
   ms *= std::pow(images / 120.0, 1.3);
-  return std::max<int64_t>(100, int64_t(1200e3 / ms) / 100 * 100);
+  return std::max<int64_t>(100, int64_t(1000e3 / ms) / 100 * 100);
 }
 
 int64_t default_eval_steps(const FewShotConfig& cfg) {
