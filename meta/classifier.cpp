@@ -60,21 +60,25 @@ std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, con
   return params;
 }
 
+Tensor classifier_layer(const Tensor& h, const Tensor& w, const Tensor& b, const ClassifierConfig& cfg, size_t index) {
+  const size_t layers = layer_specs(cfg).size();
+  if (index >= layers) throw GraphError(fmt::format("{} has {} layers, layer {} asked for", cfg.model, layers, index));
+  Tensor x = h;
+  if (index == 0 && !(cfg.input_mean == 0.0 && cfg.input_std == 1.0)) x = (x - cfg.input_mean) * (1.0 / cfg.input_std);
+  const bool conv = cfg.model == "lenet5" && index < 2;
+  if (conv) return max_pool2d(relu(conv2d(x, w, {1, 1}, index == 0 ? std::vector<int64_t>{2, 2} : std::vector<int64_t>{0, 0}) + b), {2, 2});
+  if (x.rank() != 2) x = reshape(x, {x.dim(0), -1});
+  Tensor y = linear(x, w, b);
+  return index + 1 == layers ? y : relu(y);
+}
+
 Tensor classifier_logits(const Tensor& x, const std::vector<Tensor>& w, const ClassifierConfig& cfg) {
   const size_t layers = layer_specs(cfg).size();
   if (w.size() != 2 * layers)
     throw GraphError(fmt::format("{}: {} weight tensors given, {} expected", cfg.model, w.size(), 2 * layers));
-  const int64_t n = x.dim(0);
-  Tensor h = cfg.input_mean == 0.0 && cfg.input_std == 1.0 ? x : (x - cfg.input_mean) * (1.0 / cfg.input_std);
-  size_t i = 0;
-  if (cfg.model == "lenet5") {
-    h = max_pool2d(relu(conv2d(h, w[0], {1, 1}, {2, 2}) + w[1]), {2, 2});
-    h = max_pool2d(relu(conv2d(h, w[2], {1, 1}, {0, 0}) + w[3]), {2, 2});
-    i = 4;
-  }
-  h = reshape(h, {n, -1});
-  for (; i + 2 < w.size(); i += 2) h = relu(linear(h, w[i], w[i + 1]));
-  return linear(h, w[i], w[i + 1]);
+  Tensor h = x;
+  for (size_t i = 0; i < layers; ++i) h = classifier_layer(h, w[2 * i], w[2 * i + 1], cfg, i);
+  return h;
 }
 
 }  // namespace metagrad

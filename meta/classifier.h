@@ -27,6 +27,11 @@ std::vector<Tensor> classifier_params(Graph& g, const ClassifierConfig& cfg, con
 // Layer names of the parameters, in the same order (two tensors per layer).
 std::vector<std::string> classifier_layers(const ClassifierConfig& cfg);
 
+// Layer `index` (in classifier_layers order) applied to h: the first standardises its input, the
+// first linear layer flattens, every layer but the last ends in ReLU (convolutions also pool).
+// Chaining all layers is classifier_logits; multi-task models step through them one by one.
+Tensor classifier_layer(const Tensor& h, const Tensor& w, const Tensor& b, const ClassifierConfig& cfg, size_t index);
+
 // x [N, 1, image, image] -> logits [N, classes].
 Tensor classifier_logits(const Tensor& x, const std::vector<Tensor>& w, const ClassifierConfig& cfg);
 

@@ -60,50 +60,42 @@ void check_set(const ImageSet& s, const ClassifierConfig& model, const char* wha
 
 }  // namespace
 
-EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store, const ImageSet& test, int64_t eval_batch) {
-  check_set(test, model, "test");
-  const int64_t ppi = test.pixels_per_image();
-  const int64_t full = std::min(eval_batch, test.count), rest = test.count % full;
-  EvalResult r;
-  double loss = 0, correct = 0;
-  auto run_chunks = [&](int64_t batch, int64_t begin, int64_t end) {
-    Graph g = eval_graph(model, batch, model.image);
+std::vector<double> evaluate_outputs(const std::function<Graph(int64_t)>& make_graph, ParamStore& store, const ImageSet& set,
+                                     int64_t batch, const std::vector<std::string>& names) {
+  if (set.count == 0) throw RuntimeError("evaluation on an empty set");
+  const int64_t ppi = set.pixels_per_image();
+  const int64_t full = std::min(batch, set.count), rest = set.count % full;
+  std::vector<double> sums(names.size(), 0.0);
+  auto run_chunks = [&](int64_t n, int64_t begin, int64_t end) {
+    Graph g = make_graph(n);
     optimize(g);
-    Executable exe(g, store);
+    Executable exe(g, store, names);
     const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
-    for (int64_t i = begin; i + batch <= end; i += batch) {
-      exe.set_input(xs, std::span<const float>(test.pixels.data() + i * ppi, size_t(batch * ppi)));
-      exe.set_input(ys, std::span<const int32_t>(test.labels.data() + i, size_t(batch)));
+    for (int64_t i = begin; i + n <= end; i += n) {
+      exe.set_input(xs, std::span<const float>(set.pixels.data() + i * ppi, size_t(n * ppi)));
+      exe.set_input(ys, std::span<const int32_t>(set.labels.data() + i, size_t(n)));
       exe.run();
-      loss += exe.fetch("loss")[0] * double(batch);
-      correct += exe.fetch("accuracy")[0] * double(batch);
+      for (size_t k = 0; k < names.size(); ++k) sums[k] += exe.fetch(int(k))[0] * double(n);
     }
   };
-  run_chunks(full, 0, test.count - rest);
-  if (rest > 0) run_chunks(rest, test.count - rest, test.count);
-  r.loss = loss / double(test.count);
-  r.accuracy = correct / double(test.count);
-  return r;
+  run_chunks(full, 0, set.count - rest);
+  if (rest > 0) run_chunks(rest, set.count - rest, set.count);
+  for (double& v : sums) v /= double(set.count);
+  return sums;
 }
 
-SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
-                                  std::ostream* progress, ParamStore* external) {
-  check_set(train, cfg.model, "training");
+EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store, const ImageSet& test, int64_t eval_batch) {
+  check_set(test, model, "test");
+  const std::vector<double> m = evaluate_outputs([&](int64_t n) { return eval_graph(model, n, model.image); }, store, test,
+                                                 eval_batch, {"loss", "accuracy"});
+  return {m[0], m[1]};
+}
+
+SupervisedResult run_training(Executable& exe, const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
+                              const EpochHook& after_epoch, const StepHook& before_step) {
   if (cfg.batch <= 0 || cfg.batch > train.count)
     throw Error(fmt::format("batch size {} must be between 1 and the {} training images", cfg.batch, train.count));
-  ParamStore local;
-  ParamStore& store = external ? *external : local;
-  Graph step = train_step_graph(cfg, cfg.model.image);
-  PipelineOptions popts;
-  popts.opt_level = cfg.opt_level;
-  optimize(step, popts);
-  Executable exe(step, store, {"loss", "lr"});
-  std::unique_ptr<Executable> plateau;
-  if (cfg.schedule.kind == "plateau") plateau = std::make_unique<Executable>(plateau_update(cfg.schedule, "sched"), store);
-
   SupervisedResult res;
-  for (const std::string& name : store.names())
-    if (name.rfind("net.", 0) == 0) res.parameters += int64_t(store.data(name).size());
   const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
   const int64_t ppi = train.pixels_per_image(), steps = train.count / cfg.batch;
   std::vector<int64_t> order(size_t(train.count));
@@ -112,15 +104,15 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
   std::vector<float> bx(size_t(cfg.batch * ppi));
   std::vector<int32_t> by(size_t(cfg.batch));
   double window = 0;
-  int64_t in_window = 0;
+  int64_t in_window = 0, global_step = 0;
   res.curve_window = std::max<int64_t>(1, std::min(cfg.curve_every, steps / 5));
   for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
     // Epoch time covers shuffling, batch copies and steps; evaluation is excluded.
     const auto epoch_start = std::chrono::steady_clock::now();
     std::shuffle(order.begin(), order.end(), rng);
     ProgressBar bar(progress, steps, fmt::format("{}epoch {}/{}", cfg.label.empty() ? "" : cfg.label + " ", epoch, cfg.epochs));
-    double loss_sum = 0, seconds = 0;
-    for (int64_t s = 0; s < steps; ++s) {
+    double loss_sum = 0;
+    for (int64_t s = 0; s < steps; ++s, ++global_step) {
       for (int64_t i = 0; i < cfg.batch; ++i) {
         const int64_t src = order[size_t(s * cfg.batch + i)];
         std::copy_n(train.pixels.begin() + src * ppi, ppi, bx.begin() + i * ppi);
@@ -128,6 +120,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       }
       exe.set_input(xs, std::span<const float>(bx));
       exe.set_input(ys, std::span<const int32_t>(by));
+      if (before_step) before_step(global_step);
       exe.run();
       const float loss = exe.fetch(0)[0];
       if (!std::isfinite(loss))
@@ -142,25 +135,52 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       }
       if (progress && (s % 16 == 0 || s + 1 == steps)) bar.update(s + 1, fmt::format("loss {:.4f}", loss_sum / double(s + 1)));
     }
-    seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     EpochRecord rec;
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
     rec.train_loss = loss_sum / double(std::max<int64_t>(steps, 1));
-    rec.seconds = seconds;
     rec.lr = exe.fetch(1)[0];
-    EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch);
+    if (after_epoch) after_epoch(epoch, rec);
+    bar.finish(fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, rec.seconds));
+    res.train_seconds += rec.seconds;
+    res.best_accuracy = std::max(res.best_accuracy, rec.test_accuracy);
+    if (res.epochs_to_85 < 0 && rec.test_accuracy >= 0.85) res.epochs_to_85 = epoch;
+    res.epochs.push_back(rec);
+  }
+  return res;
+}
+
+int64_t count_parameters(const ParamStore& store, const std::string& prefix) {
+  int64_t n = 0;
+  for (const std::string& name : store.names())
+    if (name.rfind(prefix, 0) == 0) n += int64_t(store.data(name).size());
+  return n;
+}
+
+SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
+                                  std::ostream* progress, ParamStore* external) {
+  check_set(train, cfg.model, "training");
+  ParamStore local;
+  ParamStore& store = external ? *external : local;
+  Graph step = train_step_graph(cfg, cfg.model.image);
+  PipelineOptions popts;
+  popts.opt_level = cfg.opt_level;
+  optimize(step, popts);
+  Executable exe(step, store, {"loss", "lr"});
+  std::unique_ptr<Executable> plateau;
+  if (cfg.schedule.kind == "plateau") plateau = std::make_unique<Executable>(plateau_update(cfg.schedule, "sched"), store);
+
+  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every};
+  SupervisedResult res = run_training(exe, train, loop, progress, [&](int64_t, EpochRecord& rec) {
+    const EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch);
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
-    bar.finish(fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, seconds));
     if (plateau) {
       // The plateau schedule watches the epoch's training loss.
       const float metric = float(rec.train_loss);
       plateau->run({Feed::f32("metric", {}, std::span<const float>(&metric, 1))});
     }
-    res.train_seconds += seconds;
-    res.best_accuracy = std::max(res.best_accuracy, rec.test_accuracy);
-    if (res.epochs_to_85 < 0 && rec.test_accuracy >= 0.85) res.epochs_to_85 = epoch;
-    res.epochs.push_back(rec);
-  }
+  });
+  res.parameters = count_parameters(store, "net.");
   return res;
 }
 

@@ -2,6 +2,7 @@
 // groups, the update being part of the compiled step graph; used by the Fashion-MNIST benchmark,
 // the optimizer table and transfer learning.
 #pragma once
+#include <functional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -52,5 +53,32 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
 
 EvalResult evaluate_classifier(const ClassifierConfig& model, class ParamStore& store, const ImageSet& test,
                                int64_t eval_batch = 1000);
+
+// ---- pieces for other supervised trainers (transfer, multi-task) ----
+
+struct LoopConfig {
+  int64_t epochs = 1, batch = 64;
+  uint64_t seed = 1;  // data order
+  std::string label;
+  int64_t curve_every = 50;
+};
+// Called after each epoch's steps, before the record is kept: evaluate, fill test_loss/test_accuracy.
+using EpochHook = std::function<void(int64_t epoch, EpochRecord& record)>;
+// Called before each step (0-based over the whole run) once "x" and "y" are set: feed extra inputs.
+using StepHook = std::function<void(int64_t step)>;
+
+// Shuffled minibatch epochs through a compiled step whose inputs include "x" [batch, 1, H, W] and
+// "y" [batch] i32 and whose first two fetched outputs are the loss and the learning rate. Fills
+// everything but `parameters`; a non-finite loss throws RuntimeError naming the epoch and step.
+SupervisedResult run_training(class Executable& exe, const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
+                              const EpochHook& after_epoch, const StepHook& before_step = {});
+
+// Means over `set` of the scalar outputs `names` of make_graph(n), a graph with inputs "x" [n, 1, H, W]
+// and "y" [n] i32, run on chunks of `batch` images (and one shorter chunk for the remainder).
+std::vector<double> evaluate_outputs(const std::function<class Graph(int64_t)>& make_graph, class ParamStore& store,
+                                     const ImageSet& set, int64_t batch, const std::vector<std::string>& names);
+
+// Elements of the store's tensors whose names start with `prefix`.
+int64_t count_parameters(const class ParamStore& store, const std::string& prefix);
 
 }  // namespace metagrad

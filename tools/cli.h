@@ -29,6 +29,8 @@ void register_inspect_command(Cli& cli);
 void register_conv_commands(Cli& cli);
 void register_fashion_commands(Cli& cli);
 void register_omniglot_commands(Cli& cli);
+void register_transfer_commands(Cli& cli);
+void register_multitask_commands(Cli& cli);
 
 // Numeric flag checks with plain messages ("expected a number > 0, got '-1'").
 CLI::Validator at_least(double lo, bool strict);
