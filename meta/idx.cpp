@@ -111,4 +111,12 @@ ImageSet select_classes(const ImageSet& set, int32_t lo, int32_t hi) {
   return out;
 }
 
+ImageSet first_images(ImageSet set, int64_t n) {
+  if (n <= 0 || n >= set.count) return set;
+  set.count = n;
+  set.labels.resize(size_t(n));
+  set.pixels.resize(size_t(n * set.pixels_per_image()));
+  return set;
+}
+
 }  // namespace metagrad

@@ -27,6 +27,9 @@ ImageSet load_fashion_mnist(const std::string& dir, bool train);
 // Mean and standard deviation over all pixels (for input standardisation).
 std::pair<double, double> pixel_mean_std(const ImageSet& set);
 
+// The first n images of a set (all of it when n is 0 or at least its size).
+ImageSet first_images(ImageSet set, int64_t n);
+
 // The images whose label is in [lo, hi], relabelled to 0..hi-lo (for split-class tasks).
 ImageSet select_classes(const ImageSet& set, int32_t lo, int32_t hi);
 

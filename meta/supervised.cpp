@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <random>
 
@@ -21,19 +22,43 @@ namespace metagrad {
 namespace {
 
 Graph train_step_graph(const SupervisedConfig& cfg, int64_t image) {
+  const TransferOptions& tr = cfg.transfer;
   Graph g;
   Tensor x = input(g, "x", {cfg.batch, 1, image, image});
   Tensor y = input(g, "y", {cfg.batch}, DType::i32);
   std::vector<Tensor> params = classifier_params(g, cfg.model);
-  Tensor loss = cross_entropy(classifier_logits(x, params, cfg.model), y);
+  const std::vector<ParamTransfer> plan = tr.params.empty() ? std::vector<ParamTransfer>(params.size()) : tr.params;
+  Tensor loss;
+  if (tr.distilling()) {
+    // Student and teacher see the labelled batch and the unlabelled one stacked; the hard-label
+    // loss takes the labelled rows only.
+    Tensor all = x;
+    if (tr.unlabelled_batch > 0) all = concat({x, input(g, "xu", {tr.unlabelled_batch, 1, image, image})}, 0);
+    Tensor student = classifier_logits(all, params, cfg.model);
+    Tensor teacher = classifier_logits(all, classifier_params(g, cfg.model, "teacher", false), cfg.model);
+    Tensor labelled = tr.unlabelled_batch > 0 ? slice(student, {0, 0}, {cfg.batch, cfg.model.classes}) : student;
+    loss = cross_entropy(labelled, y) * (1 - tr.distill_alpha) + soft_target_loss(student, teacher, tr.temperature) * tr.distill_alpha;
+  } else {
+    loss = cross_entropy(classifier_logits(x, params, cfg.model), y);
+  }
+  if (tr.l2sp_alpha > 0 || tr.l2sp_beta > 0) loss = loss + l2sp_penalty(g, params, plan, tr.l2sp_alpha, tr.l2sp_beta);
   Hyper h;
   if (!is_hypergradient(cfg.opt.name))
     h.lr = cfg.opt.lr * schedule_factor(g, cfg.schedule, step_counter(g, "opt"), "sched");
   else if (cfg.schedule.kind != "constant" || cfg.schedule.warmup > 0)
     throw Error(fmt::format("{} adapts its own learning rate: it takes no --schedule", cfg.opt.name));
-  h.lr_scale = lr_scales(g, cfg.lr_plan, params);
-  OptimizerStep step = optimizer_step(g, cfg.opt, params, grad(loss, params), h, "opt");
-  add_updates(g, params, step);
+  const std::vector<Tensor> scales =
+      combine_scales(lr_scales(g, cfg.lr_plan, params), transfer_lr_scales(g, plan, params, step_counter(g, "opt")));
+  // Frozen parameters (multiplier 0) get no gradient, no optimizer state and no update at all.
+  std::vector<Tensor> trained;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (plan[i].lr_multiplier != 0.0) {
+      trained.push_back(params[i]);
+      h.lr_scale.push_back(scales[i]);
+    }
+  if (trained.empty()) throw Error("every parameter is frozen: nothing to train");
+  OptimizerStep step = optimizer_step(g, cfg.opt, trained, grad(loss, trained), h, "opt");
+  add_updates(g, trained, step);
   g.add_output("loss", loss.value());
   g.add_output("lr", step.lr.value());
   return g;
@@ -140,7 +165,9 @@ SupervisedResult run_training(Executable& exe, const ImageSet& train, const Loop
     rec.train_loss = loss_sum / double(std::max<int64_t>(steps, 1));
     rec.lr = exe.fetch(1)[0];
     if (after_epoch) after_epoch(epoch, rec);
-    bar.finish(fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, rec.seconds));
+    bar.finish(std::isnan(rec.test_accuracy)
+                   ? fmt::format("loss {:.4f} ({:.1f} s)", rec.train_loss, rec.seconds)
+                   : fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, rec.seconds));
     res.train_seconds += rec.seconds;
     res.best_accuracy = std::max(res.best_accuracy, rec.test_accuracy);
     if (res.epochs_to_85 < 0 && rec.test_accuracy >= 0.85) res.epochs_to_85 = epoch;
@@ -161,6 +188,15 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
   check_set(train, cfg.model, "training");
   ParamStore local;
   ParamStore& store = external ? *external : local;
+  const TransferOptions& tr = cfg.transfer;
+  if (!tr.params.empty() && tr.params.size() != classifier_layers(cfg.model).size() * 2)
+    throw Error(fmt::format("transfer plan has {} entries, {} has {} parameters", tr.params.size(), cfg.model.model,
+                            classifier_layers(cfg.model).size() * 2));
+  if (tr.distilling() && !store.has("teacher." + classifier_layers(cfg.model).back() + ".w"))
+    throw Error("distillation needs the teacher's weights in the store under 'teacher.'");
+  if (tr.unlabelled_batch > 0 && (!tr.unlabelled || tr.unlabelled->count < tr.unlabelled_batch))
+    throw Error(fmt::format("{} unlabelled images per step asked for, {} available", tr.unlabelled_batch,
+                            tr.unlabelled ? tr.unlabelled->count : 0));
   Graph step = train_step_graph(cfg, cfg.model.image);
   PipelineOptions popts;
   popts.opt_level = cfg.opt_level;
@@ -169,8 +205,34 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
   std::unique_ptr<Executable> plateau;
   if (cfg.schedule.kind == "plateau") plateau = std::make_unique<Executable>(plateau_update(cfg.schedule, "sched"), store);
 
+  // L2-SP anchors hold the weights training starts from.
+  if (tr.l2sp_alpha > 0) {
+    Graph g;
+    std::vector<Tensor> params = classifier_params(g, cfg.model);
+    for (size_t i = 0; i < params.size(); ++i)
+      if (!tr.params.empty() && tr.params[i].pretrained) store.set(anchor_name(params[i]), store.data(params[i].node().name));
+  }
+  StepHook feed_unlabelled;
+  std::vector<float> xu;
+  std::mt19937_64 pick(cfg.seed ^ 0x5eedu);
+  int xu_slot = -1;
+  if (tr.distilling() && tr.unlabelled_batch > 0) {
+    xu.resize(size_t(tr.unlabelled_batch * train.pixels_per_image()));
+    xu_slot = exe.input_slot("xu");
+    feed_unlabelled = [&](int64_t) {
+      const ImageSet& u = *tr.unlabelled;
+      const int64_t ppi = u.pixels_per_image();
+      for (int64_t i = 0; i < tr.unlabelled_batch; ++i)
+        std::copy_n(u.pixels.begin() + int64_t(pick() % uint64_t(u.count)) * ppi, ppi, xu.begin() + i * ppi);
+      exe.set_input(xu_slot, std::span<const float>(xu));
+    };
+  }
   LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every};
-  SupervisedResult res = run_training(exe, train, loop, progress, [&](int64_t, EpochRecord& rec) {
+  SupervisedResult res = run_training(exe, train, loop, progress, [&](int64_t epoch, EpochRecord& rec) {
+    if (epoch != cfg.epochs && (cfg.eval_every <= 0 || epoch % cfg.eval_every != 0)) {
+      rec.test_loss = rec.test_accuracy = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
     const EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch);
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
@@ -179,7 +241,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       const float metric = float(rec.train_loss);
       plateau->run({Feed::f32("metric", {}, std::span<const float>(&metric, 1))});
     }
-  });
+  }, feed_unlabelled);
   res.parameters = count_parameters(store, "net.");
   return res;
 }

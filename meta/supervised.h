@@ -11,8 +11,22 @@
 #include "meta/idx.h"
 #include "meta/optimizers.h"
 #include "meta/schedules.h"
+#include "meta/transfer.h"
 
 namespace metagrad {
+
+// Fine-tuning controls (meta/transfer.h); the defaults train every parameter as usual.
+struct TransferOptions {
+  std::vector<ParamTransfer> params;  // one per classifier parameter, or empty
+  double l2sp_alpha = 0, l2sp_beta = 0;  // L2-SP toward the weights the parameters start from
+  // Knowledge distillation from a teacher of the same architecture whose weights are in the store
+  // under "teacher." (the caller puts them there): (1 - alpha) CE + alpha T^2 KL on soft targets.
+  double distill_alpha = 0, temperature = 4;
+  // Soft targets also on this many images per step drawn from `unlabelled` (no labels used).
+  const ImageSet* unlabelled = nullptr;
+  int64_t unlabelled_batch = 0;
+  bool distilling() const { return distill_alpha > 0; }
+};
 
 struct SupervisedConfig {
   ClassifierConfig model;
@@ -24,6 +38,8 @@ struct SupervisedConfig {
   int opt_level = 1;
   std::string label;       // progress-bar label
   int64_t curve_every = 50;  // record the mean training loss of every this many steps
+  int64_t eval_every = 1;    // evaluate every this many epochs (0: only after the last); NaN in the others
+  TransferOptions transfer;
 };
 
 struct EpochRecord {
@@ -46,8 +62,8 @@ struct EvalResult {
   double loss = 0, accuracy = 0;
 };
 
-// Trains from the initialisation in a fresh store (or `store` when given, which keeps the weights
-// afterwards). A diverged loss stops training with a RuntimeError naming the epoch and step.
+// Trains from the initialisation in a fresh store (or `store` when given: parameters already in it,
+// e.g. pre-trained weights, are the start, and it keeps the weights afterwards). A diverged loss stops training with a RuntimeError naming the epoch and step.
 SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
                                   std::ostream* progress, class ParamStore* store = nullptr);
 

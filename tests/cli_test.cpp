@@ -10,36 +10,13 @@
 #include <sstream>
 #include <sys/wait.h>
 
+#include "tests/cli_run.h"
+
 namespace {
 
-struct CliRun {
-  int status;
-  std::string out, err;
-};
-
-CliRun run(const std::string& args) {
-  auto dir = std::filesystem::temp_directory_path();
-  std::string err_path = (dir / ("metagrad_cli_err_" + std::to_string(::getpid()))).string();
-  std::string cmd = std::string(METAGRAD_CLI) + " " + args + " 2>" + err_path;
-  CliRun r{};
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(err_path);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_path);
-  return r;
-}
-
-size_t lines(const std::string& s) {
-  size_t n = 0;
-  for (char c : s) n += c == '\n';
-  return n;
-}
+using metagrad::testing::CliRun;
+using metagrad::testing::lines;
+using metagrad::testing::run;
 
 TEST(Cli, HelpEverywhere) {
   for (const char* args : {"--help", "bench --help", "bench sinusoid --help", "dump --help", "dump sinusoid --help"}) {
@@ -323,6 +300,52 @@ TEST(Cli, OmniglotInputErrorsNameTheFile) {
     EXPECT_EQ(run(args).status, 0) << args;
   EXPECT_EQ(run("bench omniglot --algo nope").status, 2);
   EXPECT_EQ(run("bench omniglot --sampling sideways").status, 2);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(Cli, BenchTransferReportsEveryStrategyAndIsReproducible) {
+  const std::string dir = std::filesystem::temp_directory_path().string();
+  const std::string args =
+      " --seeds 1 --max-source 640 --max-test 200 --source-epochs 1 --target-samples 5 --epochs 2 --batch 5"
+      " --search-epochs 1 --search-budget 3 --unlabelled-batch 5 --threads 1 --json ";
+  CliRun a = run("bench transfer" + args + dir + "/metagrad_transfer_a.json");
+  ASSERT_EQ(a.status, 0) << a.err;
+  EXPECT_NE(a.out.find("| finetune |"), std::string::npos) << a.out;
+  EXPECT_NE(a.err.find("ga search"), std::string::npos);  // progress on stderr
+  CliRun b = run("bench transfer --quiet" + args + dir + "/metagrad_transfer_b.json");
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_EQ(b.err, "");
+  auto read = [&](const std::string& name) {
+    nlohmann::json j = nlohmann::json::parse(std::ifstream(dir + "/" + name));
+    for (auto& s : j["strategies"]) s.erase("seconds");  // wall-clock time differs between runs
+    j.erase("pretrain_seconds");
+    return j;
+  };
+  nlohmann::json ja = read("metagrad_transfer_a.json");
+  EXPECT_EQ(ja, read("metagrad_transfer_b.json"));
+  ASSERT_EQ(ja["strategies"].size(), 7u);
+  for (const auto& s : ja["strategies"]) {
+    const double acc = s["accuracy"][0];
+    EXPECT_GE(acc, 0.0);
+    EXPECT_LE(acc, 1.0);
+  }
+  EXPECT_EQ(ja["strategies"][5]["chosen"].size(), 1u);
+}
+
+TEST(Cli, BenchTransferInputErrorsAreOneLine) {
+  for (const char* args : {"bench transfer --source fashion-mnist-0-4 --target fashion-mnist-3-9",
+                           "bench transfer --source mnist-0-4", "bench transfer --data /nonexistent/fm"}) {
+    CliRun r = run(args);
+    EXPECT_EQ(r.status, 1) << args;
+    EXPECT_EQ(lines(r.err), 1u) << args << ": " << r.err;
+  }
+  EXPECT_NE(run("bench transfer --data /nonexistent/fm").err.find("/nonexistent/fm"), std::string::npos);
+  EXPECT_EQ(run("bench transfer --strategy best").status, 2);
+  EXPECT_EQ(run("bench transfer --target-samples 2").status, 2);
+  EXPECT_NE(run("bench transfer --help").out.find("--strategy"), std::string::npos);
 }
 
 }  // namespace

@@ -66,13 +66,7 @@ struct Data {
 };
 
 Data load_data(const TrainFlags& f) {
-  Data d{load_fashion_mnist(f.data, true), load_fashion_mnist(f.data, false)};
-  if (f.max_train > 0 && f.max_train < d.train.count) {
-    d.train.count = f.max_train;
-    d.train.pixels.resize(size_t(f.max_train * d.train.pixels_per_image()));
-    d.train.labels.resize(size_t(f.max_train));
-  }
-  return d;
+  return {first_images(load_fashion_mnist(f.data, true), f.max_train), load_fashion_mnist(f.data, false)};
 }
 
 void standardise_inputs(ClassifierConfig& model, const ImageSet& train) {

@@ -24,6 +24,8 @@ int main(int argc, char** argv) {
   register_conv_commands(cli);
   register_fashion_commands(cli);
   register_omniglot_commands(cli);
+  register_multitask_commands(cli);
+  register_transfer_commands(cli);
   register_inspect_command(cli);
 
   try {
