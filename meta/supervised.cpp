@@ -176,6 +176,12 @@ SupervisedResult run_training(Executable& exe, const ImageSet& train, const Loop
   return res;
 }
 
+void init_classifier(ParamStore& store, const ClassifierConfig& model, const std::string& prefix, bool trainable) {
+  Graph g;
+  classifier_params(g, model, prefix, trainable);
+  store.ensure(g);
+}
+
 int64_t count_parameters(const ParamStore& store, const std::string& prefix) {
   int64_t n = 0;
   for (const std::string& name : store.names())

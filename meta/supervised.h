@@ -94,6 +94,10 @@ SupervisedResult run_training(class Executable& exe, const ImageSet& train, cons
 std::vector<double> evaluate_outputs(const std::function<class Graph(int64_t)>& make_graph, class ParamStore& store,
                                      const ImageSet& set, int64_t batch, const std::vector<std::string>& names);
 
+// Adds the classifier's parameters "<prefix>.*" to the store (initialised; those present are kept).
+void init_classifier(class ParamStore& store, const ClassifierConfig& model, const std::string& prefix = "net",
+                     bool trainable = true);
+
 // Elements of the store's tensors whose names start with `prefix`.
 int64_t count_parameters(const class ParamStore& store, const std::string& prefix);
 

@@ -64,11 +64,7 @@ struct Seed {
   EpochRecord fine_tune(const std::vector<LayerPlan>& plan, const ImageSet& train, const ImageSet& test, int64_t epochs,
                         TransferOptions options, ParamStore& store) const {
     SupervisedConfig c = train_config(epochs);
-    {
-      Graph g;
-      classifier_params(g, c.model);
-      store.ensure(g);
-    }
+    init_classifier(store, c.model);
     options.params.clear();
     for (size_t l = 0; l <= body.size(); ++l) {
       const LayerPlan p = l < body.size() ? plan[l] : LayerPlan{false, 1.0};
@@ -190,11 +186,7 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
     if (wants("distill")) {
       auto t = std::chrono::steady_clock::now();
       ParamStore store;
-      {
-        Graph g;
-        classifier_params(g, target_model, "teacher", false);
-        store.ensure(g);
-      }
+      init_classifier(store, target_model, "teacher", false);
       std::vector<std::string> all;
       for (const std::string& l : classifier_layers(target_model)) all.insert(all.end(), {l + ".w", l + ".b"});
       copy_params(finetuned, "net", store, "teacher", all);

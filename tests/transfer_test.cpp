@@ -214,11 +214,7 @@ TEST(TransferTraining, GradualUnfreezingStartsAtItsStep) {
     cfg.transfer.params.resize(10);
     cfg.transfer.params[0].unfreeze_step = 3;  // the fourth step (step counter 3) is its first update
     ParamStore store;
-    {
-      Graph g;
-      classifier_params(g, cfg.model);
-      store.ensure(g);
-    }
+    init_classifier(store, cfg.model);
     ParamStore start = store;
     train_classifier(cfg, part, part, nullptr, &store);
     if (steps == 3) {
@@ -237,11 +233,7 @@ TEST(TransferTraining, L2spAnchorsHoldTheStartAndDistillationNeedsItsTeacher) {
   for (int k = 0; k < 8; ++k) cfg.transfer.params[size_t(k)].pretrained = true;
   cfg.transfer.l2sp_alpha = 0.5;
   ParamStore store;
-  {
-    Graph g;
-    classifier_params(g, cfg.model);
-    store.ensure(g);
-  }
+  init_classifier(store, cfg.model);
   ParamStore start = store;
   train_classifier(cfg, train, train, nullptr, &store);
   EXPECT_EQ(values(store, "sp.net.fc1.w"), values(start, "net.fc1.w"));
@@ -253,21 +245,13 @@ TEST(TransferTraining, L2spAnchorsHoldTheStartAndDistillationNeedsItsTeacher) {
   EXPECT_NE(error_of([&] { train_classifier(d, train, train, nullptr, &empty); }).find("teacher"), std::string::npos);
   d.transfer.unlabelled_batch = 8;
   copy_params(store, "net", store, "net", {"fc1.w"});  // a no-op copy is allowed
-  {
-    Graph g;
-    classifier_params(g, d.model, "teacher", false);
-    empty.ensure(g);
-  }
+  init_classifier(empty, d.model, "teacher", false);
   EXPECT_NE(error_of([&] { train_classifier(d, train, train, nullptr, &empty); }).find("8 unlabelled images"), std::string::npos);
   // With the teacher equal to the student and only soft targets, the first loss is 0 and training
   // on the unlabelled images alone keeps it tiny.
   std::vector<std::string> all;
   for (const std::string& l : classifier_layers(d.model)) all.insert(all.end(), {l + ".w", l + ".b"});
-  {
-    Graph g;
-    classifier_params(g, d.model);
-    empty.ensure(g);
-  }
+  init_classifier(empty, d.model);
   copy_params(empty, "net", empty, "teacher", all);
   d.transfer.distill_alpha = 1.0;
   d.transfer.unlabelled = &train;
