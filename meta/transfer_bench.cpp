@@ -22,6 +22,7 @@ namespace {
 struct LayerPlan {
   bool copy = true;
   double multiplier = 1.0;
+  int64_t unfreeze_step = 0;
 };
 
 LayerPlan layer_plan(const LayerChoice& c) {
@@ -69,7 +70,7 @@ struct Seed {
     for (size_t l = 0; l <= body.size(); ++l) {
       const LayerPlan p = l < body.size() ? plan[l] : LayerPlan{false, 1.0};
       if (p.copy) copy_params(source, "net", store, "net", {body[l] + ".w", body[l] + ".b"});
-      for (int k = 0; k < 2; ++k) options.params.push_back({p.copy, p.multiplier, 0, false});
+      for (int k = 0; k < 2; ++k) options.params.push_back({p.copy, p.multiplier, p.unfreeze_step, false});
     }
     c.transfer = options;
     const SupervisedResult r = train_classifier(c, train, test, nullptr, &store);
@@ -88,14 +89,14 @@ struct Seed {
 }  // namespace
 
 const std::vector<std::string>& transfer_strategies() {
-  static const std::vector<std::string> names = {"scratch", "finetune", "freeze", "l2sp", "distill", "ga", "sa"};
+  static const std::vector<std::string> names = {"scratch", "finetune", "freeze", "gradual", "discriminative", "l2sp", "distill", "ga", "sa"};
   return names;
 }
 
 TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostream* progress) {
   for (const std::string& s : cfg.strategies)
     if (std::find(transfer_strategies().begin(), transfer_strategies().end(), s) == transfer_strategies().end())
-      throw Error(fmt::format("unknown transfer strategy '{}' (expected one of scratch, finetune, freeze, l2sp, distill, ga, sa)", s));
+      throw Error(fmt::format("unknown transfer strategy '{}' (expected one of scratch, finetune, freeze, gradual, discriminative, l2sp, distill, ga, sa)", s));
   if (cfg.seeds <= 0) throw Error(fmt::format("--seeds must be > 0, got {}", cfg.seeds));
   auto check_range = [](int32_t lo, int32_t hi, const char* what) {
     if (lo < 0 || hi > 9 || lo > hi) throw Error(fmt::format("{} classes {}-{} are not a range within 0-9", what, lo, hi));
@@ -174,6 +175,24 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
       auto t = std::chrono::steady_clock::now();
       ParamStore store;
       record("freeze", run.fine_tune(run.uniform({true, 0.0}), labelled, target_test, cfg.target_epochs, {}, store), t);
+    }
+    if (wants("gradual")) {
+      // Gradual unfreezing (Howard & Ruder 2018): the head trains alone first, then one more layer
+      // from the top opens every 1/(2L) of the run, so all are open half-way.
+      auto t = std::chrono::steady_clock::now();
+      const int64_t steps = cfg.target_epochs * (labelled.count / std::min(cfg.target_batch, labelled.count));
+      std::vector<LayerPlan> plan = run.uniform({true, 1.0});
+      for (size_t l = 0; l < plan.size(); ++l) plan[l].unfreeze_step = int64_t(plan.size() - l) * steps / int64_t(2 * plan.size());
+      ParamStore store;
+      record("gradual", run.fine_tune(plan, labelled, target_test, cfg.target_epochs, {}, store), t);
+    }
+    if (wants("discriminative")) {
+      // Discriminative fine-tuning (Howard & Ruder 2018): each layer's rate is the one above it / 2.6.
+      auto t = std::chrono::steady_clock::now();
+      std::vector<LayerPlan> plan = run.uniform({true, 1.0});
+      for (size_t l = 0; l < plan.size(); ++l) plan[l].multiplier = std::pow(2.6, -double(plan.size() - l));
+      ParamStore store;
+      record("discriminative", run.fine_tune(plan, labelled, target_test, cfg.target_epochs, {}, store), t);
     }
     if (wants("l2sp")) {
       auto t = std::chrono::steady_clock::now();

@@ -10,7 +10,7 @@
 
 namespace metagrad {
 
-// scratch finetune freeze l2sp distill ga sa
+// scratch finetune freeze gradual discriminative l2sp distill ga sa
 const std::vector<std::string>& transfer_strategies();
 
 struct TransferBenchConfig {

@@ -71,7 +71,7 @@ void register_transfer_commands(Cli& cli) {
       "transfer", "pre-train LeNet-5 on some Fashion-MNIST classes, transfer to the others from few labelled images");
   b->add_option("--source", f.source, "source classes, fashion-mnist-A-B")->capture_default_str();
   b->add_option("--target", f.target, "target classes, fashion-mnist-A-B")->capture_default_str();
-  b->add_option("--strategy", f.strategies, "comma-separated: scratch finetune freeze l2sp distill ga sa, or all")
+  b->add_option("--strategy", f.strategies, "comma-separated: scratch finetune freeze gradual discriminative l2sp distill ga sa, or all")
       ->delimiter(',')
       ->check(CLI::IsMember([] {
         std::vector<std::string> v = transfer_strategies();
