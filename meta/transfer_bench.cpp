@@ -70,7 +70,10 @@ struct Seed {
     for (size_t l = 0; l <= body.size(); ++l) {
       const LayerPlan p = l < body.size() ? plan[l] : LayerPlan{false, 1.0};
       if (p.copy) copy_params(source, "net", store, "net", {body[l] + ".w", body[l] + ".b"});
-      for (int k = 0; k < 2; ++k) options.params.push_back({p.copy, p.multiplier, p.unfreeze_step, false});
+      // Rates go through the optimizer's parameter groups; only freezing (0) is the transfer plan's,
+      // because a frozen parameter leaves the optimizer altogether.
+      if (p.multiplier != 0.0 && p.multiplier != 1.0) c.lr_plan.groups.push_back({l < body.size() ? body[l] : "head", {2 * l, 2 * l + 1}, p.multiplier});
+      for (int k = 0; k < 2; ++k) options.params.push_back({p.copy, p.multiplier == 0.0 ? 0.0 : 1.0, p.unfreeze_step, false});
     }
     c.transfer = options;
     const SupervisedResult r = train_classifier(c, train, test, nullptr, &store);

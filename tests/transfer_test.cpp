@@ -202,6 +202,25 @@ TEST(TransferTraining, FrozenWeightsStayBitIdenticalMaskedElementsStayAndTheRest
   EXPECT_NE(values(store, "net.fc3.w"), values(start, "net.fc3.w"));
 }
 
+// A transfer multiplier composes with the optimizer's parameter groups: 0.5 from each trains
+// exactly as 0.25 from either.
+TEST(TransferTraining, MultipliersComposeWithParameterGroups) {
+  const ImageSet& train = small_train();
+  auto run = [&](double group, double transfer) {
+    SupervisedConfig cfg = lenet_config(32);
+    cfg.lr_plan.groups.push_back({"conv", {0, 1, 2, 3}, group});
+    cfg.transfer.params.resize(10);
+    for (int k = 0; k < 4; ++k) cfg.transfer.params[size_t(k)].lr_multiplier = transfer;
+    ParamStore store;
+    train_classifier(cfg, train, train, nullptr, &store);
+    return values(store, "net.conv2.w");
+  };
+  const std::vector<float> quarter = run(0.25, 1.0);
+  EXPECT_EQ(run(0.5, 0.5), quarter);
+  EXPECT_EQ(run(1.0, 0.25), quarter);
+  EXPECT_NE(run(1.0, 1.0), quarter);
+}
+
 TEST(TransferTraining, GradualUnfreezingStartsAtItsStep) {
   const ImageSet& train = small_train();
   for (int64_t steps : {3, 4}) {
