@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "graph/error.h"
 #include "meta/sharing.h"
@@ -241,6 +242,9 @@ MultitaskResult train_multitask(const MultitaskConfig& cfg, const ImageSet& trai
   });
   res.test = res.epoch_test.empty() ? evaluate_multitask(cfg, store, test) : res.epoch_test.back();
   res.parameters = res.training.parameters = count_parameters(store, "net.");
+  if (cfg.mode == "hard-uncertainty")
+    for (size_t t = 0; t < cfg.tasks.size(); ++t)
+      res.task_weights.push_back(std::exp(-double(store.data(fmt::format("net.mtl.log_var.{}", t))[0])));
   return res;
 }
 

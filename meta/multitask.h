@@ -98,6 +98,7 @@ struct MultitaskResult {
   std::vector<TaskMetrics> epoch_test;  // after each epoch
   SupervisedResult training;            // loss curve, timing; test_accuracy of its epochs is task 0's
   int64_t parameters = 0;
+  std::vector<double> task_weights;     // hard-uncertainty: each task loss's learned weight exp(-s_t) at the end
 };
 
 // Trains the mode with cfg.opt on `train` (evaluating on `test` after each epoch) in a fresh store,

@@ -2,6 +2,7 @@
 // central differences), parameter counts of every mode, short training runs, and the CLI end to end.
 #include "meta/multitask.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -222,6 +223,16 @@ TEST(MultitaskTraining, ShortRunLowersEveryTaskLossInEveryMode) {
     const MultitaskResult r = train_multitask(cfg, train, train, nullptr, &store);
     ASSERT_EQ(r.epoch_test.size(), 3u) << mode;
     EXPECT_EQ(r.parameters, multitask_parameter_count(cfg)) << mode;
+    if (mode == "hard-uncertainty") {
+      // Learned weights exp(-s_t): moved from their start at 1, and read from the store.
+      ASSERT_EQ(r.task_weights.size(), cfg.tasks.size());
+      for (size_t t = 0; t < cfg.tasks.size(); ++t) {
+        EXPECT_NE(r.task_weights[t], 1.0);
+        EXPECT_DOUBLE_EQ(r.task_weights[t], std::exp(-double(store.data(fmt::format("net.mtl.log_var.{}", t))[0])));
+      }
+    } else {
+      EXPECT_TRUE(r.task_weights.empty()) << mode;
+    }
     for (size_t t = 0; t < cfg.tasks.size(); ++t) {
       EXPECT_LT(r.test.loss[t], 0.8 * before.loss[t]) << mode << " " << cfg.tasks[t].name;
       EXPECT_GE(r.test.accuracy[t], 0.0);

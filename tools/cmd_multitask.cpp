@@ -57,6 +57,7 @@ nlohmann::json mode_json(const MultitaskFlags& f, const ModeRuns& m) {
                         {"test_accuracy", r.epoch_test[e].accuracy},
                         {"test_loss", r.epoch_test[e].loss}});
     runs.push_back({{"seed", f.first_seed + i}, {"epochs", epochs}, {"seconds", r.training.train_seconds}});
+    if (!r.task_weights.empty()) runs.back()["task_weights"] = r.task_weights;
     seconds.push_back(r.training.train_seconds);
   }
   j["tasks"] = tasks;
