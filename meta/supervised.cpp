@@ -30,14 +30,12 @@ Graph train_step_graph(const SupervisedConfig& cfg, int64_t image) {
   const std::vector<ParamTransfer> plan = tr.params.empty() ? std::vector<ParamTransfer>(params.size()) : tr.params;
   Tensor loss;
   if (tr.distilling()) {
-    // Student and teacher see the labelled batch and the unlabelled one stacked; the hard-label
-    // loss takes the labelled rows only.
+    // Student and teacher see the labelled batch and the unlabelled one stacked.
     Tensor all = x;
     if (tr.unlabelled_batch > 0) all = concat({x, input(g, "xu", {tr.unlabelled_batch, 1, image, image})}, 0);
     Tensor student = classifier_logits(all, params, cfg.model);
     Tensor teacher = classifier_logits(all, classifier_params(g, cfg.model, "teacher", false), cfg.model);
-    Tensor labelled = tr.unlabelled_batch > 0 ? slice(student, {0, 0}, {cfg.batch, cfg.model.classes}) : student;
-    loss = cross_entropy(labelled, y) * (1 - tr.distill_alpha) + soft_target_loss(student, teacher, tr.temperature) * tr.distill_alpha;
+    loss = distillation_loss(student, teacher, y, tr.temperature, tr.distill_alpha);
   } else {
     loss = cross_entropy(classifier_logits(x, params, cfg.model), y);
   }

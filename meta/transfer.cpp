@@ -101,7 +101,11 @@ Tensor soft_target_loss(const Tensor& student_logits, const Tensor& teacher_logi
 Tensor distillation_loss(const Tensor& student_logits, const Tensor& teacher_logits, const Tensor& labels,
                          double temperature, double alpha) {
   if (alpha < 0 || alpha > 1) throw GraphError(fmt::format("distillation weight must be in [0, 1], got {}", alpha));
-  return cross_entropy(student_logits, labels) * (1 - alpha) + soft_target_loss(student_logits, teacher_logits, temperature) * alpha;
+  const int64_t labelled = labels.dim(0), rows = student_logits.dim(0);
+  if (labelled > rows)
+    throw ShapeError(fmt::format("{} labels for {} rows of student logits", labelled, rows));
+  Tensor hard = labelled == rows ? student_logits : slice(student_logits, {0, 0}, {labelled, student_logits.dim(1)});
+  return cross_entropy(hard, labels) * (1 - alpha) + soft_target_loss(student_logits, teacher_logits, temperature) * alpha;
 }
 
 void copy_params(const ParamStore& from, const std::string& from_prefix, ParamStore& to, const std::string& to_prefix,

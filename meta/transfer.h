@@ -42,7 +42,8 @@ std::string anchor_name(const Tensor& param, const std::string& anchor_prefix = 
 // teacher side carries no gradient. The T^2 keeps the soft gradients' scale independent of T.
 Tensor soft_target_loss(const Tensor& student_logits, const Tensor& teacher_logits, double temperature);
 
-// (1 - alpha) * cross_entropy(student, labels) + alpha * soft_target_loss.
+// (1 - alpha) * cross_entropy(student, labels) + alpha * soft_target_loss. The labels may cover only
+// the first rows (labelled images stacked above unlabelled ones): the soft targets use every row.
 Tensor distillation_loss(const Tensor& student_logits, const Tensor& teacher_logits, const Tensor& labels,
                          double temperature, double alpha);
 

@@ -234,8 +234,7 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
         }
       };
       ProgressBar bar(progress, cfg.search_budget, fmt::format("{} {} search", tag, method));
-      SearchProgress show = [&](int64_t done, int64_t budget, double best) {
-        (void)budget;
+      SearchProgress show = [&](int64_t done, int64_t, double best) {
         bar.update(done, fmt::format("best validation loss {:.4f}", best));
       };
       SearchResult sr;

@@ -31,6 +31,16 @@ struct ModeRuns {
   std::vector<MultitaskResult> runs;  // one per seed
 };
 
+// One figure of every seed's run of a mode.
+template <class Figure>
+std::vector<double> over_runs(const ModeRuns& m, Figure figure) {
+  std::vector<double> v;
+  for (const MultitaskResult& r : m.runs) v.push_back(figure(r));
+  return v;
+}
+
+double run_seconds(const MultitaskResult& r) { return r.training.train_seconds; }
+
 nlohmann::json mode_json(const MultitaskFlags& f, const ModeRuns& m) {
   nlohmann::json j{{"mode", m.mode}, {"parameters", m.parameters}};
   if (!m.error.empty()) {
@@ -39,16 +49,12 @@ nlohmann::json mode_json(const MultitaskFlags& f, const ModeRuns& m) {
   }
   nlohmann::json tasks = nlohmann::json::object(), runs = nlohmann::json::array();
   for (size_t t = 0; t < f.cfg.tasks.size(); ++t) {
-    std::vector<double> acc, loss;
-    for (const MultitaskResult& r : m.runs) {
-      acc.push_back(r.test.accuracy[t]);
-      loss.push_back(r.test.loss[t]);
-    }
+    const std::vector<double> acc = over_runs(m, [t](const MultitaskResult& r) { return r.test.accuracy[t]; });
+    const std::vector<double> loss = over_runs(m, [t](const MultitaskResult& r) { return r.test.loss[t]; });
     const MeanCi s = mean_ci95(acc);
     tasks[f.cfg.tasks[t].name] = {
         {"accuracy_mean", s.mean}, {"accuracy_ci95", s.ci95}, {"accuracy", acc}, {"loss", loss}};
   }
-  std::vector<double> seconds;
   for (size_t i = 0; i < m.runs.size(); ++i) {
     const MultitaskResult& r = m.runs[i];
     nlohmann::json epochs = nlohmann::json::array();
@@ -58,11 +64,10 @@ nlohmann::json mode_json(const MultitaskFlags& f, const ModeRuns& m) {
                         {"test_loss", r.epoch_test[e].loss}});
     runs.push_back({{"seed", f.first_seed + i}, {"epochs", epochs}, {"seconds", r.training.train_seconds}});
     if (!r.task_weights.empty()) runs.back()["task_weights"] = r.task_weights;
-    seconds.push_back(r.training.train_seconds);
   }
   j["tasks"] = tasks;
   j["runs"] = runs;
-  j["seconds"] = mean_ci95(seconds).mean;
+  j["seconds"] = mean_ci95(over_runs(m, run_seconds)).mean;
   return j;
 }
 
@@ -81,15 +86,11 @@ std::string table(const MultitaskFlags& f, const std::vector<ModeRuns>& modes, i
   md += " --- |\n";
   for (const ModeRuns& m : modes) {
     md += fmt::format("| {} | {} |", m.mode, m.parameters);
-    std::vector<double> seconds;
-    for (const MultitaskResult& r : m.runs) seconds.push_back(r.training.train_seconds);
     for (size_t t = 0; t < f.cfg.tasks.size(); ++t) {
-      std::vector<double> acc;
-      for (const MultitaskResult& r : m.runs) acc.push_back(r.test.accuracy[t]);
-      const MeanCi s = mean_ci95(acc);
+      const MeanCi s = mean_ci95(over_runs(m, [t](const MultitaskResult& r) { return r.test.accuracy[t]; }));
       md += m.error.empty() ? fmt::format(" {:.4f} ± {:.4f} |", s.mean, s.ci95) : " diverged |";
     }
-    md += m.error.empty() ? fmt::format(" {:.1f} |\n", mean_ci95(seconds).mean) : " - |\n";
+    md += m.error.empty() ? fmt::format(" {:.1f} |\n", mean_ci95(over_runs(m, run_seconds)).mean) : " - |\n";
   }
   return md;
 }
