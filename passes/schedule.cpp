@@ -34,10 +34,17 @@ size_t estimated_peak_bytes(const Graph& g, const std::vector<int>& order) {
 
 namespace {
 
-// Greedy list scheduling: run the ready op that grows live memory least (its outputs minus the
-// operands it reads last); among equals, the one enabled most recently, which keeps a chain of
-// work (one task's forward and backward) together; then the builder's order.
-std::vector<int> memory_greedy_order(const Graph& g) {
+// Greedy list scheduling. An op's growth is its outputs minus the operands it reads last.
+// kLeastGrowth: run the ready op that grows live memory least; among equals, the one enabled most
+// recently, which keeps a chain of work (one task's forward and backward) together.
+// kChainFirst: run the least-growing op only when some op frees memory (growth <= 0); otherwise
+// continue the most recently enabled chain. Least growth alone starts every task's first large
+// activation before finishing any (each frees a small input, so each "grows less" than the next
+// step of the current chain); chain-first finishes one task before the next begins.
+// Ties fall back to the builder's order.
+enum class Heuristic { kLeastGrowth, kChainFirst };
+
+std::vector<int> memory_greedy_order(const Graph& g, Heuristic heuristic) {
   const size_t n = g.size();
   std::vector<std::vector<int>> consumers(n);
   std::vector<int> waiting(n, 0), readers_left(n, 0);
@@ -76,9 +83,9 @@ std::vector<int> memory_greedy_order(const Graph& g) {
   for (const Node& node : g.nodes())
     if (node.kind == NodeKind::Op && node.inputs.empty()) ready.push_back(node.id);
   std::vector<int> last_reads;
+  std::vector<int64_t> growth_of;
   while (!ready.empty()) {
-    size_t best = 0;
-    int64_t best_growth = 0;
+    growth_of.resize(ready.size());
     for (size_t r = 0; r < ready.size(); ++r) {
       const int id = ready[r];
       int64_t growth = bytes_of(id);
@@ -91,13 +98,20 @@ std::vector<int> memory_greedy_order(const Graph& g) {
         if (!pinned[size_t(src)] && readers_left[size_t(src)] == reads) growth -= bytes_of(src);
         last_reads.push_back(src);
       }
-      const int b = ready[best];
-      if (r == 0 || growth < best_growth ||
-          (growth == best_growth && (enabled_at[size_t(id)] > enabled_at[size_t(b)] ||
-                                     (enabled_at[size_t(id)] == enabled_at[size_t(b)] && id < b)))) {
-        best = r;
-        best_growth = growth;
-      }
+      growth_of[r] = growth;
+    }
+    const bool by_growth = heuristic == Heuristic::kLeastGrowth ||
+                           *std::min_element(growth_of.begin(), growth_of.end()) <= 0;
+    size_t best = 0;
+    for (size_t r = 1; r < ready.size(); ++r) {
+      const int id = ready[r], b = ready[best];
+      const bool later = enabled_at[size_t(id)] > enabled_at[size_t(b)] ||
+                         (enabled_at[size_t(id)] == enabled_at[size_t(b)] && id < b);
+      const bool better = by_growth ? growth_of[r] < growth_of[best] || (growth_of[r] == growth_of[best] && later)
+                                    : enabled_at[size_t(id)] > enabled_at[size_t(b)] ||
+                                          (enabled_at[size_t(id)] == enabled_at[size_t(b)] &&
+                                           (growth_of[r] < growth_of[best] || (growth_of[r] == growth_of[best] && id < b)));
+      if (better) best = r;
     }
     const int id = ready[best];
     ready.erase(ready.begin() + std::ptrdiff_t(best));
@@ -111,8 +125,17 @@ std::vector<int> memory_greedy_order(const Graph& g) {
 bool schedule_for_memory(Graph& g) {
   std::vector<int> current(g.size());
   std::iota(current.begin(), current.end(), 0);
-  std::vector<int> order = memory_greedy_order(g);
-  if (order == current || estimated_peak_bytes(g, order) >= estimated_peak_bytes(g, current)) return false;
+  std::vector<int> order = current;
+  size_t peak = estimated_peak_bytes(g, current);
+  for (Heuristic h : {Heuristic::kLeastGrowth, Heuristic::kChainFirst}) {
+    std::vector<int> candidate = memory_greedy_order(g, h);
+    const size_t candidate_peak = estimated_peak_bytes(g, candidate);
+    if (candidate_peak < peak) {
+      order = std::move(candidate);
+      peak = candidate_peak;
+    }
+  }
+  if (order == current) return false;
   Rebuilder rb(g);
   for (int id : order) rb.copy(g.node(id));
   g = rb.finish();

@@ -6,10 +6,11 @@
 
 namespace metagrad {
 
-// Greedy list scheduling: among ready ops, run the one that grows live memory least, then the
-// one enabled most recently, so one task's forward and backward in a meta-step complete and
-// free their intermediates before the next task's begin. The new order is kept only if its
-// estimated peak is lower. Returns whether the order changed.
+// Greedy list scheduling, two ways: among ready ops, run the one that grows live memory least
+// (then the one enabled most recently); or run a memory-freeing op when there is one and
+// otherwise continue the most recently enabled chain, so one task's forward and backward in a
+// meta-step complete and free their intermediates before the next task's begin. The order with
+// the lower estimated peak is kept if it beats the current one. Returns whether the order changed.
 bool schedule_for_memory(Graph& g);
 
 // Peak of the bytes live at any step when executing `order` (a topological order of g): op

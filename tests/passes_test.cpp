@@ -106,6 +106,32 @@ TEST(Schedule, FinishesOneChainBeforeStartingTheNextAndKeepsMeaning) {
   expect_same_meaning(before, g, {{"x1", testing::random_ref({256}, 1)}, {"x2", testing::random_ref({256}, 2)}});
 }
 
+// Four tasks whose first large activation frees a small input: scheduling by least growth alone
+// would start every task's activation before finishing any (peak about 4 large tensors plus their
+// partners); continuing the current chain keeps the peak near one task's working set.
+TEST(Schedule, ContinuesTheCurrentChainWhenNothingFreesMemory) {
+  Graph g;
+  constexpr int64_t kTasks = 4, kBig = 64 * 256;
+  Tensor x = input(g, "x", {kTasks, 256});
+  std::vector<Tensor> bigs;  // built task-interleaved: every task's big tensor first
+  for (int64_t t = 0; t < kTasks; ++t) {
+    Tensor small = reshape(slice(x, {t, 0}, {t + 1, 256}), {1, 256});
+    bigs.push_back(broadcast_to(small * 2.0, {64, 256}));  // frees `small * 2`, grows by kBig
+  }
+  Tensor total;
+  for (const Tensor& big : bigs) {
+    Tensor s = sum(tanh(big) * big);  // tanh grows by kBig (big stays live); the product frees both
+    total = total.defined() ? total + s : s;
+  }
+  g.add_output("s", total.value());
+  Graph before = g;
+  ASSERT_TRUE(schedule_for_memory(g));
+  std::vector<int> order(g.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
+  EXPECT_LE(estimated_peak_bytes(g, order), size_t(3 * kBig * 4 + 4096)) << "one task's big tensors at a time";
+  expect_same_meaning(before, g, {{"x", testing::random_ref({kTasks, 256}, 1)}});
+}
+
 TEST(Schedule, ConvMamlStepPeakDropsAndMeaningHolds) {
   FewShotConfig cfg;
   cfg.meta_batch = 2;
