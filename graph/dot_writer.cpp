@@ -16,7 +16,9 @@ std::string dot_label(const std::string& s) { return quote(s); }
 
 std::string to_dot(const Graph& g) {
   std::ostringstream out;
-  out << "digraph metagrad {\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n"
+  // newrank: Graphviz 2.43's default ranking fails ("trouble in init_rank") on some graphs whose
+  // fused clusters have edges across them; global ranking lays them out.
+  out << "digraph metagrad {\n  rankdir=TB;\n  newrank=true;\n  node [shape=box, fontname=\"monospace\", fontsize=10];\n"
       << "  edge [fontname=\"monospace\", fontsize=8];\n";
   for (const Node& n : g.nodes()) {
     std::string what = n.kind == NodeKind::Op ? n.op->name : node_kind_name(n.kind);
