@@ -184,7 +184,7 @@ Tensor accumulate(const Tensor& total, const Tensor& x) { return total.defined()
 
 struct Objective {
   MetaParams params;
-  Tensor loss, accuracy, pre_loss, pre_accuracy;
+  Tensor loss, accuracy;
   std::vector<Tensor> grads;  // of the mean query loss, or Reptile's pseudo-gradient
 };
 
@@ -206,9 +206,6 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
       Learner l = cfg.algo == "reptile" ? reptile_training_learner(o.params, t, cfg) : make_learner(o.params, t, cfg);
       std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, first_order);
       logits = l.predict(fast);
-      Tensor pre_logits = stop_gradient(l.predict(l.initial));
-      o.pre_loss = accumulate(o.pre_loss, cross_entropy(pre_logits, t.yq));
-      o.pre_accuracy = accumulate(o.pre_accuracy, classification_accuracy(pre_logits, t.yq));
       if (cfg.algo == "reptile") {
         std::vector<Tensor> d = reptile_direction(l.initial, fast, T);
         pseudo.resize(d.size());
@@ -220,10 +217,6 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
   }
   o.loss = o.loss * inv;
   o.accuracy = o.accuracy * inv;
-  if (o.pre_loss.defined()) {
-    o.pre_loss = o.pre_loss * inv;
-    o.pre_accuracy = o.pre_accuracy * inv;
-  }
   if (cfg.algo == "reptile") {
     o.grads = pseudo;
   } else {
@@ -245,10 +238,6 @@ Graph build_fewshot_step(const FewShotConfig& cfg) {
   add_meta_update(g, o.params.all(), o.grads, cfg.meta_lr);
   g.add_output("loss", o.loss.value());
   g.add_output("accuracy", o.accuracy.value());
-  if (o.pre_loss.defined()) {
-    g.add_output("pre_loss", o.pre_loss.value());
-    g.add_output("pre_accuracy", o.pre_accuracy.value());
-  }
   return g;
 }
 

@@ -29,8 +29,9 @@ bool adapts_by_gradient(const std::string& algo);
 
 // Inputs: "xs" [T, N*K, C, H, W] f32 and "ys" [T, N*K] i32 (labels in [0, N)), "xq" [T, N*Q, C, H, W]
 // and "yq" [T, N*Q]. Outputs "loss" and "accuracy" on the query sets after adaptation (the mean over
-// tasks), and for the gradient-based algorithms "pre_loss" / "pre_accuracy" before it. Updates every
-// meta-parameter (network, Meta-SGD rates, metric) and its Adam state.
+// tasks). Updates every meta-parameter (network, Meta-SGD rates, metric) and its Adam state. The
+// accuracy before adaptation is the evaluation graph's "accuracy_0": a training step does not pay
+// for a second query pass per task.
 Graph build_fewshot_step(const FewShotConfig& cfg);
 
 // The meta-objective without the update, for checking meta-gradients: outputs "loss" and, for each

@@ -11,6 +11,7 @@
 #include "passes/constant_fold.h"
 #include "passes/dead_code_elim.h"
 #include "passes/fuse_elementwise.h"
+#include "passes/rematerialize.h"
 #include "passes/schedule.h"
 #include "passes/simplify.h"
 
@@ -22,7 +23,8 @@ const std::vector<PassInfo>& all_passes() {
       {"fold", "evaluate small all-constant subgraphs", [](Graph& g) { return fold_constants(g); }},
       {"cse", "merge equal nodes and equal constants", eliminate_common_subexpressions},
       {"dce", "drop nodes no output or update reads", eliminate_dead_code},
-      {"fuse", "merge chains of elementwise ops into single-pass kernels", fuse_elementwise},
+      {"remat", "recompute large elementwise values at late elementwise readers", rematerialize, true},
+      {"fuse", "merge chains of elementwise ops into single-pass kernels", fuse_elementwise, true},
       {"schedule", "reorder execution depth-first to lower peak live memory", schedule_for_memory, true},
   };
   return passes;

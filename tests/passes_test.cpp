@@ -15,6 +15,7 @@
 #include "passes/dead_code_elim.h"
 #include "passes/fuse_elementwise.h"
 #include "passes/pipeline.h"
+#include "passes/rematerialize.h"
 #include "passes/schedule.h"
 #include "passes/simplify.h"
 #include "tests/test_util.h"
@@ -130,6 +131,62 @@ TEST(Schedule, ContinuesTheCurrentChainWhenNothingFreesMemory) {
   for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
   EXPECT_LE(estimated_peak_bytes(g, order), size_t(3 * kBig * 4 + 4096)) << "one task's big tensors at a time";
   expect_same_meaning(before, g, {{"x", testing::random_ref({kTasks, 256}, 1)}});
+}
+
+// Batch norm's shape: xc = x - mean, x_hat = xc * rstd feeds the forward and, much later, the
+// backward, which reads xc too. Recomputing x_hat there lets it die in the forward.
+Graph batch_norm_like_graph() {
+  Graph g;
+  Tensor x = input(g, "x", {16, 8, 32, 32});
+  Tensor dy = input(g, "dy", {16, 8, 32, 32});
+  Tensor xc = x - mean(x, {0, 2, 3}, true);
+  Tensor rstd = rsqrt(mean(square(xc), {0, 2, 3}, true) + 1e-5);
+  Tensor x_hat = xc * rstd;
+  Tensor y = exp(x_hat);                 // the forward reader
+  Tensor loss = sum(y);                  // forward ends: y dies here
+  Tensor d_gamma = sum(dy * x_hat, {0, 2, 3});  // the late reader
+  Tensor d_x = dy * xc;                  // xc is read in the backward anyway
+  g.add_output("loss", loss.value());
+  g.add_output("d_gamma", d_gamma.value());
+  g.add_output("d_x", sum(d_x, {0, 2, 3}).value());
+  return g;
+}
+
+TEST(Rematerialize, RecomputesAtLateReaderAndKeepsMeaning) {
+  Graph g = batch_norm_like_graph();
+  Graph before = g;
+  const size_t muls = count_op(g, "mul");
+  ASSERT_TRUE(rematerialize(g));
+  EXPECT_EQ(count_op(g, "mul"), muls + 1) << "x_hat is computed twice";
+  expect_same_meaning(before, g, {{"x", testing::random_ref({16, 8, 32, 32}, 1)}, {"dy", testing::random_ref({16, 8, 32, 32}, 2)}});
+}
+
+TEST(Rematerialize, LowersPeakOfThePipelineAndKeepsMeaning) {
+  Graph g = batch_norm_like_graph();
+  Graph with = g, without = g;
+  PipelineOptions no_remat;
+  no_remat.disabled = {"remat"};
+  optimize(with);
+  optimize(without, no_remat);
+  auto peak = [](const Graph& h) {
+    std::vector<int> order(h.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int(i);
+    return estimated_peak_bytes(h, order);
+  };
+  EXPECT_LT(peak(with), peak(without));
+  expect_same_meaning(g, with, {{"x", testing::random_ref({16, 8, 32, 32}, 3)}, {"dy", testing::random_ref({16, 8, 32, 32}, 4)}});
+}
+
+TEST(Rematerialize, LeavesValuesWhoseOperandsWouldHaveToBeKeptAlive) {
+  Graph g;
+  Tensor x = input(g, "x", {64, 1024});
+  Tensor a = exp(x);         // a large operand read only by b
+  Tensor b = a * 2.0;        // read early and late
+  Tensor early = sum(tanh(b));
+  Tensor other = sum(exp(x * 3.0));
+  Tensor late = sum(b * x);  // recomputing b here would need `a` alive until now
+  g.add_output("s", (early + other + late).value());
+  EXPECT_FALSE(rematerialize(g));
 }
 
 TEST(Schedule, ConvMamlStepPeakDropsAndMeaningHolds) {
