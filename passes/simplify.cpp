@@ -112,26 +112,28 @@ const std::vector<std::pair<std::string, Rule>>& rules() {
 }
 
 // An elementwise op broadcasts its operands itself, so an operand that is broadcast_to(y) can
-// be y when the op's result keeps its shape: AD's cotangents of reductions are such broadcasts,
-// and materializing them costs a full pass over memory each.
+// be y: AD's cotangents of reductions are such broadcasts, and materializing them costs a full
+// pass over memory each. When the op's result would then be smaller than before (every large
+// operand was a broadcast, as in mean's gradient broadcast_to(g) / n), the op runs on the small
+// operands and its result is broadcast instead, for the next reader to read through in turn.
 std::optional<Value> read_through_broadcasts(Match& m) {
   // Fused kernels are left alone: their operand layout is fixed when the group is formed.
-  if (!m.node.op->elementwise || m.in.size() < 2 || m.node.op->name == "fused_elementwise") return std::nullopt;
+  if (!m.node.op->elementwise || m.node.outputs.size() != 1 || m.node.op->name == "fused_elementwise")
+    return std::nullopt;
   std::vector<Value> in = m.in;
   bool changed = false;
   for (size_t i = 0; i < in.size(); ++i) {
     const Node& a = m.g.node(in[i].node);
     if (a.kind != NodeKind::Op || a.op->name != "broadcast_to") continue;
-    std::vector<Value> trial = in;
-    trial[i] = a.inputs[0];
-    Shape s;
-    for (Value v : trial) s = broadcast_shapes(s, m.g.type(v).shape);
-    if (s != m.out().shape) continue;
-    in = std::move(trial);
+    in[i] = a.inputs[0];
     changed = true;
   }
   if (!changed) return std::nullopt;
-  return m.g.add_op(m.node.op->name, in, m.node.attrs);
+  Shape s;
+  for (Value v : in) s = broadcast_shapes(s, m.g.type(v).shape);
+  Value op = m.g.add_op(m.node.op->name, in, m.node.attrs);
+  if (s == m.out().shape) return op;
+  return m.g.add_op("broadcast_to", {op}, {{"shape", m.out().shape}});
 }
 
 bool simplify_once(Graph& g) {

@@ -86,6 +86,27 @@ TEST(Simplify, ElementwiseOpsReadThroughBroadcastsThatKeepTheirShape) {
                        {"z", testing::random_ref({3}, 3)}});
 }
 
+// mean's gradient is broadcast_to(g) / n: the division moves before the broadcast, and the
+// broadcast then disappears into the next full-size reader.
+TEST(Simplify, OpsOnBroadcastsRunSmallAndBroadcastTheirResult) {
+  Graph g;
+  Tensor x = input(g, "x", {4, 3}), y = input(g, "y", {1, 3});
+  Tensor scaled = -(broadcast_to(y, {4, 3}) / 12.0);
+  g.add_output("out", (x * scaled).value());
+  g.add_output("scaled", scaled.value());  // still needed at full size: one broadcast stays
+  Graph before = g;
+  EXPECT_TRUE(simplify(g));
+  eliminate_dead_code(g);
+  EXPECT_EQ(count_op(g, "broadcast_to"), 1u);
+  for (const Node& n : g.nodes()) {
+    if (n.kind == NodeKind::Op && (n.op->name == "div" || n.op->name == "neg")) {
+      EXPECT_EQ(n.type().shape, (Shape{1, 3})) << n.op->name << " runs on the small operand";
+    }
+  }
+  EXPECT_EQ(g.type(g.output("scaled")).shape, (Shape{4, 3}));
+  expect_same_meaning(before, g, {{"x", testing::random_ref({4, 3}, 1)}, {"y", testing::random_ref({1, 3}, 2)}});
+}
+
 // Two independent "tasks", each a big forward chain whose values its own backward-like tail
 // reads again; built task-interleaved, so the builder's order holds both tasks' chains at once.
 TEST(Schedule, FinishesOneChainBeforeStartingTheNextAndKeepsMeaning) {
