@@ -10,6 +10,7 @@
 #include "graph/op_def.h"
 #include "ops/broadcast.h"
 #include "ops/families.h"
+#include "ops/op_helpers.h"
 #include "runtime/kernel.h"
 
 namespace metagrad {
@@ -58,7 +59,8 @@ Program decode(const Attrs& attrs, size_t n_inputs) {
   return p;
 }
 
-std::vector<TensorType> fused_shape(const std::vector<TensorType>& in, const Attrs& attrs) {
+// The iteration shape every operand broadcasts to (the output shape of fused_elementwise).
+Shape iteration_shape(const std::vector<TensorType>& in, const Attrs& attrs) {
   Shape out = attr_ints(attrs, "shape");
   for (const auto& t : in) {
     if (t.dtype != DType::f32) throw ShapeError("fused_elementwise inputs must be f32");
@@ -66,7 +68,17 @@ std::vector<TensorType> fused_shape(const std::vector<TensorType>& in, const Att
       throw ShapeError(fmt::format("input {} does not broadcast to {}", shape_str(t.shape), shape_str(out)));
   }
   decode(attrs, in.size());
-  return {{DType::f32, out}};
+  return out;
+}
+
+std::vector<TensorType> fused_shape(const std::vector<TensorType>& in, const Attrs& attrs) {
+  return {{DType::f32, iteration_shape(in, attrs)}};
+}
+
+std::vector<TensorType> fused_reduce_shape(const std::vector<TensorType>& in, const Attrs& attrs) {
+  Shape it = iteration_shape(in, attrs);
+  auto axes = canonical_axes(attr_ints(attrs, "axes"), it.size());
+  return {{DType::f32, reduced_shape(it, axes, attr_int(attrs, "keepdims") != 0)}};
 }
 
 Node instruction_node(const Program& p, size_t j) {
@@ -77,27 +89,40 @@ Node instruction_node(const Program& p, size_t j) {
   return n;
 }
 
-void fused_reference(const Node& node, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+// The program's result over the iteration shape.
+RefTensor run_program_reference(const Node& node, const std::vector<const RefTensor*>& in) {
   Program p = decode(node.attrs, in.size());
+  const Shape shape = attr_ints(node.attrs, "shape");
   std::vector<RefTensor> results(p.ops.size());
   for (size_t j = 0; j < p.ops.size(); ++j) {
     std::vector<const RefTensor*> args;
     for (int64_t a : p.args[j]) args.push_back(a >= 0 ? in[size_t(a)] : &results[size_t(-a - 1)]);
     std::vector<RefTensor> r(1);
-    r[0].shape = out[0].shape;
-    r[0].data.assign(out[0].data.size(), 0.0);
+    r[0].shape = shape;
+    r[0].data.assign(size_t(num_elements(shape)), 0.0);
     p.ops[j]->reference(instruction_node(p, j), args, r);
     results[j] = std::move(r[0]);
   }
-  out[0] = std::move(results.back());
+  return std::move(results.back());
 }
 
-class FusedKernel final : public Kernel {
+void fused_reference(const Node& node, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+  out[0] = run_program_reference(node, in);
+}
+
+void fused_reduce_reference(const Node& node, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+  RefTensor full = run_program_reference(node, in);
+  reduce_reference(full, canonical_axes(attr_ints(node.attrs, "axes"), full.shape.size()), attr_int(node.attrs, "mean") != 0, out[0]);
+}
+
+// The program compiled for the kernels: external operands (full, scalar or gathered broadcast)
+// and instructions, evaluated one block of the iteration space at a time in per-thread registers.
+class BlockProgram {
  public:
-  explicit FusedKernel(const KernelCtx& ctx) : out_(ctx.out_f32()) {
+  static constexpr int64_t kParallelMin = 1 << 16;
+
+  BlockProgram(const KernelCtx& ctx, const Shape& shape) : shape_(shape), total_(num_elements(shape)) {
     Program p = decode(ctx.node.attrs, ctx.in.size());
-    shape_ = ctx.out_type().shape;
-    total_ = num_elements(shape_);
     const size_t n_ext = ctx.in.size(), n_ins = p.ops.size();
     // Large kernels split their blocks over the OpenMP threads oneDNN also runs on; each thread
     // has its own block registers.
@@ -122,21 +147,13 @@ class FusedKernel final : public Kernel {
     names_ = attr_string(ctx.node.attrs, "ops");
   }
 
-  void run(dnnl::stream&) override {
-    const int64_t blocks = (total_ + kBlock - 1) / kBlock;
-    if (threads_ == 1) {
-      for (int64_t b = 0; b < blocks; ++b) run_block(b, 0);
-      return;
-    }
-#pragma omp parallel num_threads(threads_)
-    {
-      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
-      const int64_t per = (blocks + nt - 1) / nt;
-      for (int64_t b = t * per; b < std::min(blocks, (t + 1) * per); ++b) run_block(b, t);
-    }
-  }
+  int64_t total() const { return total_; }
+  int64_t blocks() const { return (total_ + kBlock - 1) / kBlock; }
+  int threads() const { return threads_; }
+  const std::string& names() const { return names_; }
 
-  void run_block(int64_t block, int thread) {
+  // Evaluates elements [block * kBlock, + n) into dst (n = the block's length).
+  void eval_block(int64_t block, int thread, float* dst) {
     const size_t n_ext = ext_.size();
     const int64_t start = block * kBlock, n = std::min(kBlock, total_ - start);
     float* regs = regs_.data() + size_t(thread) * regs_per_thread_;
@@ -154,11 +171,22 @@ class FusedKernel final : public Kernel {
         int64_t a = arg_refs_[j][size_t(k)];
         args[k] = a >= 0 ? cur[size_t(a)] : regs + (n_ext + size_t(-a - 1)) * kBlock;
       }
-      float* dst = j + 1 == code_.size() ? out_ + start : regs + (n_ext + j) * kBlock;
-      code_[j].fn(n, args, dst, code_[j].param);
+      float* out = j + 1 == code_.size() ? dst : regs + (n_ext + j) * kBlock;
+      code_[j].fn(n, args, out, code_[j].param);
     }
   }
-  std::string impl() const override { return "fused:" + names_; }
+
+  // Runs body(first_block, end_block, thread) over the blocks, split over the threads.
+  template <class F>
+  void for_blocks(F&& body) {
+    if (threads_ == 1) return body(int64_t(0), blocks(), 0);
+#pragma omp parallel num_threads(threads_)
+    {
+      const int t = omp_get_thread_num(), nt = omp_get_num_threads();
+      const int64_t per = (blocks() + nt - 1) / nt;
+      body(std::min(blocks(), t * per), std::min(blocks(), (t + 1) * per), t);
+    }
+  }
 
  private:
   struct Ext {
@@ -172,10 +200,8 @@ class FusedKernel final : public Kernel {
     float param;
     int nargs;
   };
-  float* out_;
   Shape shape_;
   int64_t total_ = 0;
-  static constexpr int64_t kParallelMin = 1 << 16;
   int threads_ = 1;
   size_t regs_per_thread_ = 0;
   std::vector<float> regs_;
@@ -184,6 +210,100 @@ class FusedKernel final : public Kernel {
   std::vector<Instr> code_;
   std::vector<std::vector<int64_t>> arg_refs_;
   std::string names_;
+};
+
+class FusedKernel final : public Kernel {
+ public:
+  explicit FusedKernel(const KernelCtx& ctx) : out_(ctx.out_f32()), program_(ctx, ctx.out_type().shape) {}
+
+  void run(dnnl::stream&) override {
+    program_.for_blocks([this](int64_t first, int64_t end, int thread) {
+      for (int64_t b = first; b < end; ++b) program_.eval_block(b, thread, out_ + b * kBlock);
+    });
+  }
+  std::string impl() const override { return "fused:" + program_.names(); }
+
+ private:
+  float* out_;
+  BlockProgram program_;
+};
+
+// The program's values are summed into the output as each block is made, never stored: per
+// thread in double accumulators, runs that map to one output element summed in one go.
+class FusedReduceKernel final : public Kernel {
+ public:
+  explicit FusedReduceKernel(const KernelCtx& ctx)
+      : out_(ctx.out_f32()), program_(ctx, attr_ints(ctx.node.attrs, "shape")) {
+    const Shape shape = attr_ints(ctx.node.attrs, "shape");
+    auto axes = canonical_axes(attr_ints(ctx.node.attrs, "axes"), shape.size());
+    n_out_ = ctx.out_type().numel();
+    scale_ = attr_int(ctx.node.attrs, "mean") != 0 ? double(n_out_) / double(std::max<int64_t>(1, program_.total())) : 1.0;
+    iter_ = shape;
+    std::vector<std::vector<int64_t>> st{broadcast_strides(keep_shape(shape, axes), shape), broadcast_strides(shape, shape)};
+    coalesce_axes(iter_, st);
+    out_strides_ = st[0];
+    acc_.assign(size_t(program_.threads()) * size_t(n_out_), 0.0);
+    block_.assign(size_t(program_.threads()) * size_t(kBlock), 0.0f);
+  }
+
+  void run(dnnl::stream&) override {
+    std::fill(acc_.begin(), acc_.end(), 0.0);
+    program_.for_blocks([this](int64_t first, int64_t end, int thread) {
+      float* buf = block_.data() + size_t(thread) * size_t(kBlock);
+      double* acc = acc_.data() + size_t(thread) * size_t(n_out_);
+      for (int64_t b = first; b < end; ++b) {
+        program_.eval_block(b, thread, buf);
+        accumulate(b * kBlock, std::min(kBlock, program_.total() - b * kBlock), buf, acc);
+      }
+    });
+    for (int64_t o = 0; o < n_out_; ++o) {
+      double total = 0;
+      for (int t = 0; t < program_.threads(); ++t) total += acc_[size_t(t) * size_t(n_out_) + size_t(o)];
+      out_[o] = float(total * scale_);
+    }
+  }
+  std::string impl() const override { return "fused-reduce:" + program_.names(); }
+
+ private:
+  // Adds values of elements [start, start + n) to their output elements.
+  void accumulate(int64_t start, int64_t n, const float* v, double* acc) const {
+    const size_t rank = iter_.size(), inner = rank - 1;
+    int64_t idx[kMaxRank] = {};
+    for (size_t k = rank, rest = size_t(start); k-- > 0;) {
+      idx[k] = int64_t(rest % size_t(iter_[k]));
+      rest /= size_t(iter_[k]);
+    }
+    for (int64_t i = 0; i < n;) {
+      int64_t o = 0;
+      for (size_t k = 0; k < rank; ++k) o += idx[k] * out_strides_[k];
+      const int64_t run = std::min(iter_[inner] - idx[inner], n - i);
+      if (out_strides_[inner] == 0) {
+        float lanes[16] = {};
+        int64_t j = 0;
+        for (; j + 16 <= run; j += 16)
+          for (int l = 0; l < 16; ++l) lanes[l] += v[i + j + l];
+        double s = 0;
+        for (; j < run; ++j) s += v[i + j];
+        for (float l : lanes) s += l;
+        acc[o] += s;
+      } else {
+        for (int64_t j = 0; j < run; ++j) acc[o + j * out_strides_[inner]] += v[i + j];
+      }
+      i += run;
+      idx[inner] += run;
+      for (size_t k = inner; k > 0 && idx[k] == iter_[k]; --k) idx[k] = 0, ++idx[k - 1];
+    }
+  }
+
+  static constexpr size_t kMaxRank = 8;
+  float* out_;
+  BlockProgram program_;
+  int64_t n_out_ = 0;
+  double scale_ = 1.0;
+  Shape iter_;                     // the iteration shape with axes coalesced
+  std::vector<int64_t> out_strides_;  // output element strides over iter_ (0 on reduced axes)
+  std::vector<double> acc_;        // per thread, one accumulator per output element
+  std::vector<float> block_;       // per thread, one block of program values
 };
 
 }  // namespace
@@ -220,6 +340,39 @@ void register_fused_ops(OpRegistry& r) {
   big.differentiable = {false, false, false};
   d.tests.push_back(big);
   r.add(std::move(d));
+
+  OpDef red;
+  red.name = "fused_reduce";
+  red.num_inputs = -1;
+  red.attrs = {{"ops", AttrKind::String, std::nullopt},
+               {"args", AttrKind::Ints, std::nullopt},
+               {"params", AttrKind::Floats, std::nullopt},
+               {"shape", AttrKind::Ints, std::nullopt},
+               {"axes", AttrKind::Ints, std::nullopt},
+               {"keepdims", AttrKind::Int, AttrValue(int64_t(0))},
+               {"mean", AttrKind::Int, AttrValue(int64_t(0))}};
+  red.shape = fused_reduce_shape;
+  red.grad_kind = GradKind::Undefined;
+  red.reference = fused_reduce_reference;
+  red.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<FusedReduceKernel>(ctx); };
+  auto rt = [&](Shape a, Shape b, std::string ops, std::vector<int64_t> args, Shape it, std::vector<int64_t> axes,
+                int64_t keep, int64_t mean) {
+    OpTestCase tc = t(a, b, {}, ops, args, std::vector<double>(split_ops(ops).size(), 0.0), it);
+    tc.inputs.pop_back();
+    tc.attrs["axes"] = axes;
+    tc.attrs["keepdims"] = keep;
+    tc.attrs["mean"] = mean;
+    return tc;
+  };
+  // batch norm's sum(dy * x_hat) over all but channels; a mean over the inner axis; a middle axis.
+  red.tests.push_back(rt({3, 4, 5, 6}, {1, 4, 1, 1}, "mul,square", {0, 1, -1}, {3, 4, 5, 6}, {0, 2, 3}, 0, 0));
+  red.tests.push_back(rt({3, 40}, {40}, "sub,tanh", {0, 1, -1}, {3, 40}, {1}, 1, 1));
+  red.tests.push_back(rt({2, 3, 5}, {2, 1, 5}, "mul", {0, 1}, {2, 3, 5}, {1}, 0, 0));
+  // Large: blocks split over threads, runs crossing block edges (kernel against reference only).
+  OpTestCase big_red = rt({2, 64, 1, 550}, {64, 1, 1}, "mul,neg", {0, 1, -1}, {2, 64, 1, 550}, {0, 2, 3}, 1, 0);
+  big_red.differentiable = {false, false};
+  red.tests.push_back(big_red);
+  r.add(std::move(red));
 }
 
 }  // namespace metagrad

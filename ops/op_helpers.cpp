@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "ops/broadcast.h"
@@ -125,6 +126,42 @@ std::unique_ptr<Kernel> eltwise_kernel(const KernelCtx& ctx, dnnl::algorithm alg
   return std::make_unique<DnnlKernel>(
       dnnl::eltwise_forward(pd), pd,
       std::vector<DnnlKernel::Arg>{{DNNL_ARG_SRC, md, ctx.in[0]}, {DNNL_ARG_DST, md, ctx.out[0]}}, ctx.engine, ctx.workspace);
+}
+
+std::vector<int64_t> canonical_axes(std::vector<int64_t> axes, size_t rank) {
+  if (axes.empty())
+    for (size_t i = 0; i < rank; ++i) axes.push_back(int64_t(i));
+  for (int64_t& a : axes) {
+    if (a < 0) a += int64_t(rank);
+    if (a < 0 || a >= int64_t(rank)) throw ShapeError(fmt::format("axis out of range for rank {}", rank));
+  }
+  std::sort(axes.begin(), axes.end());
+  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) throw ShapeError("an axis is listed twice");
+  return axes;
+}
+
+Shape keep_shape(const Shape& in, const std::vector<int64_t>& axes) {
+  Shape s = in;
+  for (int64_t a : axes) s[size_t(a)] = 1;
+  return s;
+}
+
+Shape reduced_shape(const Shape& in, const std::vector<int64_t>& axes, bool keepdims) {
+  if (keepdims) return keep_shape(in, axes);
+  Shape s;
+  for (size_t i = 0; i < in.size(); ++i)
+    if (!std::binary_search(axes.begin(), axes.end(), int64_t(i))) s.push_back(in[i]);
+  return s;
+}
+
+void reduce_reference(const RefTensor& x, const std::vector<int64_t>& axes, bool mean, RefTensor& out) {
+  auto strides = broadcast_strides(keep_shape(x.shape, axes), x.shape);
+  std::fill(out.data.begin(), out.data.end(), 0.0);
+  for_each_broadcast_n(x.shape, {strides}, [&](int64_t i, const int64_t* off) { out.data[size_t(off[0])] += x.data[size_t(i)]; });
+  if (mean) {
+    const double count = double(x.data.size()) / double(std::max<size_t>(1, out.data.size()));
+    for (double& o : out.data) o /= count;
+  }
 }
 
 }  // namespace metagrad

@@ -39,6 +39,14 @@ int64_t normalize_axis(int64_t axis, size_t rank);
 // apply() and parsed graphs may carry a negative axis, which the shape rules accept.
 int64_t axis_attr(const Attrs& a, size_t rank);
 
+// Reduction axes made non-negative and sorted; empty means all. Throws on out-of-range or repeats.
+std::vector<int64_t> canonical_axes(std::vector<int64_t> axes, size_t rank);
+// `in` with the (canonical) reduced axes set to 1, or dropped when !keepdims.
+Shape keep_shape(const Shape& in, const std::vector<int64_t>& axes);
+Shape reduced_shape(const Shape& in, const std::vector<int64_t>& axes, bool keepdims);
+// Reference sum (or mean) of x over canonical axes into out, already shaped.
+void reduce_reference(const RefTensor& x, const std::vector<int64_t>& axes, bool mean, RefTensor& out);
+
 // The cotangent of a zero-grad or integer input.
 inline Tensor none() { return Tensor(); }
 

@@ -13,32 +13,6 @@ namespace metagrad {
 
 namespace {
 
-std::vector<int64_t> canonical_axes(std::vector<int64_t> axes, size_t rank) {
-  if (axes.empty())
-    for (size_t i = 0; i < rank; ++i) axes.push_back(int64_t(i));
-  for (int64_t& a : axes) {
-    if (a < 0) a += int64_t(rank);
-    if (a < 0 || a >= int64_t(rank)) throw ShapeError(fmt::format("axis out of range for rank {}", rank));
-  }
-  std::sort(axes.begin(), axes.end());
-  if (std::adjacent_find(axes.begin(), axes.end()) != axes.end()) throw ShapeError("an axis is listed twice");
-  return axes;
-}
-
-Shape keep_shape(const Shape& in, const std::vector<int64_t>& axes) {
-  Shape s = in;
-  for (int64_t a : axes) s[size_t(a)] = 1;
-  return s;
-}
-
-Shape reduced_shape(const Shape& in, const std::vector<int64_t>& axes, bool keepdims) {
-  if (keepdims) return keep_shape(in, axes);
-  Shape s;
-  for (size_t i = 0; i < in.size(); ++i)
-    if (!std::binary_search(axes.begin(), axes.end(), int64_t(i))) s.push_back(in[i]);
-  return s;
-}
-
 std::vector<TensorType> reduce_rule(const std::vector<TensorType>& in, const Attrs& a) {
   if (in[0].dtype != DType::f32) throw ShapeError("reductions take f32 inputs");
   auto axes = canonical_axes(attr_ints(a, "axes"), in[0].shape.size());
@@ -59,18 +33,13 @@ enum class Kind { Sum, Mean, Max };
 
 void reference(Kind kind, const Node& n, const RefTensor& x, RefTensor& out) {
   auto axes = canonical_axes(attr_ints(n.attrs, "axes"), x.shape.size());
-  Shape ks = keep_shape(x.shape, axes);
-  auto strides = broadcast_strides(ks, x.shape);
-  const double init = kind == Kind::Max ? -std::numeric_limits<double>::infinity() : 0.0;
-  std::fill(out.data.begin(), out.data.end(), init);
+  if (kind != Kind::Max) return reduce_reference(x, axes, kind == Kind::Mean, out);
+  auto strides = broadcast_strides(keep_shape(x.shape, axes), x.shape);
+  std::fill(out.data.begin(), out.data.end(), -std::numeric_limits<double>::infinity());
   for_each_broadcast_n(x.shape, {strides}, [&](int64_t i, const int64_t* off) {
     double& o = out.data[size_t(off[0])];
-    o = kind == Kind::Max ? std::max(o, x.data[size_t(i)]) : o + x.data[size_t(i)];
+    o = std::max(o, x.data[size_t(i)]);
   });
-  if (kind == Kind::Mean) {
-    double count = double(x.data.size()) / double(std::max<size_t>(1, out.data.size()));
-    for (double& o : out.data) o /= count;
-  }
 }
 
 // Sum and max of a contiguous run in 16 independent lanes: without -ffast-math the compiler may

@@ -5,6 +5,7 @@
 #include <map>
 
 #include "graph/op_def.h"
+#include "ops/op_helpers.h"
 #include "passes/rebuild.h"
 
 namespace metagrad {
@@ -17,6 +18,8 @@ bool fusable(const Node& n) {
   return n.kind == NodeKind::Op && n.op->eltwise_f32 != nullptr && n.outputs.size() == 1 &&
          n.type().dtype == DType::f32 && n.op->num_inputs >= 1 && n.op->num_inputs <= 3;
 }
+
+bool sum_or_mean(const Node& n) { return n.kind == NodeKind::Op && (n.op->name == "sum" || n.op->name == "mean"); }
 
 }  // namespace
 
@@ -33,7 +36,13 @@ bool fuse_elementwise(Graph& g) {
   std::map<int, std::vector<int>> groups;  // root -> members in ascending id order
   for (int id = int(n) - 1; id >= 0; --id) {
     const Node& root = g.node(id);
-    if (!live[size_t(id)] || group_of[size_t(id)] >= 0 || !fusable(root)) continue;
+    if (!live[size_t(id)] || group_of[size_t(id)] >= 0) continue;
+    // A sum or mean whose input is an elementwise value read by nothing else roots a group too:
+    // the values are reduced as they are made and never stored.
+    const bool reduces = sum_or_mean(root) && fusable(g.node(root.inputs[0].node)) &&
+                         uses[size_t(root.inputs[0].node)] == 1 && group_of[size_t(root.inputs[0].node)] < 0;
+    if (!fusable(root) && !reduces) continue;
+    const Shape& group_shape = reduces ? g.type(root.inputs[0]).shape : root.type().shape;
     std::vector<int> members{id}, stack{id};
     std::vector<Value> external;
     group_of[size_t(id)] = id;
@@ -43,7 +52,7 @@ bool fuse_elementwise(Graph& g) {
       for (Value v : m.inputs) {
         const Node& p = g.node(v.node);
         bool absorb = fusable(p) && uses[size_t(p.id)] == 1 && group_of[size_t(p.id)] < 0 &&
-                      p.type().shape == root.type().shape && members.size() < kMaxInstructions;
+                      p.type().shape == group_shape && members.size() < kMaxInstructions;
         if (absorb) {
           group_of[size_t(p.id)] = id;
           members.push_back(p.id);
@@ -56,7 +65,7 @@ bool fuse_elementwise(Graph& g) {
       for (Value v : g.node(mid).inputs)
         if (group_of[size_t(v.node)] != id && std::find(external.begin(), external.end(), v) == external.end())
           external.push_back(v);
-    if (members.size() < 2 || external.size() > kMaxExternal) {
+    if (members.size() < 2 || external.size() > kMaxExternal) {  // (a reduction root counts as a member)
       for (int mid : members) group_of[size_t(mid)] = -1;
       group_of[size_t(id)] = -2;  // a root that stays unfused
       continue;
@@ -80,7 +89,9 @@ bool fuse_elementwise(Graph& g) {
     std::string ops;
     std::vector<int64_t> args;
     std::vector<double> params;
-    for (size_t j = 0; j < members.size(); ++j) {
+    const bool reduces = sum_or_mean(node);  // the root, last of its members, is not an instruction
+    const size_t n_instructions = members.size() - (reduces ? 1 : 0);
+    for (size_t j = 0; j < n_instructions; ++j) {
       const Node& m = g.node(members[j]);
       instr_of[m.id] = int64_t(j);
       ops += (j ? "," : "") + m.op->name;
@@ -98,9 +109,13 @@ bool fuse_elementwise(Graph& g) {
     }
     std::vector<Value> ins;
     for (Value v : external) ins.push_back(rb.map(v));
-    Value fused = rb.dst().add_op("fused_elementwise", ins,
-                                  {{"ops", ops}, {"args", args}, {"params", params}, {"shape", node.type().shape}},
-                                  node.name);
+    Attrs attrs{{"ops", ops}, {"args", args}, {"params", params}, {"shape", g.node(members[n_instructions - 1]).type().shape}};
+    if (reduces) {
+      attrs["axes"] = canonical_axes(attr_ints(node.attrs, "axes"), g.type(node.inputs[0]).shape.size());
+      attrs["keepdims"] = attr_int(node.attrs, "keepdims");
+      attrs["mean"] = int64_t(node.op->name == "mean");
+    }
+    Value fused = rb.dst().add_op(reduces ? "fused_reduce" : "fused_elementwise", ins, attrs, node.name);
     rb.set({node.id, 0}, fused);
   }
   g = rb.finish();

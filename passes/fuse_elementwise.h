@@ -1,5 +1,6 @@
 // Elementwise fusion: merges chains of fusable elementwise ops of one output shape, whose
-// intermediate values have no other reader, into single fused_elementwise nodes.
+// intermediate values have no other reader, into single fused_elementwise nodes; a chain whose
+// only reader is a sum or mean becomes one fused_reduce node with it.
 #pragma once
 #include "graph/graph.h"
 

@@ -294,11 +294,29 @@ TEST(FuseElementwise, ChainsBecomeOneNodeSharedValuesStay) {
   EXPECT_GE(count_op(g, "fused_elementwise"), 1u);
   expect_same_meaning(before, g, {{"x", testing::random_ref({4, 5}, 12)}, {"b", testing::random_ref({5}, 13)}});
 
-  // Negative twin: a lone op, or ops of different shapes, are left alone.
+  // Negative twin: a lone op, and a reduction of a value something else reads too, are left alone.
   Graph h2;
   Tensor a = input(h2, "a", {3});
-  h2.add_output("s", sum(exp(a)).value());
+  Tensor e = exp(a);
+  h2.add_output("s", sum(e).value());
+  h2.add_output("e", e.value());
   EXPECT_FALSE(fuse_elementwise(h2));
+}
+
+TEST(FuseElementwise, ReductionsOfElementwiseChainsBecomeOneFusedReduce) {
+  Graph g;
+  Tensor x = input(g, "x", {6, 4, 3, 5}), dy = input(g, "dy", {6, 4, 3, 5}), s = input(g, "s", {1, 4, 1, 1});
+  Tensor d_gamma = sum(dy * (x * s), {0, 2, 3});       // batch norm's scale gradient
+  Tensor var = mean(square(x - s), {0, 2, 3}, true);   // and its variance
+  g.add_output("d_gamma", d_gamma.value());
+  g.add_output("var", var.value());
+  Graph before = g;
+  EXPECT_TRUE(fuse_elementwise(g));
+  EXPECT_EQ(count_op(g, "fused_reduce"), 2u);
+  EXPECT_EQ(count_op(g, "sum") + count_op(g, "mean") + count_op(g, "mul"), 0u);
+  expect_same_meaning(before, g,
+                      {{"x", testing::random_ref({6, 4, 3, 5}, 1)}, {"dy", testing::random_ref({6, 4, 3, 5}, 2)},
+                       {"s", testing::random_ref({1, 4, 1, 1}, 3)}});
 }
 
 // Random graphs of elementwise, reduction, shape and matmul ops: the pipeline keeps meaning.
