@@ -278,14 +278,7 @@ class FusedReduceKernel final : public Kernel {
       for (size_t k = 0; k < rank; ++k) o += idx[k] * out_strides_[k];
       const int64_t run = std::min(iter_[inner] - idx[inner], n - i);
       if (out_strides_[inner] == 0) {
-        float lanes[16] = {};
-        int64_t j = 0;
-        for (; j + 16 <= run; j += 16)
-          for (int l = 0; l < 16; ++l) lanes[l] += v[i + j + l];
-        double s = 0;
-        for (; j < run; ++j) s += v[i + j];
-        for (float l : lanes) s += l;
-        acc[o] += s;
+        acc[o] += sum_run(v + i, run);
       } else {
         for (int64_t j = 0; j < run; ++j) acc[o + j * out_strides_[inner]] += v[i + j];
       }

@@ -154,6 +154,18 @@ Shape reduced_shape(const Shape& in, const std::vector<int64_t>& axes, bool keep
   return s;
 }
 
+float sum_run(const float* x, int64_t n) {
+  constexpr int kLanes = 16;
+  float lane[kLanes] = {};
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int k = 0; k < kLanes; ++k) lane[k] += x[i + k];
+  float acc = 0.f;
+  for (; i < n; ++i) acc += x[i];
+  for (int k = 0; k < kLanes; ++k) acc += lane[k];
+  return acc;
+}
+
 void reduce_reference(const RefTensor& x, const std::vector<int64_t>& axes, bool mean, RefTensor& out) {
   auto strides = broadcast_strides(keep_shape(x.shape, axes), x.shape);
   std::fill(out.data.begin(), out.data.end(), 0.0);

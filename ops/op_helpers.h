@@ -44,6 +44,9 @@ std::vector<int64_t> canonical_axes(std::vector<int64_t> axes, size_t rank);
 // `in` with the (canonical) reduced axes set to 1, or dropped when !keepdims.
 Shape keep_shape(const Shape& in, const std::vector<int64_t>& axes);
 Shape reduced_shape(const Shape& in, const std::vector<int64_t>& axes, bool keepdims);
+// Sum of a contiguous f32 run in 16 independent lanes: without -ffast-math the compiler may not
+// reorder a single accumulator's additions, and the scalar chain is ~10x slower.
+float sum_run(const float* x, int64_t n);
 // Reference sum (or mean) of x over canonical axes into out, already shaped.
 void reduce_reference(const RefTensor& x, const std::vector<int64_t>& axes, bool mean, RefTensor& out);
 

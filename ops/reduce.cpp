@@ -42,19 +42,8 @@ void reference(Kind kind, const Node& n, const RefTensor& x, RefTensor& out) {
   });
 }
 
-// Sum and max of a contiguous run in 16 independent lanes: without -ffast-math the compiler may
-// not reorder a single accumulator's additions, and the scalar chain is ~10x slower.
+// Max of a contiguous run in 16 independent lanes (see sum_run in ops/op_helpers.h).
 constexpr int kLanes = 16;
-float sum_run(const float* x, int64_t n) {
-  float lane[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    for (int k = 0; k < kLanes; ++k) lane[k] += x[i + k];
-  float acc = 0.f;
-  for (; i < n; ++i) acc += x[i];
-  for (int k = 0; k < kLanes; ++k) acc += lane[k];
-  return acc;
-}
 float max_run(const float* x, int64_t n) {
   float lane[kLanes];
   std::fill(lane, lane + kLanes, -std::numeric_limits<float>::infinity());
