@@ -17,6 +17,7 @@ const OpRegistry& OpRegistry::get() {
     register_indexing_ops(r);
     register_linalg_ops(r);
     register_nn_ops(r);
+    register_batch_norm_ops(r);
     register_fused_ops(r);
     return r;
   }();

@@ -53,7 +53,7 @@ Tensor convnet_features(const Tensor& x, const std::vector<Tensor>& w, const Con
   Tensor h = x;
   for (int64_t b = 0; b < cfg.blocks; ++b) {
     h = conv2d(h, w[size_t(3 * b)], {1, 1}, {1, 1});
-    h = relu(batch_norm_train(h, w[size_t(3 * b + 1)], w[size_t(3 * b + 2)]));
+    h = batch_norm(h, w[size_t(3 * b + 1)], w[size_t(3 * b + 2)], 1e-5, /*relu=*/true);
     h = max_pool2d(h, {2, 2});
   }
   return reshape(h, {h.dim(0), convnet_feature_size(cfg)});

@@ -10,5 +10,6 @@ void register_shape_ops(OpRegistry& r);        // ops/shape.cpp
 void register_indexing_ops(OpRegistry& r);     // ops/indexing.cpp (gather, scatter_add, one_hot)
 void register_linalg_ops(OpRegistry& r);       // ops/linalg.cpp
 void register_nn_ops(OpRegistry& r);           // ops/nn.cpp (conv, pooling, softmax)
+void register_batch_norm_ops(OpRegistry& r);  // ops/batch_norm.cpp
 void register_fused_ops(OpRegistry& r);        // ops/fused.cpp (fused_elementwise)
 }  // namespace metagrad

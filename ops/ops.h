@@ -84,6 +84,9 @@ Tensor mse(const Tensor& pred, const Tensor& target);              // mean of sq
 // Batch norm in training mode over all axes but `channel_axis`, with batch statistics.
 Tensor batch_norm_train(const Tensor& x, const Tensor& gamma, const Tensor& beta, int64_t channel_axis = 1,
                         double eps = 1e-5);
+// The same batch norm over [N, C, ...] (channels on axis 1), optionally followed by relu, as one
+// op whose kernels make two passes over memory forward and three backward (ops/batch_norm.cpp).
+Tensor batch_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps = 1e-5, bool relu = false);
 // ||a_i - b_j||^2 for rows of a [..., N, D] and b [..., M, D] -> [..., N, M].
 Tensor pairwise_sq_dist(const Tensor& a, const Tensor& b);
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b);  // x @ w + b
