@@ -94,6 +94,38 @@ TEST(Composite, BatchNormTrainingMode) {
   check_grads(g, loss, {x, gamma, beta}, f, 1e-5);
 }
 
+// The batch_norm op family computes the composite's function, and its first and second
+// derivatives equal the composite's (with and without the fused relu).
+TEST(Composite, BatchNormOpEqualsCompositeToSecondOrder) {
+  for (bool with_relu : {false, true}) {
+    Graph g;
+    Tensor x = input(g, "x", {4, 3, 2, 2});
+    Tensor gamma = input(g, "gamma", {3}), beta = input(g, "beta", {3});
+    Tensor w = constant(g, {4, 3, 2, 2}, testing::random_ref({4, 3, 2, 2}, 7).data);
+    Tensor composite = batch_norm_train(x, gamma, beta, 1, 1e-3);
+    if (with_relu) composite = relu(composite);
+    Tensor op = batch_norm(x, gamma, beta, 1e-3, with_relu);
+    std::vector<Value> outs{op.value(), composite.value()};
+    for (Tensor y : {op, composite}) {
+      Tensor loss = sum(square(y) * w);
+      auto g1 = grad(loss, {x, gamma, beta});
+      Tensor dir = sum(g1[0] * w) + sum(g1[1] * gamma) + sum(g1[2]);
+      auto g2 = grad(dir, {x, gamma, beta});
+      for (const Tensor& t : g1) outs.push_back(t.value());
+      for (const Tensor& t : g2) outs.push_back(t.value());
+    }
+    RefValues f{{"x", testing::random_ref({4, 3, 2, 2}, 4, -2, 2)},
+                {"gamma", testing::random_ref({3}, 5, 0.5, 1.5)},
+                {"beta", testing::random_ref({3}, 6)}};
+    auto r = reference_eval(g, outs, f);
+    const size_t per = 6;  // three first and three second derivatives per form
+    for (size_t k = 0; k < r[0].data.size(); ++k) EXPECT_NEAR(r[0].data[k], r[1].data[k], 1e-12) << "value " << k;
+    for (size_t d = 0; d < per; ++d)
+      for (size_t k = 0; k < r[2 + d].data.size(); ++k)
+        EXPECT_NEAR(r[2 + d].data[k], r[2 + per + d].data[k], 1e-9) << "relu " << with_relu << " derivative " << d << " element " << k;
+  }
+}
+
 TEST(Composite, ConvNetRuntimeMatchesReferenceWithGradients) {
   Graph g;
   Tensor x = input(g, "x", {2, 1, 8, 8});
