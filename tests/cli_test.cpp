@@ -110,6 +110,9 @@ TEST(Cli, InspectReportsPassesFusionMemoryAndProfile) {
     EXPECT_TRUE(j.contains(k)) << k;
   EXPECT_LT(j["nodes_after"].get<int>(), j["nodes_before"].get<int>());
   EXPECT_LT(j["peak_bytes"].get<double>(), j["naive_bytes"].get<double>());
+  // The optimized step computes what the -O0 step computes.
+  EXPECT_LT(j["max_rel_diff_vs_O0"].get<double>(), 1e-5);
+  EXPECT_LT(j["max_rel_diff_vs_O0_grads"].get<double>(), 1e-5);
   std::filesystem::remove(json);
   // A graph file works too, and a missing one is a one-line error naming it.
   CliRun d = run("dump sinusoid --format text -o " + json);

@@ -121,14 +121,26 @@ int run_inspect(const InspectOptions& o) {
     };
     for (const auto& name : exe.fetch_names()) compare(exe.fetch(name), exe0.fetch(name));
     const double outputs = worst;
+    // After one step from zero, an Adam first moment "<opt>.<param>.m" is (1 - beta1) times the
+    // gradient, so comparing them compares the gradients the two executables computed.
+    worst = 0;
+    bool any_moment = false;
+    for (const auto& name : store.names())
+      if (name.size() > 2 && name.ends_with(".m")) {
+        compare(store.data(name), store0.data(name));
+        any_moment = true;
+      }
+    const double gradients = worst;
     worst = 0;
     // Adam's first step moves every weight by about ±lr whatever its gradient's size, so a
-    // gradient within rounding of zero can flip sign: this figure is looser than the outputs'.
+    // gradient within rounding of zero can flip sign: this figure is looser than the others.
     for (const auto& name : store.names()) compare(store.data(name), store0.data(name));
     j["max_rel_diff_vs_O0"] = outputs;
+    if (any_moment) j["max_rel_diff_vs_O0_grads"] = gradients;
     j["max_rel_diff_vs_O0_params"] = worst;
-    std::cout << fmt::format("results vs -O0 after one step: outputs max relative difference {:.2e}, updated parameters "
-                             "{:.2e}\n", outputs, worst);
+    std::cout << fmt::format("results vs -O0 after one step: max relative difference of outputs {:.2e}, ", outputs);
+    if (any_moment) std::cout << fmt::format("gradients (Adam first moments) {:.2e}, ", gradients);
+    std::cout << fmt::format("updated parameters {:.2e}\n", worst);
   }
 
   j["per_pass"] = nlohmann::json::array();
