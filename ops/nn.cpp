@@ -362,19 +362,27 @@ struct FirstMax4 {
   }
 };
 
+// One output row of 2x2 windows: its two input rows of x and of gx.
+void max_pool_backward_row2(const float* __restrict xt, const float* __restrict xb, const float* __restrict gy,
+                            float* __restrict gt, float* __restrict gb, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    FirstMax4 m(xt[2 * j], xt[2 * j + 1], xb[2 * j], xb[2 * j + 1]);
+    const float v = gy[j];
+    gt[2 * j] = m.a ? v : 0.f;
+    gt[2 * j + 1] = m.b ? v : 0.f;
+    gb[2 * j] = m.c ? v : 0.f;
+    gb[2 * j + 1] = m.d ? v : 0.f;
+  }
+}
+
 void max_pool_backward_f32(const WindowLoop& loop, const float* gy, float* gx) {
   const float* x = loop.x;
   if (loop.two_by_two()) {
-    loop.rows2([&](int64_t o, int64_t t, int64_t b, int64_t n) {
-      for (int64_t j = 0; j < n; ++j) {
-        FirstMax4 m(x[t + 2 * j], x[t + 2 * j + 1], x[b + 2 * j], x[b + 2 * j + 1]);
-        const float v = gy[o + j];
-        gx[t + 2 * j] = m.a ? v : 0.f;
-        gx[t + 2 * j + 1] = m.b ? v : 0.f;
-        gx[b + 2 * j] = m.c ? v : 0.f;
-        gx[b + 2 * j + 1] = m.d ? v : 0.f;
-      }
-    });
+    // Row pairs are independent: large tensors split them over the OpenMP threads.
+    const int64_t rows = loop.g.n * loop.g.c * loop.g.oh, w = loop.g.w, ow = loop.g.ow;
+#pragma omp parallel for schedule(static) if (rows * w >= (int64_t(1) << 16))
+    for (int64_t r = 0; r < rows; ++r)
+      max_pool_backward_row2(x + 2 * r * w, x + 2 * r * w + w, gy + r * ow, gx + 2 * r * w, gx + 2 * r * w + w, ow);
     return;
   }
   const int64_t kh = loop.g.kh, kw = loop.g.kw, w = loop.g.w;
@@ -450,6 +458,10 @@ void add_max_pool_derivatives(OpRegistry& r) {
       return t;
     };
     d.tests = {c({2, 3, 4, 4}, {2, 2}), c({1, 2, 6, 4}, {3, 2}), c({1, 3, 2, 6}, {2, 2})};
+    // Large enough for the threaded 2x2 path (kernel against reference only).
+    OpTestCase big = c({2, 64, 32, 32}, {2, 2});
+    big.differentiable = {false, false};
+    d.tests.push_back(big);
     r.add(std::move(d));
   }
   {
