@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <memory>
 
@@ -249,13 +250,23 @@ void stats_run(const float* __restrict p, const float* __restrict d, int64_t n, 
   for (int l = 0; l < kLanes; ++l) s_dx += l_dx[l], s_d += l_d[l];
 }
 
+// dx may overwrite x or dy (the op runs in place): each block is computed into registers from
+// both before it is stored.
 template <bool kRelu>
-void dx_run(const float* __restrict p, const float* __restrict d, float* __restrict q, int64_t n, float mean, float rstd,
-            float gamma, float beta, float mean_dz, float mean_dzx) {
+void dx_run(const float* p, const float* d, float* q, int64_t n, float mean, float rstd, float gamma, float beta,
+            float mean_dz, float mean_dzx) {
   const float k = gamma * rstd;
-  for (int64_t j = 0; j < n; ++j) {
-    const float xh = (p[j] - mean) * rstd;
-    q[j] = k * (masked<kRelu>(d[j], xh, gamma, beta) - mean_dz - xh * mean_dzx);
+  constexpr int64_t kChunk = 64;
+  float out[kChunk];
+  for (int64_t j0 = 0; j0 < n; j0 += kChunk) {
+    const int64_t m = std::min(kChunk, n - j0);
+    const float* __restrict pj = p + j0;
+    const float* __restrict dj = d + j0;
+    for (int64_t j = 0; j < m; ++j) {
+      const float xh = (pj[j] - mean) * rstd;
+      out[j] = k * (masked<kRelu>(dj[j], xh, gamma, beta) - mean_dz - xh * mean_dzx);
+    }
+    std::copy(out, out + m, q + j0);
   }
 }
 
@@ -471,6 +482,7 @@ void register_batch_norm_ops(OpRegistry& r) {
     d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
       return bn_kernel<bn_dx_f32<false>, bn_dx_f32<true>>(args_of(ctx), "loop:batch_norm_dx");
     };
+    d.inplace = true;  // x (or dy) usually dies here: dx takes its buffer
     d.tests = bn_tests(1, true);
     r.add(std::move(d));
   }

@@ -128,7 +128,10 @@ class BlockProgram {
     // has its own block registers.
     threads_ = total_ >= kParallelMin ? std::max(1, omp_get_max_threads()) : 1;
     regs_per_thread_ = (n_ext + n_ins) * size_t(kBlock);
-    regs_.assign(size_t(threads_) * regs_per_thread_, 0.0f);
+    // The block registers live in the executable's shared workspace: kernels run one at a time,
+    // and hundreds of fused kernels each owning theirs cost tens of MiB of resident memory.
+    ctx.workspace.request(size_t(threads_) * regs_per_thread_ * sizeof(float),
+                          [this](char* base) { regs_ = reinterpret_cast<float*>(base); });
     for (size_t e = 0; e < n_ext; ++e) {
       Shape iter = shape_;
       std::vector<std::vector<int64_t>> st{broadcast_strides(ctx.in_types[e].shape, shape_), broadcast_strides(shape_, shape_)};
@@ -156,7 +159,7 @@ class BlockProgram {
   void eval_block(int64_t block, int thread, float* dst) {
     const size_t n_ext = ext_.size();
     const int64_t start = block * kBlock, n = std::min(kBlock, total_ - start);
-    float* regs = regs_.data() + size_t(thread) * regs_per_thread_;
+    float* regs = regs_ + size_t(thread) * regs_per_thread_;
     const float** cur = cur_.data() + size_t(thread) * n_ext;
     for (size_t e = 0; e < n_ext; ++e) {
       const Ext& x = ext_[e];
@@ -204,7 +207,7 @@ class BlockProgram {
   int64_t total_ = 0;
   int threads_ = 1;
   size_t regs_per_thread_ = 0;
-  std::vector<float> regs_;
+  float* regs_ = nullptr;  // in the workspace: [thread][operand or instruction][kBlock]
   std::vector<const float*> cur_;  // per thread: each external operand's current block
   std::vector<Ext> ext_;
   std::vector<Instr> code_;

@@ -104,8 +104,7 @@ dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvGeom& g, const d
   auto src = any_desc({g.n, g.c, g.h, g.w}), wei = any_desc({g.o, g.c, g.kh, g.kw}), dst = any_desc({g.n, g.o, g.oh, g.ow});
   // A single input channel (an image network's first layer) has little to block: oneDNN's GEMM
   // path on plain NCHW took half the time of the blocked kernel plus the reorder of its 64-channel
-  // output (0.95 vs 1.9 ms on the conv-MAML query batch). Its backward stays blocked: measured the
-  // other way round there.
+  // output (0.95 vs 1.9 ms on the conv-MAML query batch).
   if (g.c == 1) src = dense_desc({g.n, g.c, g.h, g.w}), dst = dense_desc({g.n, g.o, g.oh, g.ow});
   dnnl::memory::dims strides{g.sh, g.sw}, pad{g.ph, g.pw};
   auto pad_r = right_pad(g.oh, g.ow, g.sh, g.sw, g.kh, g.kw, g.h, g.w, g.ph, g.pw);
@@ -182,9 +181,12 @@ std::unique_ptr<Kernel> conv_kernel(const KernelCtx& ctx, ConvMode mode) {
                              {DNNL_ARG_WEIGHTS, wei, pd.weights_desc(), ctx.in[1], false},
                              {DNNL_ARG_DIFF_SRC, src, pd.diff_src_desc(), ctx.out[0], true}});
   }
+  // One input channel: plain formats here too. Blocked, the 64-channel cotangent needs a reorder
+  // buffer as large as itself (14 MiB of workspace for the conv-MAML query batch) for about 10%
+  // less time.
   dnnl::convolution_backward_weights::primitive_desc pd(
-      dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, any_desc(x), any_desc(w), any_desc(y),
-                                               strides, pad, pad_r),
+      dnnl::convolution_backward_weights::desc(dnnl::algorithm::convolution_direct, g.c == 1 ? src : any_desc(x),
+                                               any_desc(w), g.c == 1 ? dst : any_desc(y), strides, pad, pad_r),
       dnnl_attr(), ctx.engine, fwd);
   return reordered_kernel(ctx, dnnl::convolution_backward_weights(pd), pd,
                           {{DNNL_ARG_SRC, src, pd.src_desc(), ctx.in[0], false},
@@ -367,9 +369,9 @@ struct FirstMax4 {
   }
 };
 
-// One output row of 2x2 windows: its two input rows of x and of gx.
-void max_pool_backward_row2(const float* __restrict xt, const float* __restrict xb, const float* __restrict gy,
-                            float* __restrict gt, float* __restrict gb, int64_t n) {
+// One output row of 2x2 windows: its two input rows of x and of gx. gx may be x itself (the op
+// runs in place): each window's four x values are read before its four gx values are written.
+void max_pool_backward_row2(const float* xt, const float* xb, const float* __restrict gy, float* gt, float* gb, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     FirstMax4 m(xt[2 * j], xt[2 * j + 1], xb[2 * j], xb[2 * j + 1]);
     const float v = gy[j];
@@ -456,6 +458,9 @@ void add_max_pool_derivatives(OpRegistry& r) {
       float* gx = ctx.out_f32();
       return std::make_unique<LoopKernel>([=] { max_pool_backward_f32(loop, gy, gx); }, "loop:max_pool_backward");
     };
+    // The pooled input usually dies here (relu's output in a conv block): its buffer takes the
+    // result, one activation-sized buffer less at the peak of the backward pass.
+    d.inplace = true;
     auto c = [](Shape x, IntList k) {
       Shape y{x[0], x[1], x[2] / k[0], x[3] / k[1]};
       OpTestCase t = tcase({x, y}, {{"kernel", k}});
@@ -667,7 +672,9 @@ void register_nn_ops(OpRegistry& r) {
         return std::vector<Tensor>{conv_bwd_data(gy, cz, c.attrs, x.shape()), conv_fwd(x, cz, c.attrs)};
       },
       {bw({2, 3, 5, 5}, {2, 4, 3, 3}, {1, 1}, {0, 0}, {3, 3}), bw({1, 2, 5, 5}, {1, 3, 3, 3}, {2, 2}, {1, 1}, {3, 3}),
-       bw({1, 2, 6, 6}, {1, 2, 2, 2}, {2, 2}, {0, 0}, {3, 3})},
+       bw({1, 2, 6, 6}, {1, 2, 2, 2}, {2, 2}, {0, 0}, {3, 3}),
+       // One input channel (a first layer), which runs on plain formats.
+       bw({3, 1, 6, 6}, {3, 8, 6, 6}, {1, 1}, {1, 1}, {3, 3})},
       {{"kernel_hw", AttrKind::Ints, std::nullopt}});
   add_pool(r, "max_pool2d", true);
   add_max_pool_derivatives(r);

@@ -53,10 +53,31 @@ bool rematerialize(Graph& g) {
       any = true;
     }
   }
+  // Expanding ops: a large value made from small operands (a first-layer convolution of images,
+  // for instance) is made again once, just before its second reader, and every later reader
+  // reads that copy; the original dies at its first reader. Its operands are small, so keeping
+  // them alive longer costs little. Elementwise values are left to the rule above.
+  std::vector<std::vector<int>> recompute_from(n);
+  for (const Node& node : g.nodes()) {
+    const auto& rs = readers[size_t(node.id)];
+    if (node.kind != NodeKind::Op || elementwise_f32(node) || node.outputs.size() != 1 || pinned[size_t(node.id)] ||
+        rs.size() < 2 || node.type().bytes() < kMinBytes)
+      continue;
+    bool expanding = true;
+    for (Value v : node.inputs) {
+      const Node& p = g.node(v.node);
+      if (p.kind == NodeKind::Op && p.outputs[size_t(v.index)].bytes() * kSmallOperandRatio > node.type().bytes())
+        expanding = false;
+    }
+    if (!expanding) continue;
+    recompute_from[size_t(rs[1])].push_back(node.id);
+    any = true;
+  }
   if (!any) return false;
 
   Rebuilder rb(g);
   for (const Node& node : g.nodes()) {
+    for (int src : recompute_from[size_t(node.id)]) rb.copy(g.node(src));  // later readers read the copy
     std::vector<Value> saved;
     for (int src : recompute[size_t(node.id)]) {
       saved.push_back(rb.map({src, 0}));

@@ -1,5 +1,5 @@
-// Rematerialization: recomputes a large elementwise value at a late elementwise reader instead of
-// keeping it alive until then, when its own operands are alive there anyway.
+// Rematerialization: recomputes a large value at a late reader instead of keeping it alive until
+// then, when its own operands are alive there anyway or small.
 #pragma once
 #include "graph/graph.h"
 
@@ -10,6 +10,8 @@ namespace metagrad {
 // statistics, are cheap to keep), U reads a fresh copy of N built just before it. N then dies at
 // its first reader. Batch norm's normalized activations are the case this is for: the backward
 // pass reads them again long after the forward, while the centred input it is made from is kept
-// for the backward anyway. Returns whether any copy was made.
+// for the backward anyway. Likewise a large non-elementwise value made from small operands (at
+// most 1/8 of its size: a first-layer convolution of images) is made again once, just before its
+// second reader, for every later reader. Returns whether any copy was made.
 bool rematerialize(Graph& g);
 }  // namespace metagrad

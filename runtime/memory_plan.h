@@ -18,9 +18,10 @@ struct MemoryPlan {
   size_t naive_bytes = 0;       // every buffer kept alive
 };
 
-// First-fit placement: a buffer may reuse the space of buffers whose last read is at a step
-// strictly before its first write, or, when it names an in-place partner that dies exactly at
-// its first write, that partner's space. Offsets are 64-byte aligned.
+// Placement: a buffer may reuse the space of buffers whose last read is at a step strictly
+// before its first write, or, when it names an in-place partner that dies exactly at its first
+// write, that partner's space. Two placements are made, first fit in schedule order and greedy
+// by size (largest first), and the smaller arena is kept. Offsets are 64-byte aligned.
 MemoryPlan plan_memory(const std::vector<BufferRequest>& requests);
 
 }  // namespace metagrad

@@ -198,6 +198,22 @@ TEST(Rematerialize, LowersPeakOfThePipelineAndKeepsMeaning) {
   expect_same_meaning(g, with, {{"x", testing::random_ref({16, 8, 32, 32}, 3)}, {"dy", testing::random_ref({16, 8, 32, 32}, 4)}});
 }
 
+// A first-layer convolution: a large output from a small image batch and small weights, read in
+// the forward and again in the backward. One copy is made before the second reader.
+TEST(Rematerialize, RemakesExpandingOpsOnceForTheirLateReaders) {
+  Graph g;
+  Tensor x = input(g, "x", {8, 1, 16, 16}), w = input(g, "w", {32, 1, 3, 3});
+  Tensor img = x * 1.0;                    // an op (not a resident input), still small
+  Tensor y = conv2d(img, w, {1, 1}, {1, 1});  // 8*32*16*16 floats = 256 KiB, 32x its operands
+  Tensor forward = sum(tanh(y));
+  Tensor late1 = sum(y * y), late2 = sum(exp(y));
+  g.add_output("s", (forward + late1 + late2).value());
+  Graph before = g;
+  ASSERT_TRUE(rematerialize(g));
+  EXPECT_EQ(count_op(g, "conv2d"), 2u) << "one copy shared by both late readers";
+  expect_same_meaning(before, g, {{"x", testing::random_ref({8, 1, 16, 16}, 1)}, {"w", testing::random_ref({32, 1, 3, 3}, 2)}});
+}
+
 TEST(Rematerialize, LeavesValuesWhoseOperandsWouldHaveToBeKeptAlive) {
   Graph g;
   Tensor x = input(g, "x", {64, 1024});
