@@ -185,22 +185,31 @@ std::vector<TensorType> pad_rule(const std::vector<TensorType>& in, const Attrs&
 
 // The window of a big tensor that starts at `begin` and has a small tensor's shape, as offsets
 // precomputed once (kernels build it at compile time).
+// The window is copied one innermost row at a time: rows are contiguous in both tensors.
 struct Window {
-  Shape small;
-  std::vector<std::vector<int64_t>> strides;  // {small dense strides, big dense strides}
+  Shape rows;                                 // the small shape without its last axis
+  std::vector<std::vector<int64_t>> strides;  // {small dense strides, big dense strides} over `rows`
+  int64_t row = 1;                            // elements per row (1 for scalars)
   int64_t base = 0;
 };
 Window make_window(const Shape& small, const Shape& big, const std::vector<int64_t>& begin) {
-  Window w{small, {dense_strides(small), dense_strides(big)}, 0};
+  Window w{small, {dense_strides(small), dense_strides(big)}, 1, 0};
   for (size_t i = 0; i < big.size(); ++i) w.base += begin[i] * w.strides[1][i];
+  if (!small.empty()) {
+    w.row = small.back();
+    w.rows.pop_back();
+    for (auto& st : w.strides) st.pop_back();
+  }
   return w;
 }
 // Copies small into the window when `into_big`, else the window into small.
 template <class T>
 void window_copy(const Window& w, T* small, T* big, bool into_big) {
-  for_each_broadcast_n(w.small, w.strides, [&](int64_t, const int64_t* off) {
-    if (into_big) big[w.base + off[1]] = small[off[0]];
-    else small[off[0]] = big[w.base + off[1]];
+  for_each_broadcast_n(w.rows, w.strides, [&](int64_t, const int64_t* off) {
+    T* s = small + off[0];
+    T* b = big + w.base + off[1];
+    if (into_big) std::copy(s, s + w.row, b);
+    else std::copy(b, b + w.row, s);
   });
 }
 
