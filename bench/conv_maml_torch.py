@@ -15,12 +15,11 @@ Usage: /usr/bin/python3 bench/conv_maml_torch.py [--metagrad build/metagrad] [--
 (needs Debian's python3-torch: tools/install-deps.sh --bench)
 """
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import tempfile
 import time
+
+from metagrad_json import run_metagrad_json
 
 
 def rss_bytes():
@@ -101,13 +100,8 @@ def torch_run(iters, warmup, ways=5, shots=1, query=15, tasks=4, inner_lr=0.4):
 
 
 def metagrad_run(binary, iters, opt_level):
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "out.json")
-        subprocess.run([binary, "bench", "conv-maml", "--synthetic", "--iters", str(iters), "--eval-tasks", "0",
-                        "--threads", "2", "--opt-level", str(opt_level), "--quiet", "--json", path],
-                       check=True, stdout=subprocess.DEVNULL)
-        with open(path) as f:
-            return json.load(f)
+    return run_metagrad_json(binary, ["bench", "conv-maml", "--synthetic", "--iters", str(iters), "--eval-tasks", "0",
+                                      "--threads", "2", "--opt-level", str(opt_level)])
 
 
 def main():

@@ -9,11 +9,9 @@ per step, arena peak against the naive total (every intermediate kept), and the 
 Usage: python3 bench/opt_levels.py [--metagrad build/metagrad] [--rounds 3] [--threads 2]
 """
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import tempfile
+
+from metagrad_json import run_metagrad_json
 
 WORKLOADS = {
     "sinusoid (5 inner steps)": ["bench", "sinusoid", "--inner-steps", "5", "--iters", "2000", "--eval-tasks", "0"],
@@ -22,12 +20,7 @@ WORKLOADS = {
 
 
 def run(binary, args, level, threads):
-    with tempfile.TemporaryDirectory() as d:
-        path = os.path.join(d, "out.json")
-        subprocess.run([binary, *args, "--opt-level", str(level), "--threads", str(threads), "--quiet", "--json", path],
-                       check=True, stdout=subprocess.DEVNULL)
-        with open(path) as f:
-            return json.load(f)
+    return run_metagrad_json(binary, [*args, "--opt-level", str(level), "--threads", str(threads)])
 
 
 def main():
