@@ -16,6 +16,7 @@
 #include "ops/families.h"
 #include "ops/op_helpers.h"
 #include "ops/ops.h"
+#include "ops/vec4.h"
 #include "passes/autodiff.h"
 
 namespace metagrad {
@@ -175,18 +176,12 @@ void for_runs(const BnArgs& a, bool with_partials, F&& body) {
       for (int64_t k = 0; k < c2; ++k) sc.partial[size_t(k)] += sc.partial[size_t(t * c2 + k)];
 }
 
-// Four-float vectors (GCC/Clang vector extensions): written with them, the two-accumulator loops
-// below run four times faster than GCC's own vectorization of 16-lane arrays, which spilled
-// its accumulators to the stack.
-typedef float v4 __attribute__((vector_size(16)));
-
-inline v4 load4(const float* p) {
-  v4 v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-inline v4 splat(float x) { return v4{x, x, x, x}; }
-inline double hsum(v4 a, v4 b) { return double(a[0]) + a[1] + a[2] + a[3] + b[0] + b[1] + b[2] + b[3]; }
+// The two-accumulator loops below use four-float vectors: GCC's own vectorization of 16-lane
+// accumulator arrays spilled them to the stack and ran four times slower.
+using vec4::hsum;
+using vec4::splat;
+using vec4::v4;
+inline v4 load4(const float* p) { return vec4::load(p); }
 
 // Sum and sum of squares of p[0..n) - x0.
 void run_moments(const float* __restrict p, int64_t n, float x0, double& s, double& ss) {
