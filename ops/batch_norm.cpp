@@ -181,7 +181,6 @@ void for_runs(const BnArgs& a, bool with_partials, F&& body) {
 using vec4::hsum;
 using vec4::splat;
 using vec4::v4;
-inline v4 load4(const float* p) { return vec4::load(p); }
 
 // Sum and sum of squares of p[0..n) - x0.
 void run_moments(const float* __restrict p, int64_t n, float x0, double& s, double& ss) {
@@ -189,7 +188,7 @@ void run_moments(const float* __restrict p, int64_t n, float x0, double& s, doub
   const v4 z = splat(x0);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    const v4 d0 = load4(p + j) - z, d1 = load4(p + j + 4) - z;
+    const v4 d0 = vec4::load(p + j) - z, d1 = vec4::load(p + j + 4) - z;
     s0 += d0, s1 += d1, q0 += d0 * d0, q1 += d1 * d1;
   }
   for (; j < n; ++j) {
@@ -247,8 +246,8 @@ void stats_run(const float* __restrict p, const float* __restrict d, int64_t n, 
     return dy;
   };
   for (; j + 8 <= n; j += 8) {
-    const v4 x0 = (load4(p + j) - m) * r, x1 = (load4(p + j + 4) - m) * r;
-    const v4 d0 = dz_of(x0, load4(d + j)), d1 = dz_of(x1, load4(d + j + 4));
+    const v4 x0 = (vec4::load(p + j) - m) * r, x1 = (vec4::load(p + j + 4) - m) * r;
+    const v4 d0 = dz_of(x0, vec4::load(d + j)), d1 = dz_of(x1, vec4::load(d + j + 4));
     a0 += d0 * x0, a1 += d1 * x1, b0 += d0, b1 += d1;
   }
   for (; j < n; ++j) {

@@ -291,7 +291,6 @@ class FusedReduceKernel final : public Kernel {
     }
   }
 
-  static constexpr size_t kMaxRank = 8;
   float* out_;
   BlockProgram program_;
   int64_t n_out_ = 0;

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <tuple>
 
 #include "graph/op_def.h"
 #include "passes/rebuild.h"
@@ -102,17 +103,15 @@ std::vector<int> memory_greedy_order(const Graph& g, Heuristic heuristic) {
     }
     const bool by_growth = heuristic == Heuristic::kLeastGrowth ||
                            *std::min_element(growth_of.begin(), growth_of.end()) <= 0;
+    // The smallest key wins: least growth first, or the most recently enabled chain first.
+    auto key = [&](size_t r) {
+      const int id = ready[r];
+      const int64_t recency = -enabled_at[size_t(id)];
+      return by_growth ? std::tuple(growth_of[r], recency, id) : std::tuple(recency, growth_of[r], id);
+    };
     size_t best = 0;
-    for (size_t r = 1; r < ready.size(); ++r) {
-      const int id = ready[r], b = ready[best];
-      const bool later = enabled_at[size_t(id)] > enabled_at[size_t(b)] ||
-                         (enabled_at[size_t(id)] == enabled_at[size_t(b)] && id < b);
-      const bool better = by_growth ? growth_of[r] < growth_of[best] || (growth_of[r] == growth_of[best] && later)
-                                    : enabled_at[size_t(id)] > enabled_at[size_t(b)] ||
-                                          (enabled_at[size_t(id)] == enabled_at[size_t(b)] &&
-                                           (growth_of[r] < growth_of[best] || (growth_of[r] == growth_of[best] && id < b)));
-      if (better) best = r;
-    }
+    for (size_t r = 1; r < ready.size(); ++r)
+      if (key(r) < key(best)) best = r;
     const int id = ready[best];
     ready.erase(ready.begin() + std::ptrdiff_t(best));
     retire(id);
