@@ -7,6 +7,7 @@
 
 #include "graph/error.h"
 #include "ops/ops.h"
+#include "passes/autodiff.h"
 
 namespace metagrad {
 
@@ -93,8 +94,9 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     bc1 = 1.0 - pow(h.beta1, t1);
     bc2 = 1.0 - pow(h.beta2, t1);
   }
-  // Each rule gives a direction d with p' = p - lr * scale * d.
-  std::vector<Tensor> dirs;
+  // Each rule gives a direction d with p' = p - lr * scale * d. Adam's moments after this step
+  // are kept for the HD tangent below.
+  std::vector<Tensor> dirs, moment1(params.size()), moment2(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     const Tensor& gr = grads[i];
@@ -130,6 +132,8 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
       Tensor v1 = h.beta2 * v + (1.0 - h.beta2) * square(gr);
       out.state.push_back({m, m1});
       out.state.push_back({v, v1});
+      moment1[i] = m1;
+      moment2[i] = v1;
       Tensor mhat = m1 / bc1;
       if (rule == "nadam")  // Dozat's Nesterov form with constant beta1 (as in Keras/optax)
         mhat = h.beta1 * mhat + (1.0 - h.beta1) * gr / bc1;
@@ -152,23 +156,56 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     Tensor lr = parameter(g, prefix + ".lr", {}, Init::constant(cfg.lr), false);
     Tensor dot, gg, uu;
     auto add = [](const Tensor& total, const Tensor& x) { return total.defined() ? total + x : x; };
+    std::vector<Tensor> u;
     for (size_t i = 0; i < params.size(); ++i) {
-      Tensor u = state(g, prefix, params[i], "prev_dir");
-      dot = add(dot, sum(grads[i] * u));
+      u.push_back(state(g, prefix, params[i], "prev_dir"));
+      dot = add(dot, sum(grads[i] * u[i]));
       if (cfg.hd_multiplicative) {
         gg = add(gg, sum(square(grads[i])));
-        uu = add(uu, sum(square(u)));
+        uu = add(uu, sum(square(u[i])));
       }
-      // With a horizon, u sums the recent directions (decayed), so dL/dlr is taken over several
-      // steps: oscillating components cancel and the consistent drift decides the sign.
-      Tensor d = scaled(i, dirs[i]);
-      out.state.push_back({u, cfg.hd_horizon > 0 ? cfg.hd_horizon * u + d : d});
     }
     // The multiplicative form (Baydin et al., section 3.3) moves lr by a fraction set by the cosine
     // of gradient and previous direction, so the same beta serves any scale of loss or lr; the
     // additive form's step grows with the gradients and can overshoot to a negative rate.
-    h.lr = cfg.hd_multiplicative ? lr * (1.0 + beta * dot / (sqrt(gg * uu) + 1e-12)) : lr + beta * dot;
+    h.lr = cfg.hd_multiplicative ? lr * (1.0 + beta * dot / (sqrt(gg) * sqrt(uu) + 1e-12)) : lr + beta * dot;
     out.state.push_back({lr, h.lr});
+    std::vector<Tensor> next_u;
+    for (size_t i = 0; i < params.size(); ++i) next_u.push_back(scaled(i, dirs[i]));
+    if (cfg.hd_horizon > 0) {
+      // With a horizon mu, -u is the derivative of the parameters with respect to the learning
+      // rate over the past steps, each step's contribution discounted by mu (Donini et al.'s
+      // MARTHE; mu = 0 is Baydin et al.'s rule): u' = mu (u - lr Du) + d, where Du is the
+      // derivative of this step's direction along u, through the gradient (a Hessian-vector
+      // product) and the rule's own state, whose tangents are kept as state too.
+      const std::vector<Tensor> hu = grad(dot, params);  // H u: dot = sum g . u with u constant
+      for (size_t i = 0; i < params.size(); ++i) {
+        const Tensor& p = params[i];
+        Tensor du;
+        if (rule == "sgd") {
+          du = hu[i];
+        } else if (rule == "nesterov") {
+          Tensor w = state(g, prefix, p, "velocity_tangent");
+          Tensor dv1 = h.momentum * w + hu[i];
+          out.state.push_back({w, cfg.hd_horizon * dv1});
+          du = hu[i] + h.momentum * dv1;
+        } else {  // adam: d = mhat / (sqrt(vhat) + eps)
+          Tensor a = state(g, prefix, p, "m_tangent");
+          Tensor b = state(g, prefix, p, "v_tangent");
+          Tensor dm1 = h.beta1 * a + (1.0 - h.beta1) * hu[i];
+          Tensor dv1 = h.beta2 * b + (1.0 - h.beta2) * 2.0 * grads[i] * hu[i];
+          out.state.push_back({a, cfg.hd_horizon * dm1});
+          out.state.push_back({b, cfg.hd_horizon * dv1});
+          Tensor root = sqrt(moment2[i] / bc2);
+          Tensor denom = root + h.eps;
+          // d sqrt(v)/dv is infinite at v = 0, where m and the tangent of v are 0 as well; the
+          // 1e-20 keeps that 0/0 at 0, and dividing by denom first keeps f32 from underflowing.
+          du = dm1 / bc1 / denom - (moment1[i] / bc1 / denom) * (dv1 / bc2 / denom) / (2.0 * (root + 1e-20));
+        }
+        next_u[i] = cfg.hd_horizon * (u[i] - h.lr * scaled(i, du)) + next_u[i];
+      }
+    }
+    for (size_t i = 0; i < params.size(); ++i) out.state.push_back({u[i], next_u[i]});
   }
   h.lr = or_const(g, h.lr, cfg.lr);
   out.lr = h.lr;

@@ -21,7 +21,10 @@ struct OptimizerConfig {
   double weight_decay = 0.0;  // L2 added to the gradient; decoupled (p -= lr*wd*p) for adamw
   double clip_value = 0.0;    // clip each gradient element to [-v, v]; 0 = off
   double clip_norm = 0.0;     // rescale gradients whose global L2 norm exceeds this; 0 = off
-  double hd_horizon = 0.0;  // HD variants: u_t = horizon * u_{t-1} + d_t, so the hypergradient sees the last ~1/(1-h) steps
+  // HD variants: discount mu of the hypergradient horizon. 0 (Baydin et al.): u is the last
+  // direction. mu > 0: -u is the mu-discounted derivative of the parameters w.r.t. the rate over
+  // all past steps (MARTHE), at one Hessian-vector product per step.
+  double hd_horizon = 0.0;
   bool hd_multiplicative = false;  // HD variants: lr *= 1 + beta * cos(g_t, u_{t-1}) instead of lr += beta * g_t . u_{t-1}
   double hyper_lr = -1;       // HD variants: beta of the lr update; < 0 = 1e-3 (SGD, as Baydin et al.) or 1e-5 (Adam; their 1e-7 barely moves the rate in a few epochs here); multiplicative: 0.02
 };

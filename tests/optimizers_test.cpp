@@ -3,6 +3,7 @@
 // differences.
 #include "meta/optimizers.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,16 +21,20 @@ namespace {
 struct Plain {
   OptimizerConfig c;
   std::vector<double> v, s, m, mean, prev_dir;
+  std::vector<double> v_tan, m_tan, s_tan;  // HD horizon: tangents of the rule's state
   double alpha = 0;  // HD: the adapted learning rate
   int t = 0;
-  void step(std::vector<double>& p, std::vector<double> g) {
+  // hess: the diagonal Hessian of the loss at p (used by the HD horizon's tangent).
+  void step(std::vector<double>& p, std::vector<double> g, std::vector<double> hess) {
     const size_t n = p.size();
     const bool hd = is_hypergradient(c.name);
     const std::string rule = c.name == "sgd_hd" ? "sgd" : c.name == "sgdn_hd" ? "nesterov" : c.name == "adam_hd" ? "adam" : c.name;
-    if (v.empty()) v.assign(n, 0), s.assign(n, 0), m.assign(n, 0), mean.assign(n, 0), prev_dir.assign(n, 0), alpha = c.lr;
+    if (v.empty())
+      for (auto* x : {&v, &s, &m, &mean, &prev_dir, &v_tan, &m_tan, &s_tan}) x->assign(n, 0.0);
+    if (t == 0) alpha = c.lr;
     ++t;
     if (c.weight_decay != 0 && rule != "adamw")
-      for (size_t i = 0; i < n; ++i) g[i] += c.weight_decay * p[i];
+      for (size_t i = 0; i < n; ++i) g[i] += c.weight_decay * p[i], hess[i] += c.weight_decay;
     std::vector<double> dir(n);
     for (size_t i = 0; i < n; ++i) {
       if (rule == "sgd") {
@@ -66,10 +71,34 @@ struct Plain {
     if (hd) {
       double dot = 0, gg = 0, uu = 0;
       for (size_t i = 0; i < n; ++i) dot += g[i] * prev_dir[i], gg += g[i] * g[i], uu += prev_dir[i] * prev_dir[i];
-      alpha = c.hd_multiplicative ? alpha * (1 + c.hyper_lr * dot / (std::sqrt(gg * uu) + 1e-12)) : alpha + c.hyper_lr * dot;
+      alpha = c.hd_multiplicative ? alpha * (1 + c.hyper_lr * dot / (std::sqrt(gg) * std::sqrt(uu) + 1e-12)) : alpha + c.hyper_lr * dot;
+    }
+    // With a horizon mu, u follows Donini et al.'s discounted tangent: u' = mu (u - alpha Du) + d,
+    // Du the derivative of the direction along u (through g, whose derivative is H u here).
+    std::vector<double> next_u = dir;
+    if (hd && c.hd_horizon > 0) {
+      const double mu = c.hd_horizon;
+      for (size_t i = 0; i < n; ++i) {
+        const double hu = hess[i] * prev_dir[i];
+        double du = hu;
+        if (rule == "nesterov") {
+          const double dv = c.momentum * v_tan[i] + hu;
+          v_tan[i] = mu * dv;
+          du = hu + c.momentum * dv;
+        } else if (rule == "adam") {
+          const double b1 = 1 - std::pow(c.beta1, t), b2 = 1 - std::pow(c.beta2, t);
+          const double dm = c.beta1 * m_tan[i] + (1 - c.beta1) * hu;
+          const double ds = c.beta2 * s_tan[i] + (1 - c.beta2) * 2 * g[i] * hu;
+          m_tan[i] = mu * dm, s_tan[i] = mu * ds;
+          // d = mhat / (sqrt(shat) + eps), differentiated by the quotient and chain rules
+          const double root = std::sqrt(s[i] / b2), den = root + c.eps;
+          du = (dm / b1) / den - (m[i] / b1) * (ds / b2) / (2 * root * den * den);
+        }
+        next_u[i] = mu * (prev_dir[i] - alpha * du) + dir[i];
+      }
     }
     for (size_t i = 0; i < n; ++i) p[i] -= (hd ? alpha : c.lr) * dir[i];
-    for (size_t i = 0; i < n; ++i) prev_dir[i] = c.hd_horizon * prev_dir[i] + dir[i];
+    prev_dir = next_u;
   }
 };
 
@@ -92,12 +121,13 @@ void expect_matches_published_rule(const OptimizerConfig& cfg) {
   std::vector<double> p = reference_eval(g, {w.value()}, feeds, {})[0].data;  // same initial weights
   for (int step = 0; step < 6; ++step) {
     params = reference_step(g, feeds, params);
-    std::vector<double> grad_plain(4);
+    std::vector<double> grad_plain(4), hess_plain(4);
     for (size_t i = 0; i < 4; ++i) {
       double d = p[i] - feeds["target"].data[i];
       grad_plain[i] = 2 * d + 0.1 * 4 * p[i] * p[i] * p[i];
+      hess_plain[i] = 2 + 0.1 * 12 * p[i] * p[i];
     }
-    plain.step(p, grad_plain);
+    plain.step(p, grad_plain, hess_plain);
     const auto& got = params.at("w").data;
     for (size_t i = 0; i < 4; ++i) ASSERT_NEAR(got[i], p[i], 1e-10) << cfg.name << " step " << step << " elem " << i;
   }
@@ -121,6 +151,46 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
     expect_matches_published_rule(cfg);
     cfg.hd_horizon = 0.7;
     expect_matches_published_rule(cfg);
+    cfg.hd_multiplicative = false;
+    cfg.hyper_lr = 0.01;
+    expect_matches_published_rule(cfg);
+  }
+}
+
+// With beta = 0 the rate stays lr0, and with the full horizon (mu = 1) -u is then exactly the
+// derivative of the parameters with respect to lr0: checked against finite differences over
+// several steps, on two parameter tensors whose loss couples them (an off-diagonal Hessian).
+TEST(Optimizers, HdHorizonTangentIsTheDerivativeOfTheParametersInTheRate) {
+  for (const std::string name : {"sgd_hd", "sgdn_hd", "adam_hd"}) {
+    const double lr0 = name == "adam_hd" ? 0.02 : 0.05;
+    auto run = [&](double lr, bool tangent) {
+      Graph g;
+      Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
+      Tensor w2 = parameter(g, "w2", {3}, Init::normal(0, 1, 5));
+      Tensor loss = sum(square(w - 0.5)) + 0.1 * sum(square(square(w))) + 0.3 * sum(w) * sum(square(w2)) + sum(exp(0.2 * w2));
+      OptimizerConfig cfg;
+      cfg.name = name;
+      cfg.lr = lr;
+      cfg.hyper_lr = 0;
+      cfg.hd_horizon = 1.0;
+      cfg.weight_decay = 0.01;
+      OptimizerStep st = optimizer_step(g, cfg, {w, w2}, grad(loss, {w, w2}));
+      add_updates(g, {w, w2}, st);
+      RefValues params;
+      for (int step = 0; step < 5; ++step) params = reference_step(g, {}, params);
+      std::vector<double> out;
+      for (const char* p : {"w", "w2"}) {
+        const auto& v = params.at(tangent ? fmt::format("opt.{}.prev_dir", p) : std::string(p)).data;
+        out.insert(out.end(), v.begin(), v.end());
+      }
+      return out;
+    };
+    const double eps = 1e-6;
+    const std::vector<double> up = run(lr0 + eps, false), down = run(lr0 - eps, false), u = run(lr0, true);
+    for (size_t i = 0; i < u.size(); ++i) {
+      const double fd = (up[i] - down[i]) / (2 * eps);
+      EXPECT_NEAR(-u[i], fd, 1e-6 * std::max(1.0, std::abs(fd))) << name << " element " << i;
+    }
   }
 }
 

@@ -52,8 +52,9 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
                 "HD optimizers: hypergradient step beta (default: additive 1e-3 SGD family, 1e-5 Adam; multiplicative 0.02)")
       ->check(kNonNegative);
   c->add_option("--hd-horizon", f.cfg.opt.hd_horizon,
-                "HD optimizers: decay h of the summed previous directions (0: the last step only, as in the paper)")
-      ->check(CLI::Range(0.0, 0.999));
+                "HD optimizers: discount mu of the hypergradient's horizon (0: the last step, as Baydin et al.; 1: every "
+                "past step, through Hessian-vector products)")
+      ->check(CLI::Range(0.0, 1.0));
   c->add_flag("--hd-multiplicative", f.cfg.opt.hd_multiplicative,
               "HD optimizers: lr *= 1 + beta*cos(g, previous direction) rather than lr += beta*g.(previous direction)");
   c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
