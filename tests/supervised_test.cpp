@@ -177,5 +177,35 @@ TEST(Supervised, BadConfigurationsAreClearErrors) {
   EXPECT_NE(testing::error_of([&] { train_classifier(cfg, tiny, tiny, nullptr); }).find("takes no --schedule"), std::string::npos);
 }
 
+// From a rate 10x too small, the discounted-tangent horizon raises the rate much further than the
+// one-step hypergradient (Baydin et al.), whose bias toward small rates is what the horizon is
+// for; a short MLP run.
+TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
+  ImageSet train = load_fashion_mnist(kFashionMnistDir, true), test = load_fashion_mnist(kFashionMnistDir, false);
+  train.count = 3200;
+  train.pixels.resize(size_t(3200 * 784));
+  train.labels.resize(3200);
+  test.count = 1000;
+  test.pixels.resize(size_t(1000 * 784));
+  test.labels.resize(1000);
+  auto final_lr = [&](double horizon) {
+    SupervisedConfig cfg;
+    cfg.model.model = "mlp";
+    cfg.model.hidden = 64;
+    cfg.epochs = 1;
+    cfg.opt.name = "sgd_hd";
+    cfg.opt.lr = 0.005;
+    cfg.opt.hd_multiplicative = true;
+    cfg.opt.hyper_lr = 0.3;
+    cfg.opt.hd_horizon = horizon;
+    SupervisedResult r = train_classifier(cfg, train, test, nullptr);
+    EXPECT_GT(r.best_accuracy, 0.4) << "horizon " << horizon;  // chance is 0.1
+    return r.epochs.back().lr;
+  };
+  const double one_step = final_lr(0.0), discounted = final_lr(0.99);
+  EXPECT_GT(discounted, 0.05);
+  EXPECT_GT(discounted, 2 * one_step);
+}
+
 }  // namespace
 }  // namespace metagrad
