@@ -129,13 +129,8 @@ TEST(Classifier, ShapesAndParameterCounts) {
 // A few hundred steps on real data must learn: an assertion that fails if gradients, the
 // optimizer update or the step graph are wrong.
 TEST(Supervised, ShortRunLearnsAndPlateauScheduleRuns) {
-  ImageSet train = load_fashion_mnist(kFashionMnistDir, true), test = load_fashion_mnist(kFashionMnistDir, false);
-  train.count = 3200;
-  train.pixels.resize(size_t(3200 * 784));
-  train.labels.resize(3200);
-  test.count = 2000;
-  test.pixels.resize(size_t(2000 * 784));
-  test.labels.resize(2000);
+  const ImageSet train = first_images(load_fashion_mnist(kFashionMnistDir, true), 3200);
+  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), 2000);
   SupervisedConfig cfg;
   cfg.model.model = "mlp";
   cfg.model.hidden = 64;
@@ -181,13 +176,8 @@ TEST(Supervised, BadConfigurationsAreClearErrors) {
 // one-step hypergradient (Baydin et al.), whose bias toward small rates is what the horizon is
 // for; a short MLP run.
 TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
-  ImageSet train = load_fashion_mnist(kFashionMnistDir, true), test = load_fashion_mnist(kFashionMnistDir, false);
-  train.count = 3200;
-  train.pixels.resize(size_t(3200 * 784));
-  train.labels.resize(3200);
-  test.count = 1000;
-  test.pixels.resize(size_t(1000 * 784));
-  test.labels.resize(1000);
+  const ImageSet train = first_images(load_fashion_mnist(kFashionMnistDir, true), 3200);
+  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), 1000);
   auto final_lr = [&](double horizon) {
     SupervisedConfig cfg;
     cfg.model.model = "mlp";
