@@ -94,9 +94,9 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     bc1 = 1.0 - pow(h.beta1, t1);
     bc2 = 1.0 - pow(h.beta2, t1);
   }
-  // Each rule gives a direction d with p' = p - lr * scale * d. Adam's moments after this step
-  // are kept for the HD tangent below.
-  std::vector<Tensor> dirs, moment1(params.size()), moment2(params.size());
+  // Each rule gives a direction d with p' = p - lr * scale * d. Adam's mhat and sqrt(vhat) are
+  // kept for the HD tangent below.
+  std::vector<Tensor> dirs, adam_mhat(params.size()), adam_root(params.size());
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     const Tensor& gr = grads[i];
@@ -132,13 +132,12 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
       Tensor v1 = h.beta2 * v + (1.0 - h.beta2) * square(gr);
       out.state.push_back({m, m1});
       out.state.push_back({v, v1});
-      moment1[i] = m1;
-      moment2[i] = v1;
       Tensor mhat = m1 / bc1;
+      adam_mhat[i] = mhat;
       if (rule == "nadam")  // Dozat's Nesterov form with constant beta1 (as in Keras/optax)
         mhat = h.beta1 * mhat + (1.0 - h.beta1) * gr / bc1;
-      Tensor vhat = v1 / bc2;
-      Tensor d = mhat / (sqrt(vhat) + h.eps);
+      adam_root[i] = sqrt(v1 / bc2);
+      Tensor d = mhat / (adam_root[i] + h.eps);
       if (rule == "adamw" && cfg.weight_decay != 0.0) d = d + h.weight_decay * p;  // decoupled decay
       dirs.push_back(d);
     }
@@ -196,11 +195,10 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
           Tensor dv1 = h.beta2 * b + (1.0 - h.beta2) * 2.0 * grads[i] * hu[i];
           out.state.push_back({a, cfg.hd_horizon * dm1});
           out.state.push_back({b, cfg.hd_horizon * dv1});
-          Tensor root = sqrt(moment2[i] / bc2);
-          Tensor denom = root + h.eps;
+          Tensor denom = adam_root[i] + h.eps;
           // d sqrt(v)/dv is infinite at v = 0, where m and the tangent of v are 0 as well; the
           // 1e-20 keeps that 0/0 at 0, and dividing by denom first keeps f32 from underflowing.
-          du = dm1 / bc1 / denom - (moment1[i] / bc1 / denom) * (dv1 / bc2 / denom) / (2.0 * (root + 1e-20));
+          du = dm1 / bc1 / denom - (adam_mhat[i] / denom) * (dv1 / bc2 / denom) / (2.0 * (adam_root[i] + 1e-20));
         }
         next_u[i] = cfg.hd_horizon * (u[i] - h.lr * scaled(i, du)) + next_u[i];
       }
