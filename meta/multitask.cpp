@@ -222,7 +222,9 @@ MultitaskResult train_multitask(const MultitaskConfig& cfg, const ImageSet& trai
   std::vector<Tensor> params;
   for (const Node& n : g.nodes())
     if (n.kind == NodeKind::Parameter && n.trainable) params.emplace_back(&g, Value{n.id, 0});
-  OptimizerStep step = optimizer_step(g, cfg.opt, params, grad(m.loss, params), {}, "opt");
+  Hyper h;
+  h.loss = m.loss;
+  OptimizerStep step = optimizer_step(g, cfg.opt, params, grad(m.loss, params), h, "opt");
   add_updates(g, params, step);
   g.add_output("loss", m.loss.value());
   g.add_output("lr", step.lr.value());

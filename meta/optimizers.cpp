@@ -145,6 +145,8 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   auto scaled = [&](size_t i, const Tensor& d) {
     return h.lr_scale.empty() || !h.lr_scale[i].defined() ? d : h.lr_scale[i] * d;
   };
+  const size_t rule_state_end = out.state.size();  // out.state[1, rule_state_end): the rule's own state
+  Tensor spike;  // HD guard: 1 on a step whose loss spiked, which undoes the previous step
   if (hd) {
     // Hypergradient descent: dL/dlr of the previous step is -g_t . u_{t-1}, with u the previous
     // scaled direction, so lr_t = lr_{t-1} + beta * g_t . u_{t-1}.
@@ -166,9 +168,39 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     }
     // The multiplicative form (Baydin et al., section 3.3) moves lr by a fraction set by the cosine
     // of gradient and previous direction, so the same beta serves any scale of loss or lr; the
-    // additive form's step grows with the gradients and can overshoot to a negative rate.
-    h.lr = cfg.hd_multiplicative ? lr * (1.0 + beta * dot / (sqrt(gg) * sqrt(uu) + 1e-12)) : lr + beta * dot;
+    // additive form's step grows with the gradients and can overshoot to a negative rate. Their
+    // factor 1 + beta cos is taken as exp(beta cos), equal to first order: with beta >= 1 (which
+    // long horizons want) a cosine near -1 would otherwise zero the rate or flip its sign.
+    h.lr = cfg.hd_multiplicative ? lr * exp(beta * dot / (sqrt(gg) * sqrt(uu) + 1e-12)) : lr + beta * dot;
+    // keep is 0 on a step whose loss spiked (the guard cut the rate) and 1 otherwise.
+    Tensor keep;
+    if (cfg.hd_guard > 0) {
+      if (!h.loss.defined()) throw GraphError(fmt::format("{}: hd_guard needs the step's loss (Hyper::loss)", cfg.name));
+      if (!h.loss.shape().empty()) throw ShapeError(fmt::format("{}: hd_guard needs a scalar loss, got shape {}", cfg.name, shape_str(h.loss.shape())));
+      // Spikes are measured against the loss's running mean and mean absolute deviation, so the
+      // threshold follows the minibatch noise as the loss falls. The deviation starts at a tenth of the
+      // first loss; a spike enters both clipped to the threshold, so a lasting rise is absorbed.
+      Tensor avg = parameter(g, prefix + ".loss_avg", {}, Init::zeros(), false);
+      Tensor dev = parameter(g, prefix + ".loss_dev", {}, Init::zeros(), false);
+      Tensor first = equal(t, scalar(g, 0.0));
+      Tensor ref = where(first, h.loss, avg);
+      Tensor spread = where(first, 0.1 * h.loss, dev);
+      Tensor limit = ref + cfg.hd_guard * spread;
+      spike = greater(h.loss, limit);
+      Tensor clipped = minimum(h.loss, limit);
+      out.state.push_back({avg, 0.95 * ref + 0.05 * clipped});
+      out.state.push_back({dev, 0.95 * spread + 0.05 * abs(clipped - ref)});
+      Tensor cuts = parameter(g, prefix + ".hd_cuts", {}, Init::zeros(), false);  // for reports
+      out.state.push_back({cuts, cuts + spike});
+      h.lr = where(spike, 0.5 * lr, h.lr);
+      keep = 1.0 - spike;
+      // A spike means the last step went too far: like Vogl et al.'s "bold driver", return to the
+      // parameters before it (kept as state) and leave the rule's state as it was, so the outlying
+      // gradient enters no momentum or second moment.
+      for (size_t k = 1; k < rule_state_end; ++k) out.state[k].second = where(spike, out.state[k].first, out.state[k].second);
+    }
     out.state.push_back({lr, h.lr});
+    auto restart = [&](const Tensor& x) { return keep.defined() ? keep * x : x; };
     std::vector<Tensor> next_u;
     for (size_t i = 0; i < params.size(); ++i) next_u.push_back(scaled(i, dirs[i]));
     if (cfg.hd_horizon > 0) {
@@ -178,6 +210,7 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
       // derivative of this step's direction along u, through the gradient (a Hessian-vector
       // product) and the rule's own state, whose tangents are kept as state too.
       const std::vector<Tensor> hu = grad(dot, params);  // H u: dot = sum g . u with u constant
+      std::vector<std::pair<Tensor, Tensor>> rule_tangents;  // (state, its new value)
       for (size_t i = 0; i < params.size(); ++i) {
         const Tensor& p = params[i];
         Tensor du;
@@ -186,15 +219,15 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
         } else if (rule == "nesterov") {
           Tensor w = state(g, prefix, p, "velocity_tangent");
           Tensor dv1 = h.momentum * w + hu[i];
-          out.state.push_back({w, cfg.hd_horizon * dv1});
+          rule_tangents.push_back({w, cfg.hd_horizon * dv1});
           du = hu[i] + h.momentum * dv1;
         } else {  // adam: d = mhat / (sqrt(vhat) + eps)
           Tensor a = state(g, prefix, p, "m_tangent");
           Tensor b = state(g, prefix, p, "v_tangent");
           Tensor dm1 = h.beta1 * a + (1.0 - h.beta1) * hu[i];
           Tensor dv1 = h.beta2 * b + (1.0 - h.beta2) * 2.0 * grads[i] * hu[i];
-          out.state.push_back({a, cfg.hd_horizon * dm1});
-          out.state.push_back({b, cfg.hd_horizon * dv1});
+          rule_tangents.push_back({a, cfg.hd_horizon * dm1});
+          rule_tangents.push_back({b, cfg.hd_horizon * dv1});
           Tensor denom = adam_root[i] + h.eps;
           // d sqrt(v)/dv is infinite at v = 0, where m and the tangent of v are 0 as well; the
           // 1e-20 keeps that 0/0 at 0, and dividing by denom first keeps f32 from underflowing.
@@ -202,12 +235,36 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
         }
         next_u[i] = cfg.hd_horizon * (u[i] - h.lr * scaled(i, du)) + next_u[i];
       }
+      if (cfg.hd_horizon < 1) {
+        // Steady directions add up to a tangent 1/(1 - mu) times as long as one of them; a longer
+        // one is being amplified by curvature the rate makes unstable. Followed unchecked it grows
+        // until |u|^2 overflows and the cosine reads 0, freezing the rate where it is too large.
+        // The whole tangent (u and the rule's part) is shortened to that bound instead: the
+        // cosine does not see the scale, only how much older steps weigh against new ones.
+        Tensor uu1, dd;
+        for (size_t i = 0; i < params.size(); ++i) {
+          uu1 = add(uu1, sum(square(next_u[i])));
+          dd = add(dd, sum(square(scaled(i, dirs[i]))));
+        }
+        Tensor shrink = minimum(scalar(g, 1.0), sqrt(dd) / (1.0 - cfg.hd_horizon) / (sqrt(uu1) + 1e-30));
+        for (auto& [s, v] : rule_tangents) v = shrink * v;
+        for (Tensor& x : next_u) x = shrink * x;
+      }
+      for (const auto& [s, v] : rule_tangents) out.state.push_back({s, restart(v)});
     }
-    for (size_t i = 0; i < params.size(); ++i) out.state.push_back({u[i], next_u[i]});
+    for (size_t i = 0; i < params.size(); ++i) out.state.push_back({u[i], restart(next_u[i])});
   }
   h.lr = or_const(g, h.lr, cfg.lr);
   out.lr = h.lr;
-  for (size_t i = 0; i < params.size(); ++i) out.new_params.push_back(params[i] - h.lr * scaled(i, dirs[i]));
+  for (size_t i = 0; i < params.size(); ++i) {
+    Tensor next = params[i] - h.lr * scaled(i, dirs[i]);
+    if (spike.defined()) {
+      Tensor before = state(g, prefix, params[i], "guard_prev");
+      out.state.push_back({before, where(spike, before, params[i])});
+      next = where(spike, before, next);
+    }
+    out.new_params.push_back(next);
+  }
   return out;
 }
 

@@ -25,7 +25,12 @@ struct OptimizerConfig {
   // direction. mu > 0: -u is the mu-discounted derivative of the parameters w.r.t. the rate over
   // all past steps (MARTHE), at one Hessian-vector product per step.
   double hd_horizon = 0.0;
-  bool hd_multiplicative = false;  // HD variants: lr *= 1 + beta * cos(g_t, u_{t-1}) instead of lr += beta * g_t . u_{t-1}
+  bool hd_multiplicative = false;  // HD variants: lr *= exp(beta * cos(g_t, u_{t-1})) instead of lr += beta * g_t . u_{t-1}
+  // HD variants: a safeguard the hypergradient cannot give. When this step's loss lies more than
+  // hd_guard mean absolute deviations above its running mean, the previous step is undone
+  // (parameters back to before it, the rule's state unchanged), the rate is halved instead of
+  // following the hypergradient, and the horizon's tangent restarts. Needs Hyper::loss. 0 = off.
+  double hd_guard = 0.0;
   double hyper_lr = -1;       // HD variants: beta of the lr update; < 0 = 1e-3 (SGD, as Baydin et al.) or 1e-5 (Adam; their 1e-7 barely moves the rate in a few epochs here); multiplicative: 0.02
 };
 
@@ -40,6 +45,8 @@ struct Hyper {
   // Optional per-parameter multipliers of lr (scalar or the parameter's shape): parameter
   // groups, learned scales, freezing masks. Empty or undefined entries mean 1.
   std::vector<Tensor> lr_scale;
+  // The loss this step's gradients came from: read by the HD safeguard (OptimizerConfig::hd_guard).
+  Tensor loss;
 };
 
 struct OptimizerStep {
@@ -52,7 +59,7 @@ struct OptimizerStep {
 // Builds one optimizer step. State parameters are named "<prefix>.<param>.<slot>" and
 // "<prefix>.t". HD variants keep their learning rate as the state "<prefix>.lr" (so hyper.lr
 // must stay undefined) and update it from the dot product of this step's gradient with the
-// previous step's update direction. Throws on unknown optimizer names or mismatched lists.
+// previous step's update direction; with hd_guard, "<prefix>.hd_cuts" counts the guard's cuts. Throws on unknown optimizer names or mismatched lists.
 OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
                              const std::vector<Tensor>& grads, Hyper hyper = {}, const std::string& prefix = "opt");
 

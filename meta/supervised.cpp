@@ -41,6 +41,7 @@ Graph train_step_graph(const SupervisedConfig& cfg, int64_t image) {
   }
   if (tr.l2sp_alpha > 0 || tr.l2sp_beta > 0) loss = loss + l2sp_penalty(g, params, plan, tr.l2sp_alpha, tr.l2sp_beta);
   Hyper h;
+  h.loss = loss;
   if (!is_hypergradient(cfg.opt.name))
     h.lr = cfg.opt.lr * schedule_factor(g, cfg.schedule, step_counter(g, "opt"), "sched");
   else if (cfg.schedule.kind != "constant" || cfg.schedule.warmup > 0)
@@ -247,6 +248,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
     }
   }, feed_unlabelled);
   res.parameters = count_parameters(store, "net.");
+  if (store.has("opt.hd_cuts")) res.hd_guard_cuts = int64_t(store.data("opt.hd_cuts")[0]);
   return res;
 }
 

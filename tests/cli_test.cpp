@@ -185,7 +185,7 @@ TEST(Cli, OptimizerTableWritesTableJsonAndPlot) {
   std::stringstream table;
   table << in.rdbuf();
   EXPECT_NE(table.str().find("| optimizer | learning rate |"), std::string::npos);
-  EXPECT_NE(table.str().find("| sgd | 0.05 |"), std::string::npos) << table.str();
+  EXPECT_NE(table.str().find("| sgd | 0.1 |"), std::string::npos) << table.str();
   EXPECT_NE(table.str().find("| adam_hd (lr0 x10) | 0.01 |"), std::string::npos) << table.str();
   EXPECT_EQ(read_json(json).size(), 4u);  // sgd, adam_hd and its two sweep runs
   std::ifstream plot(svg);

@@ -24,6 +24,7 @@ struct Plain {
   std::vector<double> v_tan, m_tan, s_tan;  // HD horizon: tangents of the rule's state
   double alpha = 0;  // HD: the adapted learning rate
   int t = 0;
+  int shortened = 0;  // HD horizon: steps on which the tangent was cut to 1/(1 - mu) |d|
   // hess: the diagonal Hessian of the loss at p (used by the HD horizon's tangent).
   void step(std::vector<double>& p, std::vector<double> g, std::vector<double> hess) {
     const size_t n = p.size();
@@ -67,11 +68,11 @@ struct Plain {
       }
     }
     // Baydin et al. (2018): alpha_t = alpha_{t-1} + beta * g_t . u_{t-1}, or multiplicatively
-    // alpha_t = alpha_{t-1} * (1 + beta * cos(g_t, u_{t-1})).
+    // alpha_t = alpha_{t-1} * exp(beta * cos(g_t, u_{t-1})) (their 1 + beta cos, to first order).
     if (hd) {
       double dot = 0, gg = 0, uu = 0;
       for (size_t i = 0; i < n; ++i) dot += g[i] * prev_dir[i], gg += g[i] * g[i], uu += prev_dir[i] * prev_dir[i];
-      alpha = c.hd_multiplicative ? alpha * (1 + c.hyper_lr * dot / (std::sqrt(gg) * std::sqrt(uu) + 1e-12)) : alpha + c.hyper_lr * dot;
+      alpha = c.hd_multiplicative ? alpha * std::exp(c.hyper_lr * dot / (std::sqrt(gg) * std::sqrt(uu) + 1e-12)) : alpha + c.hyper_lr * dot;
     }
     // With a horizon mu, u follows Donini et al.'s discounted tangent: u' = mu (u - alpha Du) + d,
     // Du the derivative of the direction along u (through g, whose derivative is H u here).
@@ -96,6 +97,14 @@ struct Plain {
         }
         next_u[i] = mu * (prev_dir[i] - alpha * du) + dir[i];
       }
+      // A tangent longer than 1/(1 - mu) times this step's direction is shortened to that length,
+      // the rule's tangents with it.
+      double uu1 = 0, dd = 0;
+      for (size_t i = 0; i < n; ++i) uu1 += next_u[i] * next_u[i], dd += dir[i] * dir[i];
+      const double shrink = std::min(1.0, std::sqrt(dd) / (1 - mu) / (std::sqrt(uu1) + 1e-30));
+      if (shrink < 1) ++shortened;
+      for (auto* x : {&next_u, &v_tan, &m_tan, &s_tan})
+        for (double& e : *x) e *= shrink;
     }
     for (size_t i = 0; i < n; ++i) p[i] -= (hd ? alpha : c.lr) * dir[i];
     prev_dir = next_u;
@@ -104,7 +113,8 @@ struct Plain {
 
 class OptimizerRule : public ::testing::TestWithParam<std::string> {};
 
-void expect_matches_published_rule(const OptimizerConfig& cfg) {
+// shortened: set to the number of steps on which the HD horizon's tangent was shortened.
+void expect_matches_published_rule(const OptimizerConfig& cfg, int* shortened = nullptr) {
   // A fixed quadratic-plus-quartic loss so gradients change every step.
   Graph g;
   Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
@@ -136,6 +146,7 @@ void expect_matches_published_rule(const OptimizerConfig& cfg) {
     EXPECT_NEAR(params.at("opt.lr").data[0], plain.alpha, 1e-10);
     EXPECT_GT(std::abs(plain.alpha - cfg.lr), 1e-4) << "the hypergradient never moved the learning rate";
   }
+  if (shortened) *shortened = plain.shortened;
 }
 
 TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
@@ -154,6 +165,13 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
     cfg.hd_multiplicative = false;
     cfg.hyper_lr = 0.01;
     expect_matches_published_rule(cfg);
+    // A rate past the curvature's limit (lr h > 2) makes the tangent grow: the length bound acts.
+    cfg.lr = cfg.name == "sgd_hd" ? 0.9 : 0.1;
+    cfg.hyper_lr = 0.001;
+    cfg.hd_horizon = 0.3;  // a short horizon: its bound, 1/(1 - mu) |d|, is reached within the 6 steps
+    int shortened = 0;
+    expect_matches_published_rule(cfg, &shortened);
+    EXPECT_GT(shortened, 0) << cfg.name;
   }
 }
 
@@ -191,6 +209,54 @@ TEST(Optimizers, HdHorizonTangentIsTheDerivativeOfTheParametersInTheRate) {
       const double fd = (up[i] - down[i]) / (2 * eps);
       EXPECT_NEAR(-u[i], fd, 1e-6 * std::max(1.0, std::abs(fd))) << name << " element " << i;
     }
+  }
+}
+
+// The guard leaves steps whose loss is ordinary alone. On a step whose loss spikes far above its
+// running mean it undoes the previous step (parameters back, the rule's state unchanged), halves the
+// rate instead of following the hypergradient, and restarts the tangent.
+TEST(Optimizers, HdGuardUndoesTheStepBeforeALossSpikeAndHalvesTheRate) {
+  for (const std::string name : {"sgd_hd", "sgdn_hd", "adam_hd"}) {
+    auto run = [&](double guard, const std::vector<double>& scales) {
+      Graph g;
+      Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
+      Tensor scale = input(g, "scale", {});
+      Tensor loss = scale * (sum(square(w - 0.5)) + 0.1 * sum(square(square(w))));
+      OptimizerConfig cfg;
+      cfg.name = name;
+      cfg.lr = 0.02;
+      cfg.hd_multiplicative = true;
+      cfg.hyper_lr = 0.2;
+      cfg.hd_horizon = 0.5;
+      cfg.hd_guard = guard;
+      Hyper h;
+      h.loss = loss;
+      add_updates(g, {w}, optimizer_step(g, cfg, {w}, grad(loss, {w}), h));
+      RefValues params;
+      std::vector<RefValues> after;  // after[s]: parameters and state after step s
+      for (double s : scales) after.push_back(params = reference_step(g, {{"scale", RefTensor{{}, {s}}}}, params));
+      return after;
+    };
+    const std::vector<double> calm(6, 1.0);
+    std::vector<double> spiked = calm;
+    spiked[4] = 50.0;
+    const auto plain = run(0, calm), guarded = run(8, calm), hit = run(8, spiked);
+    for (size_t s = 0; s < calm.size(); ++s) {
+      EXPECT_EQ(guarded[s].at("opt.lr").data[0], plain[s].at("opt.lr").data[0]) << name << " step " << s;
+      EXPECT_EQ(guarded[s].at("w").data, plain[s].at("w").data) << name << " step " << s;
+    }
+    for (size_t s = 0; s < 4; ++s) EXPECT_EQ(hit[s].at("w").data, plain[s].at("w").data) << name;
+    EXPECT_DOUBLE_EQ(hit[4].at("opt.lr").data[0], 0.5 * hit[3].at("opt.lr").data[0]) << name;
+    EXPECT_EQ(hit[4].at("w").data, hit[2].at("w").data) << name << ": the step into the spike is undone";
+    EXPECT_NE(hit[3].at("w").data, hit[2].at("w").data) << name;
+    for (const char* slot : {"opt.w.velocity", "opt.w.m", "opt.w.v"}) {
+      if (hit[4].count(slot)) {
+        EXPECT_EQ(hit[4].at(slot).data, hit[3].at(slot).data) << name << " " << slot;
+      }
+    }
+    for (double u : hit[4].at("opt.w.prev_dir").data) EXPECT_EQ(u, 0.0) << name;
+    EXPECT_NE(plain[4].at("opt.w.prev_dir").data[0], 0.0) << name;
+    EXPECT_EQ(hit[5].at("opt.hd_cuts").data[0], 1.0) << name;
   }
 }
 
@@ -247,6 +313,9 @@ TEST(Optimizers, BadInputAreClearErrors) {
   cfg.name = "sgd";
   EXPECT_THROW(optimizer_step(g, cfg, {w}, {bad}), Error);
   EXPECT_THROW(optimizer_step(g, cfg, {w}, {}), Error);
+  cfg.name = "sgd_hd";
+  cfg.hd_guard = 8;
+  EXPECT_NE(testing::error_of([&] { optimizer_step(g, cfg, {w}, {w}); }).find("hd_guard needs the step's loss"), std::string::npos);
 }
 
 }  // namespace

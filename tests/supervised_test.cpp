@@ -197,5 +197,27 @@ TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
   EXPECT_GT(discounted, 2 * one_step);
 }
 
+// A rate far too large makes an MLP's loss explode within a few steps, before the hypergradient
+// can bring it down: without the guard training diverges; with it the steps into the spikes are
+// undone and the rate halved, and training goes on to a useful accuracy.
+TEST(Supervised, HdGuardRescuesARateThatMakesTrainingDiverge) {
+  const ImageSet train = first_images(load_fashion_mnist(kFashionMnistDir, true), 3200);
+  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), 1000);
+  SupervisedConfig cfg;
+  cfg.model.model = "mlp";
+  cfg.epochs = 1;
+  cfg.opt.name = "sgd_hd";
+  std::tie(cfg.model.input_mean, cfg.model.input_std) = pixel_mean_std(train);  // as the CLI trains
+  cfg.opt.lr = 5.0;
+  cfg.opt.hd_multiplicative = true;
+  cfg.opt.hyper_lr = 0.3;
+  EXPECT_NE(testing::error_of([&] { train_classifier(cfg, train, test, nullptr); }).find("diverged"), std::string::npos);
+  cfg.opt.hd_guard = 8;
+  const SupervisedResult r = train_classifier(cfg, train, test, nullptr);
+  EXPECT_GT(r.best_accuracy, 0.5);  // chance is 0.1
+  EXPECT_GE(r.hd_guard_cuts, 1);
+  EXPECT_LT(r.epochs.back().lr, 1.0);
+}
+
 }  // namespace
 }  // namespace metagrad

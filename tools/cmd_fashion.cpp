@@ -18,9 +18,11 @@ namespace metagrad {
 namespace {
 
 // Learning rates that work for both models here with batch 64 (chosen on a short sweep; see
-// docs/ARCHITECTURE.md); the HD variants start from their base optimizer's.
+// docs/ARCHITECTURE.md); the HD variants start from their base optimizer's. SGD: LeNet-5 at 5
+// epochs reached 86.6 / 88.2 / 88.9 / 88.9% with 0.02 / 0.05 / 0.1 / 0.2, the MLP at 3 epochs
+// 86.3 / 87.3 / 87.1% with 0.05 / 0.1 / 0.2.
 double default_lr(const std::string& opt) {
-  if (opt == "sgd" || opt == "sgd_hd") return 0.05;
+  if (opt == "sgd" || opt == "sgd_hd") return 0.1;
   if (opt == "momentum" || opt == "nesterov" || opt == "sgdn_hd") return 0.01;
   if (opt == "adagrad") return 0.01;
   if (opt == "nadam") return 2e-3;
@@ -55,8 +57,12 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
                 "HD optimizers: discount mu of the hypergradient's horizon (0: the last step, as Baydin et al.; 1: every "
                 "past step, through Hessian-vector products)")
       ->check(CLI::Range(0.0, 1.0));
+  c->add_option("--hd-guard", f.cfg.opt.hd_guard,
+                "HD optimizers: on a step whose loss lies more than this many mean absolute deviations above its "
+                "running mean, undo the previous step and halve the rate (0: off)")
+      ->check(kNonNegative);
   c->add_flag("--hd-multiplicative", f.cfg.opt.hd_multiplicative,
-              "HD optimizers: lr *= 1 + beta*cos(g, previous direction) rather than lr += beta*g.(previous direction)");
+              "HD optimizers: lr *= exp(beta*cos(g, previous direction)) rather than lr += beta*g.(previous direction)");
   c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
   c->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   c->add_flag("--quiet", f.quiet, "no progress bars");
@@ -92,7 +98,8 @@ nlohmann::json result_json(const SupervisedConfig& cfg, const SupervisedResult& 
           {"epochs_to_85", r.epochs_to_85},
           {"train_seconds", r.train_seconds},
           {"seconds_per_epoch", r.epochs.empty() ? 0.0 : r.train_seconds / double(r.epochs.size())},
-          {"epochs", epochs}};
+          {"epochs", epochs},
+          {"hd_guard_cuts", r.hd_guard_cuts}};
 }
 
 int run_fashion(TrainFlags& f) {
@@ -111,6 +118,8 @@ int run_fashion(TrainFlags& f) {
                              r.epochs[i].seconds, r.epochs[i].lr);
   std::cout << fmt::format("best test accuracy {:.4f}; {:.2f} s per epoch; {} parameters\n", r.best_accuracy,
                            r.train_seconds / double(std::max<size_t>(r.epochs.size(), 1)), r.parameters);
+  if (is_hypergradient(f.cfg.opt.name) && f.cfg.opt.hd_guard > 0)
+    std::cout << fmt::format("the HD guard halved the rate on {} steps\n", r.hd_guard_cuts);
   if (!f.json_path.empty()) write_output(f.json_path, result_json(f.cfg, r).dump(2) + "\n");
   return 0;
 }
@@ -199,9 +208,12 @@ int run_table(TableFlags& t) {
       continue;
     }
     const EpochRecord& last = r.res.epochs.back();
-    md += fmt::format("| {} | {:.3g} | {:.4f} | {:.4f} | {} | {:.1f} | {:.3g} |\n", r.name, r.cfg.opt.lr, last.train_loss,
+    const std::string cuts = is_hypergradient(r.cfg.opt.name) && r.cfg.opt.hd_guard > 0
+                                 ? fmt::format(" ({} guard cuts)", r.res.hd_guard_cuts)
+                                 : "";
+    md += fmt::format("| {} | {:.3g} | {:.4f} | {:.4f} | {} | {:.1f} | {:.3g}{} |\n", r.name, r.cfg.opt.lr, last.train_loss,
                       r.res.best_accuracy, r.res.epochs_to_85 > 0 ? std::to_string(r.res.epochs_to_85) : "-",
-                      r.res.train_seconds, last.lr);
+                      r.res.train_seconds, last.lr, cuts);
     nlohmann::json rj = result_json(r.cfg, r.res);
     rj["name"] = r.name;
     j.push_back(rj);
