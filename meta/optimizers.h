@@ -59,7 +59,8 @@ struct OptimizerStep {
 // Builds one optimizer step. State parameters are named "<prefix>.<param>.<slot>" and
 // "<prefix>.t". HD variants keep their learning rate as the state "<prefix>.lr" (so hyper.lr
 // must stay undefined) and update it from the dot product of this step's gradient with the
-// previous step's update direction; with hd_guard, "<prefix>.hd_cuts" counts the guard's cuts. Throws on unknown optimizer names or mismatched lists.
+// previous step's update direction; with hd_guard, "<prefix>.hd_cuts" counts the guard's cuts.
+// Throws on unknown optimizer names or mismatched lists.
 OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
                              const std::vector<Tensor>& grads, Hyper hyper = {}, const std::string& prefix = "opt");
 
