@@ -50,6 +50,28 @@ Tensor state(Graph& g, const std::string& prefix, const Tensor& p, const std::st
 
 Tensor or_const(Graph& g, const Tensor& t, double v) { return t.defined() ? t : scalar(g, v); }
 
+// The HD guard's detector: 1 when this step's loss lies more than k mean absolute deviations above
+// its running mean, else 0. Both statistics are EMAs kept as state, so the threshold follows the
+// minibatch noise as the loss falls; the deviation starts at a tenth of the first loss. A spike
+// enters them clipped to the threshold, so a lasting rise is absorbed instead of cutting forever.
+// "<prefix>.hd_cuts" counts the spikes, for reports. t: steps taken before this one.
+Tensor loss_spike(Graph& g, const std::string& prefix, const Tensor& loss, const Tensor& t, double k,
+                  std::vector<std::pair<Tensor, Tensor>>& state) {
+  Tensor avg = parameter(g, prefix + ".loss_avg", {}, Init::zeros(), false);
+  Tensor dev = parameter(g, prefix + ".loss_dev", {}, Init::zeros(), false);
+  Tensor first = equal(t, scalar(g, 0.0));
+  Tensor ref = where(first, loss, avg);
+  Tensor spread = where(first, 0.1 * loss, dev);
+  Tensor limit = ref + k * spread;
+  Tensor spike = greater(loss, limit);
+  Tensor clipped = minimum(loss, limit);
+  state.push_back({avg, 0.95 * ref + 0.05 * clipped});
+  state.push_back({dev, 0.95 * spread + 0.05 * abs(clipped - ref)});
+  Tensor cuts = parameter(g, prefix + ".hd_cuts", {}, Init::zeros(), false);
+  state.push_back({cuts, cuts + spike});
+  return spike;
+}
+
 }  // namespace
 
 OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
@@ -145,6 +167,8 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   auto scaled = [&](size_t i, const Tensor& d) {
     return h.lr_scale.empty() || !h.lr_scale[i].defined() ? d : h.lr_scale[i] * d;
   };
+  std::vector<Tensor> steps;  // p' = p - lr * steps[i]
+  for (size_t i = 0; i < params.size(); ++i) steps.push_back(scaled(i, dirs[i]));
   const size_t rule_state_end = out.state.size();  // out.state[1, rule_state_end): the rule's own state
   Tensor spike;  // HD guard: 1 on a step whose loss spiked, which undoes the previous step
   if (hd) {
@@ -177,21 +201,7 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     if (cfg.hd_guard > 0) {
       if (!h.loss.defined()) throw GraphError(fmt::format("{}: hd_guard needs the step's loss (Hyper::loss)", cfg.name));
       if (!h.loss.shape().empty()) throw ShapeError(fmt::format("{}: hd_guard needs a scalar loss, got shape {}", cfg.name, shape_str(h.loss.shape())));
-      // Spikes are measured against the loss's running mean and mean absolute deviation, so the
-      // threshold follows the minibatch noise as the loss falls. The deviation starts at a tenth of the
-      // first loss; a spike enters both clipped to the threshold, so a lasting rise is absorbed.
-      Tensor avg = parameter(g, prefix + ".loss_avg", {}, Init::zeros(), false);
-      Tensor dev = parameter(g, prefix + ".loss_dev", {}, Init::zeros(), false);
-      Tensor first = equal(t, scalar(g, 0.0));
-      Tensor ref = where(first, h.loss, avg);
-      Tensor spread = where(first, 0.1 * h.loss, dev);
-      Tensor limit = ref + cfg.hd_guard * spread;
-      spike = greater(h.loss, limit);
-      Tensor clipped = minimum(h.loss, limit);
-      out.state.push_back({avg, 0.95 * ref + 0.05 * clipped});
-      out.state.push_back({dev, 0.95 * spread + 0.05 * abs(clipped - ref)});
-      Tensor cuts = parameter(g, prefix + ".hd_cuts", {}, Init::zeros(), false);  // for reports
-      out.state.push_back({cuts, cuts + spike});
+      spike = loss_spike(g, prefix, h.loss, t, cfg.hd_guard, out.state);
       h.lr = where(spike, 0.5 * lr, h.lr);
       keep = 1.0 - spike;
       // A spike means the last step went too far: like Vogl et al.'s "bold driver", return to the
@@ -201,8 +211,7 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
     }
     out.state.push_back({lr, h.lr});
     auto restart = [&](const Tensor& x) { return keep.defined() ? keep * x : x; };
-    std::vector<Tensor> next_u;
-    for (size_t i = 0; i < params.size(); ++i) next_u.push_back(scaled(i, dirs[i]));
+    std::vector<Tensor> next_u = steps;
     if (cfg.hd_horizon > 0) {
       // With a horizon mu, -u is the derivative of the parameters with respect to the learning
       // rate over the past steps, each step's contribution discounted by mu (Donini et al.'s
@@ -244,7 +253,7 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
         Tensor uu1, dd;
         for (size_t i = 0; i < params.size(); ++i) {
           uu1 = add(uu1, sum(square(next_u[i])));
-          dd = add(dd, sum(square(scaled(i, dirs[i]))));
+          dd = add(dd, sum(square(steps[i])));
         }
         Tensor shrink = minimum(scalar(g, 1.0), sqrt(dd) / (1.0 - cfg.hd_horizon) / (sqrt(uu1) + 1e-30));
         for (auto& [s, v] : rule_tangents) v = shrink * v;
@@ -257,7 +266,7 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   h.lr = or_const(g, h.lr, cfg.lr);
   out.lr = h.lr;
   for (size_t i = 0; i < params.size(); ++i) {
-    Tensor next = params[i] - h.lr * scaled(i, dirs[i]);
+    Tensor next = params[i] - h.lr * steps[i];
     if (spike.defined()) {
       Tensor before = state(g, prefix, params[i], "guard_prev");
       out.state.push_back({before, where(spike, before, params[i])});

@@ -15,6 +15,13 @@
 namespace metagrad {
 namespace {
 
+// The installed Fashion-MNIST sets, read once for the tests that train on their first images.
+const ImageSet& fashion_mnist(bool train) {
+  static const ImageSet train_set = load_fashion_mnist(kFashionMnistDir, true);
+  static const ImageSet test_set = load_fashion_mnist(kFashionMnistDir, false);
+  return train ? train_set : test_set;
+}
+
 std::string temp_path(const std::string& name) { return ::testing::TempDir() + "metagrad_idx_" + name; }
 
 void write_bytes(const std::string& path, const std::vector<uint8_t>& b, bool gz) {
@@ -129,8 +136,8 @@ TEST(Classifier, ShapesAndParameterCounts) {
 // A few hundred steps on real data must learn: an assertion that fails if gradients, the
 // optimizer update or the step graph are wrong.
 TEST(Supervised, ShortRunLearnsAndPlateauScheduleRuns) {
-  const ImageSet train = first_images(load_fashion_mnist(kFashionMnistDir, true), 3200);
-  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), 2000);
+  const ImageSet train = first_images(fashion_mnist(true), 3200);
+  const ImageSet test = first_images(fashion_mnist(false), 2000);
   SupervisedConfig cfg;
   cfg.model.model = "mlp";
   cfg.model.hidden = 64;
@@ -176,8 +183,8 @@ TEST(Supervised, BadConfigurationsAreClearErrors) {
 // one-step hypergradient (Baydin et al.), whose bias toward small rates is what the horizon is
 // for; a short MLP run.
 TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
-  const ImageSet train = first_images(load_fashion_mnist(kFashionMnistDir, true), 3200);
-  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), 1000);
+  const ImageSet train = first_images(fashion_mnist(true), 3200);
+  const ImageSet test = first_images(fashion_mnist(false), 1000);
   auto final_lr = [&](double horizon) {
     SupervisedConfig cfg;
     cfg.model.model = "mlp";
@@ -201,8 +208,8 @@ TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
 // can bring it down: without the guard training diverges; with it the steps into the spikes are
 // undone and the rate halved, and training goes on to a useful accuracy.
 TEST(Supervised, HdGuardRescuesARateThatMakesTrainingDiverge) {
-  const ImageSet train = first_images(load_fashion_mnist(kFashionMnistDir, true), 3200);
-  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), 1000);
+  const ImageSet train = first_images(fashion_mnist(true), 3200);
+  const ImageSet test = first_images(fashion_mnist(false), 1000);
   SupervisedConfig cfg;
   cfg.model.model = "mlp";
   cfg.epochs = 1;
