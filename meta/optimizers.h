@@ -28,9 +28,12 @@ struct OptimizerConfig {
   bool hd_multiplicative = false;  // HD variants: lr *= exp(beta * cos(g_t, u_{t-1})) instead of lr += beta * g_t . u_{t-1}
   // HD variants: a safeguard the hypergradient cannot give. When this step's loss lies more than
   // hd_guard mean absolute deviations above its running mean, the previous step is undone
-  // (parameters back to before it, the rule's state unchanged), the rate is halved instead of
-  // following the hypergradient, and the horizon's tangent restarts. Needs Hyper::loss. 0 = off.
+  // (parameters back to before it, the rule's state unchanged but a velocity zeroed), the rate is
+  // cut to a quarter instead of following the hypergradient, and the horizon's tangent restarts.
+  // Needs Hyper::loss. 0 = off.
   double hd_guard = 0.0;
+  // HD variants: the rate rises by at most this fraction per step; falls are not limited. 0 = off.
+  double hd_max_rise = 0.0;
   double hyper_lr = -1;       // HD variants: beta of the lr update; < 0 = 1e-3 (SGD, as Baydin et al.) or 1e-5 (Adam; their 1e-7 barely moves the rate in a few epochs here); multiplicative: 0.02
 };
 

@@ -55,7 +55,7 @@ struct SupervisedResult {
   double train_seconds = 0;   // time of the training epochs (shuffling, batch copies, steps; no evaluation)
   std::vector<double> loss_curve;  // mean training loss per window of curve_window steps
   int64_t curve_window = 0;        // curve_every, shortened so that each epoch gives at least 5 points
-  int64_t hd_guard_cuts = 0;       // HD optimizers with hd_guard: steps on which the guard halved the rate
+  int64_t hd_guard_cuts = 0;       // HD optimizers with hd_guard: steps on which the guard cut the rate
 };
 
 // Mean cross-entropy and accuracy of the classifier whose weights are in `store`.

@@ -25,6 +25,7 @@ struct Plain {
   double alpha = 0;  // HD: the adapted learning rate
   int t = 0;
   int shortened = 0;  // HD horizon: steps on which the tangent was cut to 1/(1 - mu) |d|
+  int capped = 0;     // HD: steps on which hd_max_rise held the rate's rise back
   // hess: the diagonal Hessian of the loss at p (used by the HD horizon's tangent).
   void step(std::vector<double>& p, std::vector<double> g, std::vector<double> hess) {
     const size_t n = p.size();
@@ -72,7 +73,9 @@ struct Plain {
     if (hd) {
       double dot = 0, gg = 0, uu = 0;
       for (size_t i = 0; i < n; ++i) dot += g[i] * prev_dir[i], gg += g[i] * g[i], uu += prev_dir[i] * prev_dir[i];
+      const double before = alpha;
       alpha = c.hd_multiplicative ? alpha * std::exp(c.hyper_lr * dot / (std::sqrt(gg) * std::sqrt(uu) + 1e-12)) : alpha + c.hyper_lr * dot;
+      if (c.hd_max_rise > 0 && alpha > (1 + c.hd_max_rise) * before) alpha = (1 + c.hd_max_rise) * before, ++capped;
     }
     // With a horizon mu, u follows Donini et al.'s discounted tangent: u' = mu (u - alpha Du) + d,
     // Du the derivative of the direction along u (through g, whose derivative is H u here).
@@ -113,8 +116,8 @@ struct Plain {
 
 class OptimizerRule : public ::testing::TestWithParam<std::string> {};
 
-// shortened: set to the number of steps on which the HD horizon's tangent was shortened.
-void expect_matches_published_rule(const OptimizerConfig& cfg, int* shortened = nullptr) {
+// after: if given, the f64 rule after its steps, whose counters say which safeguards acted.
+void expect_matches_published_rule(const OptimizerConfig& cfg, Plain* after = nullptr) {
   // A fixed quadratic-plus-quartic loss so gradients change every step.
   Graph g;
   Tensor w = parameter(g, "w", {4}, Init::normal(0, 1, 3));
@@ -146,7 +149,7 @@ void expect_matches_published_rule(const OptimizerConfig& cfg, int* shortened = 
     EXPECT_NEAR(params.at("opt.lr").data[0], plain.alpha, 1e-10);
     EXPECT_GT(std::abs(plain.alpha - cfg.lr), 1e-4) << "the hypergradient never moved the learning rate";
   }
-  if (shortened) *shortened = plain.shortened;
+  if (after) *after = plain;
 }
 
 TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
@@ -169,9 +172,17 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
     cfg.lr = cfg.name == "sgd_hd" ? 0.9 : 0.1;
     cfg.hyper_lr = 0.001;
     cfg.hd_horizon = 0.3;  // a short horizon: its bound, 1/(1 - mu) |d|, is reached within the 6 steps
-    int shortened = 0;
-    expect_matches_published_rule(cfg, &shortened);
-    EXPECT_GT(shortened, 0) << cfg.name;
+    Plain after;
+    expect_matches_published_rule(cfg, &after);
+    EXPECT_GT(after.shortened, 0) << cfg.name;
+    // A rate started small, where successive directions agree and the hypergradient raises it
+    // faster than the limit allows.
+    cfg.lr = 0.005;
+    cfg.hyper_lr = 0.2;
+    cfg.hd_multiplicative = true;
+    cfg.hd_max_rise = 0.01;
+    expect_matches_published_rule(cfg, &after);
+    EXPECT_GT(after.capped, 0) << cfg.name;
   }
 }
 
@@ -213,9 +224,10 @@ TEST(Optimizers, HdHorizonTangentIsTheDerivativeOfTheParametersInTheRate) {
 }
 
 // The guard leaves steps whose loss is ordinary alone. On a step whose loss spikes far above its
-// running mean it undoes the previous step (parameters back, the rule's state unchanged), halves the
-// rate instead of following the hypergradient, and restarts the tangent.
-TEST(Optimizers, HdGuardUndoesTheStepBeforeALossSpikeAndHalvesTheRate) {
+// running mean it undoes the previous step (parameters back, the rule's state unchanged except a
+// velocity, which is zeroed), cuts the rate to a quarter instead of following the hypergradient, and
+// restarts the tangent.
+TEST(Optimizers, HdGuardUndoesTheStepBeforeALossSpikeAndCutsTheRate) {
   for (const std::string name : {"sgd_hd", "sgdn_hd", "adam_hd"}) {
     auto run = [&](double guard, const std::vector<double>& scales) {
       Graph g;
@@ -246,13 +258,17 @@ TEST(Optimizers, HdGuardUndoesTheStepBeforeALossSpikeAndHalvesTheRate) {
       EXPECT_EQ(guarded[s].at("w").data, plain[s].at("w").data) << name << " step " << s;
     }
     for (size_t s = 0; s < 4; ++s) EXPECT_EQ(hit[s].at("w").data, plain[s].at("w").data) << name;
-    EXPECT_DOUBLE_EQ(hit[4].at("opt.lr").data[0], 0.5 * hit[3].at("opt.lr").data[0]) << name;
+    EXPECT_DOUBLE_EQ(hit[4].at("opt.lr").data[0], 0.25 * hit[3].at("opt.lr").data[0]) << name;
     EXPECT_EQ(hit[4].at("w").data, hit[2].at("w").data) << name << ": the step into the spike is undone";
     EXPECT_NE(hit[3].at("w").data, hit[2].at("w").data) << name;
-    for (const char* slot : {"opt.w.velocity", "opt.w.m", "opt.w.v"}) {
+    for (const char* slot : {"opt.w.m", "opt.w.v"}) {
       if (hit[4].count(slot)) {
         EXPECT_EQ(hit[4].at(slot).data, hit[3].at(slot).data) << name << " " << slot;
       }
+    }
+    if (name == "sgdn_hd") {
+      EXPECT_NE(hit[3].at("opt.w.velocity").data, std::vector<double>(4, 0.0));
+      EXPECT_EQ(hit[4].at("opt.w.velocity").data, std::vector<double>(4, 0.0)) << "the velocity is dropped";
     }
     for (double u : hit[4].at("opt.w.prev_dir").data) EXPECT_EQ(u, 0.0) << name;
     EXPECT_NE(plain[4].at("opt.w.prev_dir").data[0], 0.0) << name;

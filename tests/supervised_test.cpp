@@ -206,7 +206,7 @@ TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
 
 // A rate far too large makes an MLP's loss explode within a few steps, before the hypergradient
 // can bring it down: without the guard training diverges; with it the steps into the spikes are
-// undone and the rate halved, and training goes on to a useful accuracy.
+// undone and the rate cut, and training goes on to a useful accuracy.
 TEST(Supervised, HdGuardRescuesARateThatMakesTrainingDiverge) {
   const ImageSet train = first_images(fashion_mnist(true), 3200);
   const ImageSet test = first_images(fashion_mnist(false), 1000);

@@ -59,7 +59,10 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
       ->check(CLI::Range(0.0, 1.0));
   c->add_option("--hd-guard", f.cfg.opt.hd_guard,
                 "HD optimizers: on a step whose loss lies more than this many mean absolute deviations above its "
-                "running mean, undo the previous step and halve the rate (0: off)")
+                "running mean, undo the previous step and cut the rate to a quarter (0: off)")
+      ->check(kNonNegative);
+  c->add_option("--hd-max-rise", f.cfg.opt.hd_max_rise,
+                "HD optimizers: the rate rises by at most this fraction per step (0: no limit)")
       ->check(kNonNegative);
   c->add_flag("--hd-multiplicative", f.cfg.opt.hd_multiplicative,
               "HD optimizers: lr *= exp(beta*cos(g, previous direction)) rather than lr += beta*g.(previous direction)");
@@ -119,7 +122,7 @@ int run_fashion(TrainFlags& f) {
   std::cout << fmt::format("best test accuracy {:.4f}; {:.2f} s per epoch; {} parameters\n", r.best_accuracy,
                            r.train_seconds / double(std::max<size_t>(r.epochs.size(), 1)), r.parameters);
   if (is_hypergradient(f.cfg.opt.name) && f.cfg.opt.hd_guard > 0)
-    std::cout << fmt::format("the HD guard halved the rate on {} steps\n", r.hd_guard_cuts);
+    std::cout << fmt::format("the HD guard cut the rate on {} steps\n", r.hd_guard_cuts);
   if (!f.json_path.empty()) write_output(f.json_path, result_json(f.cfg, r).dump(2) + "\n");
   return 0;
 }
