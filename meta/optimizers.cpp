@@ -121,7 +121,6 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   // Each rule gives a direction d with p' = p - lr * scale * d. Adam's mhat and sqrt(vhat) are
   // kept for the HD tangent below.
   std::vector<Tensor> dirs, adam_mhat(params.size()), adam_root(params.size());
-  std::vector<size_t> momentum_slots;  // indices in out.state of the velocities (momentum rules)
   for (size_t i = 0; i < params.size(); ++i) {
     const Tensor& p = params[i];
     const Tensor& gr = grads[i];
@@ -131,7 +130,6 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
       // v' = mu v + g; d = v' (heavy ball) or g + mu v' (Nesterov, as in PyTorch).
       Tensor v = state(g, prefix, p, "velocity");
       Tensor v1 = h.momentum * v + gr;
-      momentum_slots.push_back(out.state.size());
       out.state.push_back({v, v1});
       dirs.push_back(rule == "momentum" ? v1 : gr + h.momentum * v1);
     } else if (rule == "adagrad") {
@@ -222,10 +220,9 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
       // gradient enters no second moment; and, as they do, drop the velocity, which would carry the
       // parameters back along the path that failed. Adam's first moment is left alone: Adam-HD was
       // cut 3 times in 18 measured runs, too rarely for a measurement to choose either way.
-      for (size_t k = 1; k < rule_state_end; ++k) {
-        const bool velocity = std::find(momentum_slots.begin(), momentum_slots.end(), k) != momentum_slots.end();
-        out.state[k].second = where(spike, velocity ? 0.0 * out.state[k].first : out.state[k].first, out.state[k].second);
-      }
+      const bool velocities = rule == "nesterov";  // its only state; Adam's is m and v
+      for (size_t k = 1; k < rule_state_end; ++k)
+        out.state[k].second = where(spike, velocities ? 0.0 * out.state[k].first : out.state[k].first, out.state[k].second);
     }
     out.state.push_back({lr, h.lr});
     auto restart = [&](const Tensor& x) { return keep.defined() ? keep * x : x; };

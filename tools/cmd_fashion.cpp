@@ -17,6 +17,9 @@
 namespace metagrad {
 namespace {
 
+// Whether a run's output reports how often the HD guard cut the rate.
+bool reports_guard_cuts(const OptimizerConfig& opt) { return is_hypergradient(opt.name) && opt.hd_guard > 0; }
+
 // Learning rates that work for both models here with batch 64 (chosen on a short sweep; see
 // docs/ARCHITECTURE.md); the HD variants start from their base optimizer's. SGD: LeNet-5 at 5
 // epochs reached 86.6 / 88.2 / 88.9 / 88.9% with 0.02 / 0.05 / 0.1 / 0.2, the MLP at 3 epochs
@@ -121,7 +124,7 @@ int run_fashion(TrainFlags& f) {
                              r.epochs[i].seconds, r.epochs[i].lr);
   std::cout << fmt::format("best test accuracy {:.4f}; {:.2f} s per epoch; {} parameters\n", r.best_accuracy,
                            r.train_seconds / double(std::max<size_t>(r.epochs.size(), 1)), r.parameters);
-  if (is_hypergradient(f.cfg.opt.name) && f.cfg.opt.hd_guard > 0)
+  if (reports_guard_cuts(f.cfg.opt))
     std::cout << fmt::format("the HD guard cut the rate on {} steps\n", r.hd_guard_cuts);
   if (!f.json_path.empty()) write_output(f.json_path, result_json(f.cfg, r).dump(2) + "\n");
   return 0;
@@ -211,9 +214,7 @@ int run_table(TableFlags& t) {
       continue;
     }
     const EpochRecord& last = r.res.epochs.back();
-    const std::string cuts = is_hypergradient(r.cfg.opt.name) && r.cfg.opt.hd_guard > 0
-                                 ? fmt::format(" ({} guard cuts)", r.res.hd_guard_cuts)
-                                 : "";
+    const std::string cuts = reports_guard_cuts(r.cfg.opt) ? fmt::format(" ({} guard cuts)", r.res.hd_guard_cuts) : "";
     md += fmt::format("| {} | {:.3g} | {:.4f} | {:.4f} | {} | {:.1f} | {:.3g}{} |\n", r.name, r.cfg.opt.lr, last.train_loss,
                       r.res.best_accuracy, r.res.epochs_to_85 > 0 ? std::to_string(r.res.epochs_to_85) : "-",
                       r.res.train_seconds, last.lr, cuts);
