@@ -2,10 +2,10 @@
 // the outer gradient through it, and the Adam update.
 #include <cstdio>
 
-#include "meta/maml.h"
-#include "meta/sinusoid.h"
-#include "passes/pipeline.h"
-#include "runtime/executable.h"
+#include "meta/data/sinusoid.h"
+#include "meta/learn/maml.h"
+#include "metagrad/executable.h"
+#include "metagrad/pipeline.h"
 
 using namespace metagrad;
 

@@ -3,10 +3,10 @@
 #include <cstdio>
 #include <random>
 
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "passes/pipeline.h"
-#include "runtime/executable.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
 
 using namespace metagrad;
 

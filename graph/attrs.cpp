@@ -1,10 +1,10 @@
 // Attribute kinds, printing and typed access.
-#include "graph/attrs.h"
+#include "metagrad/attrs.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

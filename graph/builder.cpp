@@ -1,9 +1,9 @@
 // Builder API: Tensor handles, leaves and arithmetic operators.
-#include "graph/builder.h"
+#include "metagrad/builder.h"
 
 #include <fmt/format.h>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

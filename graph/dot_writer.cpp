@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "graph/op_def.h"
-#include "graph/serialize.h"
+#include "metagrad/serialize.h"
 
 namespace metagrad {
 

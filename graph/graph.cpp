@@ -1,12 +1,12 @@
 // Graph construction, lookup and the verifier.
-#include "graph/graph.h"
+#include "metagrad/graph.h"
 
 #include <fmt/format.h>
 
 #include <set>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

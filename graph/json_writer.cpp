@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "graph/op_def.h"
-#include "graph/serialize.h"
+#include "metagrad/serialize.h"
 
 namespace metagrad {
 

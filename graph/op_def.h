@@ -8,8 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "graph/attrs.h"
-#include "graph/types.h"
+#include "metagrad/attrs.h"
+#include "metagrad/reference.h"
+#include "metagrad/types.h"
 
 namespace metagrad {
 
@@ -35,11 +36,7 @@ struct GradCtx {
 };
 using GradFn = std::function<std::vector<Tensor>(const GradCtx&)>;
 
-// f64 reference evaluation: every value is a row-major array of doubles (i32 values included).
-struct RefTensor {
-  Shape shape;
-  std::vector<double> data;
-};
+// f64 reference evaluation over RefTensor (metagrad/reference.h).
 using RefFn = std::function<void(const Node& node, const std::vector<const RefTensor*>& in,
                                  std::vector<RefTensor>& out)>;
 

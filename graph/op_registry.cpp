@@ -1,28 +1,11 @@
-// The op registry: the only global table of the engine, filled once from every ops/ family.
+// The op registry's table operations. OpRegistry::get(), which fills it from every ops/ family,
+// lives in ops/registry.cpp: graph/ declares the registry and never names an op family.
 #include <fmt/format.h>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
-#include "ops/families.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
-
-const OpRegistry& OpRegistry::get() {
-  static const OpRegistry registry = [] {
-    OpRegistry r;
-    register_elementwise_ops(r);
-    register_unary_ops(r);
-    register_reduce_ops(r);
-    register_shape_ops(r);
-    register_indexing_ops(r);
-    register_linalg_ops(r);
-    register_nn_ops(r);
-    register_batch_norm_ops(r);
-    register_fused_ops(r);
-    return r;
-  }();
-  return registry;
-}
 
 const OpDef* OpRegistry::find(const std::string& name) const {
   auto it = ops_.find(name);

@@ -7,9 +7,9 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
-#include "graph/serialize.h"
+#include "metagrad/error.h"
+#include "metagrad/serialize.h"
 
 namespace metagrad {
 

@@ -1,10 +1,10 @@
 // Names and printing of dtypes, shapes and tensor types.
-#include "graph/types.h"
+#include "metagrad/types.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

@@ -13,11 +13,11 @@
 #include <cmath>
 #include <memory>
 
+#include "metagrad/autodiff.h"
+#include "metagrad/ops.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 #include "ops/vec4.h"
-#include "passes/autodiff.h"
 
 namespace metagrad {
 

@@ -3,7 +3,7 @@
 #include <utility>
 #include <vector>
 
-#include "graph/types.h"
+#include "metagrad/types.h"
 
 namespace metagrad {
 

@@ -2,8 +2,8 @@
 // their speed: cross-entropy, MSE, batch norm (training mode), pairwise distances, linear.
 #include <fmt/format.h>
 
-#include "graph/error.h"
-#include "ops/ops.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
 
 namespace metagrad {
 

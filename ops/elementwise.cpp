@@ -1,11 +1,11 @@
 // Binary elementwise ops with NumPy broadcasting, comparisons and `where`.
 #include <cmath>
 
+#include "metagrad/ops.h"
 #include "ops/broadcast.h"
 #include "ops/eltwise_math.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 
 namespace metagrad {
 

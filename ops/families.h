@@ -9,7 +9,9 @@ void register_reduce_ops(OpRegistry& r);       // ops/reduce.cpp
 void register_shape_ops(OpRegistry& r);        // ops/shape.cpp
 void register_indexing_ops(OpRegistry& r);     // ops/indexing.cpp (gather, scatter_add, one_hot)
 void register_linalg_ops(OpRegistry& r);       // ops/linalg.cpp
-void register_nn_ops(OpRegistry& r);           // ops/nn.cpp (conv, pooling, softmax)
+void register_conv_ops(OpRegistry& r);         // ops/conv.cpp
+void register_pooling_ops(OpRegistry& r);      // ops/pooling.cpp
+void register_softmax_ops(OpRegistry& r);      // ops/softmax.cpp
 void register_batch_norm_ops(OpRegistry& r);  // ops/batch_norm.cpp
 void register_fused_ops(OpRegistry& r);        // ops/fused.cpp (fused_elementwise)
 }  // namespace metagrad

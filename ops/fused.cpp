@@ -6,8 +6,8 @@
 #include <algorithm>
 #include <sstream>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
+#include "metagrad/error.h"
 #include "ops/broadcast.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"

@@ -3,9 +3,9 @@
 
 #include <cstring>
 
+#include "metagrad/ops.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 
 namespace metagrad {
 

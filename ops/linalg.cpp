@@ -1,10 +1,10 @@
 // Batched matrix multiplication with transpose flags and NumPy broadcasting of batch axes.
 #include <fmt/format.h>
 
+#include "metagrad/ops.h"
 #include "ops/broadcast.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 
 namespace metagrad {
 

@@ -176,4 +176,9 @@ void reduce_reference(const RefTensor& x, const std::vector<int64_t>& axes, bool
   }
 }
 
+dnnl::memory::dims right_pad(int64_t oh, int64_t ow, int64_t sh, int64_t sw, int64_t kh, int64_t kw, int64_t h, int64_t w,
+                             int64_t ph, int64_t pw) {
+  return {(oh - 1) * sh + kh - h - ph, (ow - 1) * sw + kw - w - pw};
+}
+
 }  // namespace metagrad

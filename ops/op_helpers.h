@@ -5,9 +5,9 @@
 #include <memory>
 #include <vector>
 
-#include "graph/builder.h"
-#include "graph/error.h"
 #include "graph/op_def.h"
+#include "metagrad/builder.h"
+#include "metagrad/error.h"
 #include "runtime/kernel.h"
 
 namespace metagrad {
@@ -68,4 +68,10 @@ void ref_broadcast(const std::vector<const RefTensor*>& in, RefTensor& out, F&& 
     out.data[size_t(i)] = f(args);
   });
 }
+// Right padding of a pooling or convolution window covers only what the last window reaches:
+// oneDNN checks the size arithmetic exactly, and the result is negative when the stride skips
+// trailing rows (allowed down to 1 - stride).
+dnnl::memory::dims right_pad(int64_t oh, int64_t ow, int64_t sh, int64_t sw, int64_t kh, int64_t kw, int64_t h, int64_t w,
+                             int64_t ph, int64_t pw);
+
 }  // namespace metagrad

@@ -5,9 +5,9 @@
 #include <cstring>
 #include <limits>
 
+#include "metagrad/ops.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 
 namespace metagrad {
 

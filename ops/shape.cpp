@@ -4,11 +4,11 @@
 #include <cstring>
 #include <numeric>
 
+#include "metagrad/ops.h"
 #include "ops/broadcast.h"
 #include "ops/eltwise_math.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 
 namespace metagrad {
 

@@ -2,10 +2,10 @@
 #include <cmath>
 #include <cstring>
 
+#include "metagrad/ops.h"
 #include "ops/eltwise_math.h"
 #include "ops/families.h"
 #include "ops/op_helpers.h"
-#include "ops/ops.h"
 
 namespace metagrad {
 

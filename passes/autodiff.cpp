@@ -1,14 +1,14 @@
 // Reverse-mode autodiff: walks the nodes between wrt and y backwards, calling each op's gradient
 // rule, summing fan-out, and reducing broadcast cotangents back to their input's shape.
-#include "passes/autodiff.h"
+#include "metagrad/autodiff.h"
 
 #include <fmt/format.h>
 
 #include <map>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
-#include "ops/ops.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
 
 namespace metagrad {
 

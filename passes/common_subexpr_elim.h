@@ -1,7 +1,7 @@
 // Common subexpression elimination: merges op nodes with equal op, inputs and attributes, and
 // constants with equal type and data.
 #pragma once
-#include "graph/graph.h"
+#include "metagrad/graph.h"
 
 namespace metagrad {
 bool eliminate_common_subexpressions(Graph& g);

@@ -1,6 +1,6 @@
 // Dead code elimination: drops op and constant nodes that no output or update reads.
 #pragma once
-#include "graph/graph.h"
+#include "metagrad/graph.h"
 
 namespace metagrad {
 // Inputs and parameters always stay: they are the graph's interface. Returns whether anything changed.

@@ -2,7 +2,7 @@
 // intermediate values have no other reader, into single fused_elementwise nodes; a chain whose
 // only reader is a sum or mean becomes one fused_reduce node with it.
 #pragma once
-#include "graph/graph.h"
+#include "metagrad/graph.h"
 
 namespace metagrad {
 // For graphs about to execute: fused nodes have no gradient rule.

@@ -1,12 +1,12 @@
 // Pass manager.
-#include "passes/pipeline.h"
+#include "metagrad/pipeline.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 #include <chrono>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 #include "passes/common_subexpr_elim.h"
 #include "passes/constant_fold.h"
 #include "passes/dead_code_elim.h"

@@ -3,7 +3,7 @@
 
 #include <fmt/format.h>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

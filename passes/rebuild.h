@@ -3,7 +3,7 @@
 #pragma once
 #include <vector>
 
-#include "graph/graph.h"
+#include "metagrad/graph.h"
 
 namespace metagrad {
 

@@ -1,7 +1,7 @@
 // Rematerialization: recomputes a large value at a late reader instead of keeping it alive until
 // then, when its own operands are alive there anyway or small.
 #pragma once
-#include "graph/graph.h"
+#include "metagrad/graph.h"
 
 namespace metagrad {
 // For each large single-output elementwise node N (f32, at least 256 KiB) and each of its readers

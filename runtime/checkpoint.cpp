@@ -1,4 +1,4 @@
-#include "runtime/checkpoint.h"
+#include "metagrad/checkpoint.h"
 
 #include <fmt/format.h>
 #include <zlib.h>
@@ -9,7 +9,7 @@
 #include <map>
 #include <vector>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

@@ -1,5 +1,5 @@
 // Executable: pruning, arena planning, kernel construction and the run loop.
-#include "runtime/executable.h"
+#include "metagrad/executable.h"
 
 #include <fmt/format.h>
 
@@ -9,13 +9,60 @@
 #include <map>
 #include <new>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
+#include "metagrad/error.h"
+#include "runtime/kernel.h"
 #include "runtime/memory_plan.h"
 
 namespace metagrad {
 
-Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches)
+struct Executable::Impl {
+  Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches);
+  ~Impl();
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+
+  struct Slot {
+    std::string name;
+    TensorType type;
+    void* ptr;
+    bool set = false;
+  };
+  struct WriteBack {
+    float* dst;
+    const float* src;
+    size_t count;
+  };
+  void* value_ptr(Value v) const;
+  int input_slot(const std::string& name) const;
+  void copy_input(int slot, DType dtype, const void* data, size_t count);
+  void run(const std::vector<Feed>& feeds);
+  void run();
+  void execute();
+  std::span<const float> fetch(size_t index) const;
+  std::span<const float> fetch(const std::string& name) const;
+  std::vector<KernelProfile> profile(int n);
+
+  Graph graph_;
+  ParamStore& store_;
+  dnnl::engine engine_;
+  dnnl::stream stream_;
+  float* arena_ = nullptr;
+  Workspace workspace_;  // scratch shared by all kernels (oneDNN scratchpads, reordered operands)
+  size_t arena_bytes_ = 0, naive_bytes_ = 0;
+  std::vector<std::vector<float>> constants_;  // f32/i32 payloads of constant nodes
+  std::vector<std::vector<void*>> ptrs_;        // per node, per output
+  std::vector<BufferInfo> buffers_;
+  std::vector<Slot> inputs_;
+  std::vector<char> fed_scratch_;  // per-input "fed" marks of the checked run(), kept to avoid allocating
+  std::vector<std::unique_ptr<Kernel>> kernels_;
+  std::vector<int> kernel_nodes_;
+  std::vector<WriteBack> writebacks_;
+  std::vector<std::string> fetch_names_;
+  std::vector<std::pair<const float*, size_t>> fetches_;
+};
+
+Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches)
     : graph_(g), store_(store), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
   verify(graph_);
   std::vector<NamedOutput> wanted;
@@ -141,11 +188,11 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
   }
 }
 
-Executable::~Executable() { std::free(arena_); }
+Executable::Impl::~Impl() { std::free(arena_); }
 
-void* Executable::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
+void* Executable::Impl::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
 
-int Executable::input_slot(const std::string& name) const {
+int Executable::Impl::input_slot(const std::string& name) const {
   for (size_t i = 0; i < inputs_.size(); ++i)
     if (inputs_[i].name == name) return int(i);
   int id = graph_.find(name);
@@ -154,7 +201,7 @@ int Executable::input_slot(const std::string& name) const {
   throw RuntimeError(fmt::format("graph has no input \"{}\"", name));
 }
 
-void Executable::copy_input(int slot, DType dtype, const void* data, size_t count) {
+void Executable::Impl::copy_input(int slot, DType dtype, const void* data, size_t count) {
   if (slot < 0 || size_t(slot) >= inputs_.size()) throw RuntimeError(fmt::format("no input slot {}", slot));
   Slot& s = inputs_[size_t(slot)];
   if (s.type.dtype != dtype)
@@ -165,10 +212,7 @@ void Executable::copy_input(int slot, DType dtype, const void* data, size_t coun
   s.set = true;
 }
 
-void Executable::set_input(int slot, std::span<const float> v) { copy_input(slot, DType::f32, v.data(), v.size()); }
-void Executable::set_input(int slot, std::span<const int32_t> v) { copy_input(slot, DType::i32, v.data(), v.size()); }
-
-void Executable::run(const std::vector<Feed>& feeds) {
+void Executable::Impl::run(const std::vector<Feed>& feeds) {
   std::vector<char>& fed = fed_scratch_;
   std::fill(fed.begin(), fed.end(), 0);
   for (const Feed& f : feeds) {
@@ -190,30 +234,30 @@ void Executable::run(const std::vector<Feed>& feeds) {
   execute();
 }
 
-void Executable::run() {
+void Executable::Impl::run() {
   for (const Slot& s : inputs_)
     if (!s.set) throw RuntimeError(fmt::format("input \"{}\" was never set", s.name));
   execute();
 }
 
-void Executable::execute() {
+void Executable::Impl::execute() {
   for (auto& k : kernels_) k->run(stream_);
   for (const WriteBack& w : writebacks_)
     if (w.dst != w.src) std::memmove(w.dst, w.src, w.count * sizeof(float));
 }
 
-std::span<const float> Executable::fetch(size_t index) const {
+std::span<const float> Executable::Impl::fetch(size_t index) const {
   if (index >= fetches_.size()) throw RuntimeError(fmt::format("fetch index {} out of range", index));
   return {fetches_[index].first, fetches_[index].second};
 }
 
-std::span<const float> Executable::fetch(const std::string& name) const {
+std::span<const float> Executable::Impl::fetch(const std::string& name) const {
   for (size_t i = 0; i < fetch_names_.size(); ++i)
     if (fetch_names_[i] == name) return fetch(i);
   throw RuntimeError(fmt::format("\"{}\" was not compiled as a fetch", name));
 }
 
-std::vector<KernelProfile> Executable::profile(int n) {
+std::vector<KernelProfile> Executable::Impl::profile(int n) {
   std::vector<KernelProfile> prof(kernels_.size());
   for (size_t i = 0; i < kernels_.size(); ++i) {
     const Node& node = graph_.node(kernel_nodes_[i]);
@@ -230,5 +274,24 @@ std::vector<KernelProfile> Executable::profile(int n) {
   }
   return prof;
 }
+
+Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches)
+    : impl_(std::make_unique<Impl>(g, store, fetches)) {}
+Executable::~Executable() = default;
+int Executable::input_slot(const std::string& name) const { return impl_->input_slot(name); }
+void Executable::set_input(int slot, std::span<const float> v) { impl_->copy_input(slot, DType::f32, v.data(), v.size()); }
+void Executable::set_input(int slot, std::span<const int32_t> v) { impl_->copy_input(slot, DType::i32, v.data(), v.size()); }
+void Executable::run() { impl_->run(); }
+void Executable::run(const std::vector<Feed>& feeds) { impl_->run(feeds); }
+std::span<const float> Executable::fetch(const std::string& name) const { return impl_->fetch(name); }
+std::span<const float> Executable::fetch(size_t index) const { return impl_->fetch(index); }
+const std::vector<std::string>& Executable::fetch_names() const { return impl_->fetch_names_; }
+size_t Executable::arena_bytes() const { return impl_->arena_bytes_; }
+size_t Executable::workspace_bytes() const { return impl_->workspace_.bytes(); }
+size_t Executable::naive_bytes() const { return impl_->naive_bytes_; }
+size_t Executable::kernel_count() const { return impl_->kernels_.size(); }
+const std::vector<BufferInfo>& Executable::buffers() const { return impl_->buffers_; }
+const Graph& Executable::graph() const { return impl_->graph_; }
+std::vector<KernelProfile> Executable::profile(int n) { return impl_->profile(n); }
 
 }  // namespace metagrad

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <random>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 

@@ -1,11 +1,11 @@
 // Parameter store.
-#include "runtime/param_store.h"
+#include "metagrad/param_store.h"
 
 #include <fmt/format.h>
 
 #include <algorithm>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 #include "runtime/initializers.h"
 
 namespace metagrad {

@@ -1,9 +1,10 @@
 // Reference interpreter over the op registry's f64 implementations.
-#include "runtime/reference.h"
+#include "metagrad/reference.h"
 
 #include <fmt/format.h>
 
-#include "graph/error.h"
+#include "graph/op_def.h"
+#include "metagrad/error.h"
 #include "runtime/initializers.h"
 
 namespace metagrad {

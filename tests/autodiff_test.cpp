@@ -1,10 +1,10 @@
 // Autodiff: higher orders, Hessian-vector products, stop_gradient, fan-out and error cases.
-#include "passes/autodiff.h"
+#include "metagrad/autodiff.h"
 
 #include <gtest/gtest.h>
 
-#include "graph/error.h"
-#include "ops/ops.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

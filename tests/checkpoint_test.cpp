@@ -1,17 +1,17 @@
 // Checkpoints: round trip, resumed training identical to uninterrupted training, and every
 // corrupt or mismatched file rejected without touching the store.
-#include "runtime/checkpoint.h"
+#include "metagrad/checkpoint.h"
 
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 
-#include "graph/error.h"
-#include "meta/optimizers.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/executable.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/optimizers.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

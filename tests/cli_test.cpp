@@ -216,7 +216,7 @@ std::string temp_path(const std::string& name) {
   return (std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid()))).string();
 }
 
-const std::string kOmniglot = METAGRAD_SOURCE_DIR "/../shared/data/omniglot";
+const std::string kOmniglot = METAGRAD_SOURCE_DIR "/data/omniglot";
 
 TEST(Cli, OmniglotTrainsSavesAndEvaluatesOneShotRuns) {
   const std::string ckpt = temp_path("omniglot_ckpt"), json = temp_path("omniglot_json"), runs = temp_path("runs"),

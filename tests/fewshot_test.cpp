@@ -6,13 +6,13 @@
 
 #include <cmath>
 
-#include "graph/error.h"
-#include "meta/fewshot.h"
-#include "meta/maml.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "passes/pipeline.h"
-#include "runtime/executable.h"
+#include "meta/learn/fewshot.h"
+#include "meta/learn/maml.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

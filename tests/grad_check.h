@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
-#include "graph/error.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/reference.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
+#include "metagrad/reference.h"
 #include "tests/test_util.h"
 
 namespace metagrad::testing {

@@ -1,8 +1,8 @@
 // Graph construction: builder errors name op, node and shapes; the verifier catches malformed graphs.
 #include <gtest/gtest.h>
 
-#include "graph/error.h"
-#include "ops/ops.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

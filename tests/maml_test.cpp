@@ -1,16 +1,16 @@
 // MAML: meta-gradients against finite differences of the post-adaptation loss, first-order MAML
 // against its analytic definition, the compiled f32 step against the f64 reference, and training.
-#include "meta/maml.h"
+#include "meta/learn/maml.h"
 
 #include <gtest/gtest.h>
 
-#include "graph/error.h"
-#include "meta/sinusoid.h"
-#include "meta/sinusoid_bench.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "passes/pipeline.h"
-#include "runtime/executable.h"
+#include "bench/drivers/sinusoid_bench.h"
+#include "meta/data/sinusoid.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

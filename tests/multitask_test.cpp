@@ -1,6 +1,6 @@
 // Multi-task Fashion-MNIST: the in-graph group labels, gradients through a shared trunk (f64 and
 // central differences), parameter counts of every mode, short training runs, and the CLI end to end.
-#include "meta/multitask.h"
+#include "meta/models/multitask.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -11,9 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/param_store.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/ops.h"
+#include "metagrad/param_store.h"
 #include "tests/cli_run.h"
 #include "tests/test_util.h"
 

@@ -2,11 +2,11 @@
 // to second order, and a small conv network's f32 forward and gradients against the reference.
 #include <gtest/gtest.h>
 
-#include "graph/error.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "passes/pipeline.h"
-#include "runtime/executable.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

@@ -1,7 +1,7 @@
 // Omniglot loader: the real small background archives (class counts, value ranges, exact rotations),
 // area resizing against hand-computed values, episode sampling on a synthetic set whose pixels encode
 // (class, image), and every error path on hand-built or damaged archives and PNGs.
-#include "meta/omniglot.h"
+#include "meta/data/omniglot.h"
 
 #include <gtest/gtest.h>
 #include <png.h>
@@ -18,13 +18,13 @@
 #include <set>
 #include <tuple>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 #include "tests/test_util.h"
 
 namespace metagrad {
 namespace {
 
-std::string data_dir() { return std::string(METAGRAD_SOURCE_DIR) + "/../shared/data/omniglot"; }
+std::string data_dir() { return std::string(METAGRAD_SOURCE_DIR) + "/data/omniglot"; }
 std::string small1_path() { return data_dir() + "/images_background_small1.zip"; }
 std::string small2_path() { return data_dir() + "/images_background_small2.zip"; }
 

@@ -1,7 +1,7 @@
 // One-shot run folders: fixtures written from the real small archive and read back (each loaded image is
 // traced to its source image in the archive, so labels are checked against what was drawn, not against the
 // writer's own bookkeeping), PNG writing, the tolerated label-file variations and every error path.
-#include "meta/oneshot_runs.h"
+#include "meta/data/oneshot_runs.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,7 +16,7 @@
 #include <map>
 #include <set>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 #include "tests/test_util.h"
 
 namespace metagrad {
@@ -25,7 +25,7 @@ namespace {
 namespace fs = std::filesystem;
 
 std::string small2_path() {
-  return std::string(METAGRAD_SOURCE_DIR) + "/../shared/data/omniglot/images_background_small2.zip";
+  return std::string(METAGRAD_SOURCE_DIR) + "/data/omniglot/images_background_small2.zip";
 }
 
 // A fresh folder per test (pid + counter, so parallel test processes do not collide), removed afterwards.

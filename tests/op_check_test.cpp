@@ -6,12 +6,12 @@
 #include <cmath>
 #include <random>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/executable.h"
-#include "runtime/reference.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/reference.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

@@ -1,17 +1,17 @@
 // Optimizers: each graph update against its published rule computed independently in f64 over
 // several steps, and the step's derivative with respect to a hyperparameter against finite
 // differences.
-#include "meta/optimizers.h"
+#include "metagrad/optimizers.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
-#include "ops/ops.h"
-#include "passes/autodiff.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/ops.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

@@ -4,17 +4,17 @@
 
 #include <random>
 
-#include "graph/error.h"
 #include "graph/op_def.h"
-#include "meta/fewshot.h"
-#include "meta/maml.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
+#include "meta/learn/fewshot.h"
+#include "meta/learn/maml.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
 #include "passes/common_subexpr_elim.h"
 #include "passes/constant_fold.h"
 #include "passes/dead_code_elim.h"
 #include "passes/fuse_elementwise.h"
-#include "passes/pipeline.h"
 #include "passes/rematerialize.h"
 #include "passes/schedule.h"
 #include "passes/simplify.h"

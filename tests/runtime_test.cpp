@@ -4,10 +4,11 @@
 
 #include <cmath>
 
-#include "graph/error.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/executable.h"
+#include "graph/op_def.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
 #include "runtime/kernel.h"
 #include "tests/alloc_counter.h"
 #include "tests/test_util.h"

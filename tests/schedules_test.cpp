@@ -1,17 +1,17 @@
 // Learning-rate schedules against their closed forms, reduce-on-plateau over a metric sequence,
 // parameter groups, and the spec parser's errors.
-#include "meta/schedules.h"
+#include "metagrad/schedules.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <numbers>
 
-#include "graph/error.h"
-#include "meta/optimizers.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/reference.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
+#include "metagrad/optimizers.h"
+#include "metagrad/reference.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

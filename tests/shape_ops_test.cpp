@@ -1,9 +1,9 @@
 // Targeted checks of shape and elementwise ops beyond the registry cases.
 #include <gtest/gtest.h>
 
-#include "graph/error.h"
-#include "ops/ops.h"
-#include "runtime/executable.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

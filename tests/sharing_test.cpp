@@ -1,16 +1,16 @@
 // Parameter-sharing blocks: first- and second-order gradients against central differences in f64,
 // the semantics each block promises, and the errors for bad arguments.
-#include "meta/sharing.h"
+#include "meta/transfer/sharing.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include "graph/error.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/executable.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
 #include "tests/grad_check.h"
 #include "tests/test_util.h"
 

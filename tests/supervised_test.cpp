@@ -1,6 +1,6 @@
 // Fashion-MNIST IDX loading (real files and every corrupt-file case), the classifiers, and a
 // short supervised training run through the compiled step.
-#include "meta/supervised.h"
+#include "meta/train/supervised.h"
 
 #include <gtest/gtest.h>
 #include <zlib.h>
@@ -8,8 +8,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "graph/error.h"
-#include "runtime/executable.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
 #include "tests/test_util.h"
 
 namespace metagrad {

@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "graph/error.h"
-#include "runtime/reference.h"
+#include "metagrad/error.h"
+#include "metagrad/reference.h"
 
 namespace metagrad::testing {
 

@@ -9,12 +9,12 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
-#include "graph/error.h"
-#include "graph/serialize.h"
-#include "meta/maml.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "passes/pipeline.h"
+#include "meta/learn/maml.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
+#include "metagrad/serialize.h"
 
 namespace metagrad {
 namespace {

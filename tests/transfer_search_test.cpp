@@ -1,6 +1,6 @@
 // Transfer-mask search on toy objectives: finding a known optimum, reproducibility, the evaluation
 // cache and budgets, diverged (NaN/inf) scores, option errors and printing.
-#include "meta/transfer_search.h"
+#include "meta/transfer/transfer_search.h"
 
 #include <gtest/gtest.h>
 
@@ -9,7 +9,7 @@
 #include <limits>
 #include <set>
 
-#include "graph/error.h"
+#include "metagrad/error.h"
 
 namespace metagrad {
 namespace {

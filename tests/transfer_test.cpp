@@ -1,21 +1,21 @@
 // Weight transfer: the update scales (freezing, masks, gradual unfreezing, multipliers) and their
 // gradients, L2-SP and distillation against hand computations, what training with them leaves in
 // the store, sampling, and the transfer benchmark's reproducibility.
-#include "meta/transfer.h"
+#include "meta/transfer/transfer.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <set>
 
-#include "graph/error.h"
-#include "meta/optimizers.h"
-#include "meta/stats.h"
-#include "meta/supervised.h"
-#include "meta/transfer_bench.h"
-#include "ops/ops.h"
-#include "passes/autodiff.h"
-#include "runtime/param_store.h"
+#include "bench/drivers/transfer_bench.h"
+#include "meta/train/supervised.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/ops.h"
+#include "metagrad/optimizers.h"
+#include "metagrad/param_store.h"
+#include "metagrad/stats.h"
 #include "tests/grad_check.h"
 #include "tests/test_util.h"
 

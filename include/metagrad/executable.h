@@ -1,0 +1,79 @@
+// Compile a graph once into kernels over a pre-planned arena, then run it many times.
+#pragma once
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "metagrad/graph.h"
+#include "metagrad/param_store.h"
+
+namespace metagrad {
+
+// A caller's tensor handed to run(): the data must hold shape's element count of dtype.
+struct Feed {
+  std::string name;
+  DType dtype;
+  Shape shape;
+  const void* data;
+  static Feed f32(std::string name, Shape shape, std::span<const float> v) {
+    return {std::move(name), DType::f32, std::move(shape), v.data()};
+  }
+  static Feed i32(std::string name, Shape shape, std::span<const int32_t> v) {
+    return {std::move(name), DType::i32, std::move(shape), v.data()};
+  }
+};
+
+// One arena buffer of the memory plan, for inspection.
+struct BufferInfo {
+  Value value;
+  size_t offset = 0, bytes = 0;
+  int first = 0, last = 0;  // schedule steps: written, last read (-1: fed before the first step)
+  bool inplace = false;     // shares an operand's space by in-place execution
+};
+
+struct KernelProfile {
+  std::string op, node, impl;
+  double seconds = 0;  // total over the profiled runs
+};
+
+class Executable {
+ public:
+  // Verifies `g`, keeps the nodes needed for `fetches` (output names; empty = every output)
+  // and the graph's updates, plans the arena and builds every kernel.
+  Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches = {});
+  ~Executable();
+  Executable(const Executable&) = delete;
+  Executable& operator=(const Executable&) = delete;
+
+  // Fast path: copy inputs into their arena slots, then run(). No heap allocation.
+  int input_slot(const std::string& name) const;  // throws on unknown names
+  void set_input(int slot, std::span<const float> v);
+  void set_input(int slot, std::span<const int32_t> v);
+  void run();  // throws RuntimeError if an input was never set
+
+  // Checked path: every input fed exactly once, with the right dtype and shape.
+  void run(const std::vector<Feed>& feeds);
+
+  std::span<const float> fetch(const std::string& name) const;
+  std::span<const float> fetch(size_t index) const;
+
+  const std::vector<std::string>& fetch_names() const;
+
+  size_t arena_bytes() const;
+  size_t workspace_bytes() const;
+  size_t naive_bytes() const;
+  size_t kernel_count() const;
+  const std::vector<BufferInfo>& buffers() const;
+  const Graph& graph() const;
+  // Runs `n` times, timing each kernel.
+  std::vector<KernelProfile> profile(int n);
+
+ private:
+  // The compiled state (oneDNN engine and stream, kernels, arena) lives in executable.cpp, so
+  // that a user of this header never compiles against oneDNN.
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace metagrad

@@ -1,0 +1,255 @@
+#include "meta/train/supervised.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <numeric>
+#include <random>
+
+#include "meta/learn/fewshot.h"
+#include "meta/train/progress.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
+
+namespace metagrad {
+
+namespace {
+
+Graph train_step_graph(const SupervisedConfig& cfg, int64_t image) {
+  const TransferOptions& tr = cfg.transfer;
+  Graph g;
+  Tensor x = input(g, "x", {cfg.batch, 1, image, image});
+  Tensor y = input(g, "y", {cfg.batch}, DType::i32);
+  std::vector<Tensor> params = classifier_params(g, cfg.model);
+  const std::vector<ParamTransfer> plan = tr.params.empty() ? std::vector<ParamTransfer>(params.size()) : tr.params;
+  Tensor loss;
+  if (tr.distilling()) {
+    // Student and teacher see the labelled batch and the unlabelled one stacked.
+    Tensor all = x;
+    if (tr.unlabelled_batch > 0) all = concat({x, input(g, "xu", {tr.unlabelled_batch, 1, image, image})}, 0);
+    Tensor student = classifier_logits(all, params, cfg.model);
+    Tensor teacher = classifier_logits(all, classifier_params(g, cfg.model, "teacher", false), cfg.model);
+    loss = distillation_loss(student, teacher, y, tr.temperature, tr.distill_alpha);
+  } else {
+    loss = cross_entropy(classifier_logits(x, params, cfg.model), y);
+  }
+  if (tr.l2sp_alpha > 0 || tr.l2sp_beta > 0) loss = loss + l2sp_penalty(g, params, plan, tr.l2sp_alpha, tr.l2sp_beta);
+  Hyper h;
+  h.loss = loss;
+  if (!is_hypergradient(cfg.opt.name))
+    h.lr = cfg.opt.lr * schedule_factor(g, cfg.schedule, step_counter(g, "opt"), "sched");
+  else if (cfg.schedule.kind != "constant" || cfg.schedule.warmup > 0)
+    throw Error(fmt::format("{} adapts its own learning rate: it takes no --schedule", cfg.opt.name));
+  const std::vector<Tensor> scales =
+      combine_scales(lr_scales(g, cfg.lr_plan, params), transfer_lr_scales(g, plan, params, step_counter(g, "opt")));
+  // Frozen parameters (multiplier 0) get no gradient, no optimizer state and no update at all.
+  std::vector<Tensor> trained;
+  for (size_t i = 0; i < params.size(); ++i)
+    if (plan[i].lr_multiplier != 0.0) {
+      trained.push_back(params[i]);
+      h.lr_scale.push_back(scales[i]);
+    }
+  if (trained.empty()) throw Error("every parameter is frozen: nothing to train");
+  OptimizerStep step = optimizer_step(g, cfg.opt, trained, grad(loss, trained), h, "opt");
+  add_updates(g, trained, step);
+  g.add_output("loss", loss.value());
+  g.add_output("lr", step.lr.value());
+  return g;
+}
+
+Graph eval_graph(const ClassifierConfig& model, int64_t batch, int64_t image) {
+  Graph g;
+  Tensor x = input(g, "x", {batch, 1, image, image});
+  Tensor y = input(g, "y", {batch}, DType::i32);
+  Tensor logits = classifier_logits(x, classifier_params(g, model), model);
+  g.add_output("loss", cross_entropy(logits, y).value());
+  g.add_output("accuracy", classification_accuracy(logits, y).value());
+  return g;
+}
+
+void check_set(const ImageSet& s, const ClassifierConfig& model, const char* what) {
+  if (s.count == 0) throw RuntimeError(fmt::format("the {} set is empty", what));
+  if (s.rows != model.image || s.cols != model.image)
+    throw RuntimeError(fmt::format("{} images are {}x{}, the model expects {}x{}", what, s.rows, s.cols, model.image, model.image));
+  for (int32_t y : s.labels)
+    if (y < 0 || y >= model.classes)
+      throw RuntimeError(fmt::format("{} label {} outside the model's {} classes", what, y, model.classes));
+}
+
+}  // namespace
+
+std::vector<double> evaluate_outputs(const std::function<Graph(int64_t)>& make_graph, ParamStore& store, const ImageSet& set,
+                                     int64_t batch, const std::vector<std::string>& names) {
+  if (set.count == 0) throw RuntimeError("evaluation on an empty set");
+  const int64_t ppi = set.pixels_per_image();
+  const int64_t full = std::min(batch, set.count), rest = set.count % full;
+  std::vector<double> sums(names.size(), 0.0);
+  auto run_chunks = [&](int64_t n, int64_t begin, int64_t end) {
+    Graph g = make_graph(n);
+    optimize(g);
+    Executable exe(g, store, names);
+    const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
+    for (int64_t i = begin; i + n <= end; i += n) {
+      exe.set_input(xs, std::span<const float>(set.pixels.data() + i * ppi, size_t(n * ppi)));
+      exe.set_input(ys, std::span<const int32_t>(set.labels.data() + i, size_t(n)));
+      exe.run();
+      for (size_t k = 0; k < names.size(); ++k) sums[k] += exe.fetch(int(k))[0] * double(n);
+    }
+  };
+  run_chunks(full, 0, set.count - rest);
+  if (rest > 0) run_chunks(rest, set.count - rest, set.count);
+  for (double& v : sums) v /= double(set.count);
+  return sums;
+}
+
+EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store, const ImageSet& test, int64_t eval_batch) {
+  check_set(test, model, "test");
+  const std::vector<double> m = evaluate_outputs([&](int64_t n) { return eval_graph(model, n, model.image); }, store, test,
+                                                 eval_batch, {"loss", "accuracy"});
+  return {m[0], m[1]};
+}
+
+SupervisedResult run_training(Executable& exe, const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
+                              const EpochHook& after_epoch, const StepHook& before_step) {
+  if (cfg.batch <= 0 || cfg.batch > train.count)
+    throw Error(fmt::format("batch size {} must be between 1 and the {} training images", cfg.batch, train.count));
+  SupervisedResult res;
+  const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
+  const int64_t ppi = train.pixels_per_image(), steps = train.count / cfg.batch;
+  std::vector<int64_t> order(size_t(train.count));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(cfg.seed);
+  std::vector<float> bx(size_t(cfg.batch * ppi));
+  std::vector<int32_t> by(size_t(cfg.batch));
+  double window = 0;
+  int64_t in_window = 0, global_step = 0;
+  res.curve_window = std::max<int64_t>(1, std::min(cfg.curve_every, steps / 5));
+  for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
+    // Epoch time covers shuffling, batch copies and steps; evaluation is excluded.
+    const auto epoch_start = std::chrono::steady_clock::now();
+    std::shuffle(order.begin(), order.end(), rng);
+    ProgressBar bar(progress, steps, fmt::format("{}epoch {}/{}", cfg.label.empty() ? "" : cfg.label + " ", epoch, cfg.epochs));
+    double loss_sum = 0;
+    for (int64_t s = 0; s < steps; ++s, ++global_step) {
+      for (int64_t i = 0; i < cfg.batch; ++i) {
+        const int64_t src = order[size_t(s * cfg.batch + i)];
+        std::copy_n(train.pixels.begin() + src * ppi, ppi, bx.begin() + i * ppi);
+        by[size_t(i)] = train.labels[size_t(src)];
+      }
+      exe.set_input(xs, std::span<const float>(bx));
+      exe.set_input(ys, std::span<const int32_t>(by));
+      if (before_step) before_step(global_step);
+      exe.run();
+      const float loss = exe.fetch(0)[0];
+      if (!std::isfinite(loss))
+        throw RuntimeError(fmt::format("training diverged in epoch {} at step {} (loss {}, lr {})", epoch, s + 1, loss,
+                                       exe.fetch(1)[0]));
+      loss_sum += loss;
+      window += loss;
+      if (++in_window == res.curve_window) {
+        res.loss_curve.push_back(window / double(in_window));
+        window = 0;
+        in_window = 0;
+      }
+      if (progress && (s % 16 == 0 || s + 1 == steps)) bar.update(s + 1, fmt::format("loss {:.4f}", loss_sum / double(s + 1)));
+    }
+    EpochRecord rec;
+    rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
+    rec.train_loss = loss_sum / double(std::max<int64_t>(steps, 1));
+    rec.lr = exe.fetch(1)[0];
+    if (after_epoch) after_epoch(epoch, rec);
+    bar.finish(std::isnan(rec.test_accuracy)
+                   ? fmt::format("loss {:.4f} ({:.1f} s)", rec.train_loss, rec.seconds)
+                   : fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, rec.seconds));
+    res.train_seconds += rec.seconds;
+    res.best_accuracy = std::max(res.best_accuracy, rec.test_accuracy);
+    if (res.epochs_to_85 < 0 && rec.test_accuracy >= 0.85) res.epochs_to_85 = epoch;
+    res.epochs.push_back(rec);
+  }
+  return res;
+}
+
+void init_classifier(ParamStore& store, const ClassifierConfig& model, const std::string& prefix, bool trainable) {
+  Graph g;
+  classifier_params(g, model, prefix, trainable);
+  store.ensure(g);
+}
+
+int64_t count_parameters(const ParamStore& store, const std::string& prefix) {
+  int64_t n = 0;
+  for (const std::string& name : store.names())
+    if (name.rfind(prefix, 0) == 0) n += int64_t(store.data(name).size());
+  return n;
+}
+
+SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
+                                  std::ostream* progress, ParamStore* external) {
+  check_set(train, cfg.model, "training");
+  ParamStore local;
+  ParamStore& store = external ? *external : local;
+  const TransferOptions& tr = cfg.transfer;
+  if (!tr.params.empty() && tr.params.size() != classifier_layers(cfg.model).size() * 2)
+    throw Error(fmt::format("transfer plan has {} entries, {} has {} parameters", tr.params.size(), cfg.model.model,
+                            classifier_layers(cfg.model).size() * 2));
+  if (tr.distilling() && !store.has("teacher." + classifier_layers(cfg.model).back() + ".w"))
+    throw Error("distillation needs the teacher's weights in the store under 'teacher.'");
+  if (tr.unlabelled_batch > 0 && (!tr.unlabelled || tr.unlabelled->count < tr.unlabelled_batch))
+    throw Error(fmt::format("{} unlabelled images per step asked for, {} available", tr.unlabelled_batch,
+                            tr.unlabelled ? tr.unlabelled->count : 0));
+  Graph step = train_step_graph(cfg, cfg.model.image);
+  PipelineOptions popts;
+  popts.opt_level = cfg.opt_level;
+  optimize(step, popts);
+  Executable exe(step, store, {"loss", "lr"});
+  std::unique_ptr<Executable> plateau;
+  if (cfg.schedule.kind == "plateau") plateau = std::make_unique<Executable>(plateau_update(cfg.schedule, "sched"), store);
+
+  // L2-SP anchors hold the weights training starts from.
+  if (tr.l2sp_alpha > 0) {
+    Graph g;
+    std::vector<Tensor> params = classifier_params(g, cfg.model);
+    for (size_t i = 0; i < params.size(); ++i)
+      if (!tr.params.empty() && tr.params[i].pretrained) store.set(anchor_name(params[i]), store.data(params[i].node().name));
+  }
+  StepHook feed_unlabelled;
+  std::vector<float> xu;
+  std::mt19937_64 pick(cfg.seed ^ 0x5eedu);
+  int xu_slot = -1;
+  if (tr.distilling() && tr.unlabelled_batch > 0) {
+    xu.resize(size_t(tr.unlabelled_batch * train.pixels_per_image()));
+    xu_slot = exe.input_slot("xu");
+    feed_unlabelled = [&](int64_t) {
+      const ImageSet& u = *tr.unlabelled;
+      const int64_t ppi = u.pixels_per_image();
+      for (int64_t i = 0; i < tr.unlabelled_batch; ++i)
+        std::copy_n(u.pixels.begin() + int64_t(pick() % uint64_t(u.count)) * ppi, ppi, xu.begin() + i * ppi);
+      exe.set_input(xu_slot, std::span<const float>(xu));
+    };
+  }
+  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every};
+  SupervisedResult res = run_training(exe, train, loop, progress, [&](int64_t epoch, EpochRecord& rec) {
+    if (epoch != cfg.epochs && (cfg.eval_every <= 0 || epoch % cfg.eval_every != 0)) {
+      rec.test_loss = rec.test_accuracy = std::numeric_limits<double>::quiet_NaN();
+      return;
+    }
+    const EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch);
+    rec.test_loss = ev.loss;
+    rec.test_accuracy = ev.accuracy;
+    if (plateau) {
+      // The plateau schedule watches the epoch's training loss.
+      const float metric = float(rec.train_loss);
+      plateau->run({Feed::f32("metric", {}, std::span<const float>(&metric, 1))});
+    }
+  }, feed_unlabelled);
+  res.parameters = count_parameters(store, "net.");
+  if (store.has("opt.hd_cuts")) res.hd_guard_cuts = int64_t(store.data("opt.hd_cuts")[0]);
+  return res;
+}
+
+}  // namespace metagrad
