@@ -17,7 +17,7 @@
 namespace metagrad {
 
 struct Executable::Impl {
-  Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches);
+  Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches, const CompileOptions& options);
   ~Impl();
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
@@ -45,6 +45,7 @@ struct Executable::Impl {
 
   Graph graph_;
   ParamStore& store_;
+  CompileOptions options_;
   dnnl::engine engine_;
   dnnl::stream stream_;
   float* arena_ = nullptr;
@@ -62,8 +63,9 @@ struct Executable::Impl {
   std::vector<std::pair<const float*, size_t>> fetches_;
 };
 
-Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches)
-    : graph_(g), store_(store), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches,
+                       const CompileOptions& options)
+    : graph_(g), store_(store), options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
   verify(graph_);
   std::vector<NamedOutput> wanted;
   if (fetches.empty()) {
@@ -275,8 +277,9 @@ std::vector<KernelProfile> Executable::Impl::profile(int n) {
   return prof;
 }
 
-Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches)
-    : impl_(std::make_unique<Impl>(g, store, fetches)) {}
+Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches,
+                       const CompileOptions& options)
+    : impl_(std::make_unique<Impl>(g, store, fetches, options)) {}
 Executable::~Executable() = default;
 int Executable::input_slot(const std::string& name) const { return impl_->input_slot(name); }
 void Executable::set_input(int slot, std::span<const float> v) { impl_->copy_input(slot, DType::f32, v.data(), v.size()); }

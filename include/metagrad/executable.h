@@ -37,11 +37,15 @@ struct KernelProfile {
   double seconds = 0;  // total over the profiled runs
 };
 
+// How a graph is compiled; the defaults are what every benchmark uses.
+struct CompileOptions {};
+
 class Executable {
  public:
   // Verifies `g`, keeps the nodes needed for `fetches` (output names; empty = every output)
   // and the graph's updates, plans the arena and builds every kernel.
-  Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches = {});
+  Executable(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches = {},
+             const CompileOptions& options = {});
   ~Executable();
   Executable(const Executable&) = delete;
   Executable& operator=(const Executable&) = delete;
