@@ -319,6 +319,35 @@ TEST(Optimizers, ClippingBoundsGradients) {
   EXPECT_NEAR(r[1].data[2], 4.0 / norm, 1e-9);
 }
 
+TEST(Optimizers, GradientCombinerRunsBeforeTheUpdate) {
+  // A combiner that doubles every gradient makes SGD at lr take the step of SGD at 2 lr, and
+  // momentum's velocity holds the combined gradient.
+  for (const char* name : {"sgd", "momentum"}) {
+    Graph g;
+    Tensor w = parameter(g, "w", {3}, Init::constant(1.0));
+    Tensor gr = input(g, "g", {3});
+    OptimizerConfig cfg;
+    cfg.name = name;
+    cfg.lr = 0.1;
+    int calls = 0;
+    cfg.combine_gradients = [&](Graph&, const std::vector<Tensor>& grads) {
+      ++calls;
+      return std::vector<Tensor>{grads[0] * 2.0};
+    };
+    add_updates(g, {w}, optimizer_step(g, cfg, {w}, {gr}));
+    EXPECT_EQ(calls, 1);
+    RefValues params = reference_step(g, {{"g", RefTensor{{3}, {1.0, -2.0, 0.5}}}}, {});
+    EXPECT_EQ(params.at("w").data, (std::vector<double>{1 - 0.2, 1 + 0.4, 1 - 0.1})) << name;
+  }
+  Graph g;
+  Tensor w = parameter(g, "w", {3}, Init::zeros());
+  OptimizerConfig cfg;
+  cfg.name = "sgd";
+  cfg.combine_gradients = [](Graph&, const std::vector<Tensor>& grads) { return std::vector<Tensor>{sum(grads[0])}; };
+  EXPECT_NE(testing::error_of([&] { optimizer_step(g, cfg, {w}, {w}); }).find("combiner changed gradient 0"),
+            std::string::npos);
+}
+
 TEST(Optimizers, BadInputAreClearErrors) {
   Graph g;
   Tensor w = parameter(g, "w", {3}, Init::zeros());

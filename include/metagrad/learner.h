@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "metagrad/builder.h"
+#include "metagrad/optimizers.h"
 
 namespace metagrad {
 
@@ -32,7 +33,8 @@ std::vector<Tensor> reptile_direction(const std::vector<Tensor>& params, const s
 
 // The outer update every meta-learner here closes its step with: Adam at `meta_lr` on `params`,
 // state prefixed "adam".
-void add_meta_update(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double meta_lr);
+void add_meta_update(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double meta_lr,
+                     const GradientCombiner& combine = {});
 
 // Exposes meta-gradients as outputs "grad:<param name>", for checks against finite differences.
 void add_gradient_outputs(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads);

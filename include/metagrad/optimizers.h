@@ -2,12 +2,18 @@
 // nodes, with state held in persistent (non-trainable) parameters, so an update can be fused,
 // inspected, and differentiated with respect to its hyperparameters.
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "metagrad/builder.h"
 
 namespace metagrad {
+
+// Combines a step's gradients before the update sees them (one tensor per parameter, same shapes
+// out as in): the place where data-parallel training sums gradients across processes. It builds
+// graph, so the whole step stays one compiled graph. Empty: the gradients are used as they are.
+using GradientCombiner = std::function<std::vector<Tensor>(Graph& g, const std::vector<Tensor>& grads)>;
 
 struct OptimizerConfig {
   // sgd momentum nesterov adagrad rmsprop rmsprop_centered adam adamw nadam, and the
@@ -34,6 +40,7 @@ struct OptimizerConfig {
   double hd_guard = 0.0;
   // HD variants: the rate rises by at most this fraction per step; falls are not limited. 0 = off.
   double hd_max_rise = 0.0;
+  GradientCombiner combine_gradients;  // applied first, before weight decay and clipping
   double hyper_lr = -1;       // HD variants: beta of the lr update; < 0 = 1e-3 (SGD, as Baydin et al.) or 1e-5 (Adam; their 1e-7 barely moves the rate in a few epochs here); multiplicative: 0.02
 };
 

@@ -42,10 +42,12 @@ std::vector<Tensor> reptile_direction(const std::vector<Tensor>& params, const s
   return d;
 }
 
-void add_meta_update(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double meta_lr) {
+void add_meta_update(Graph& g, const std::vector<Tensor>& params, const std::vector<Tensor>& grads, double meta_lr,
+                     const GradientCombiner& combine) {
   OptimizerConfig adam;
   adam.name = "adam";
   adam.lr = meta_lr;
+  adam.combine_gradients = combine;
   add_updates(g, params, optimizer_step(g, adam, params, grads, {}, "adam"));
 }
 

@@ -101,6 +101,16 @@ OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::ve
   h.weight_decay = or_const(g, h.weight_decay, cfg.weight_decay);
 
   std::vector<Tensor> grads = grads_in;
+  if (cfg.combine_gradients) {
+    grads = cfg.combine_gradients(g, grads_in);
+    if (grads.size() != grads_in.size())
+      throw GraphError(fmt::format("optimizer: the gradient combiner returned {} gradients for {}", grads.size(),
+                                   grads_in.size()));
+    for (size_t i = 0; i < grads.size(); ++i)
+      if (grads[i].shape() != grads_in[i].shape())
+        throw ShapeError(fmt::format("optimizer: the gradient combiner changed gradient {} from {} to {}", i,
+                                     shape_str(grads_in[i].shape()), shape_str(grads[i].shape())));
+  }
   if (cfg.clip_value > 0) grads = clip_by_value(grads, cfg.clip_value);
   if (cfg.clip_norm > 0) grads = clip_by_global_norm(grads, cfg.clip_norm);
   const bool coupled_decay = cfg.weight_decay != 0.0 && rule != "adamw";
