@@ -82,6 +82,9 @@ struct OpDef {
   EltwiseFn eltwise_f32 = nullptr;  // set for elementwise ops that fusion may chain
   std::string eltwise_param;        // the float attribute passed as EltwiseFn's param, if any
   bool inplace = false;  // the kernel stays correct when its output overwrites a same-typed input
+  // Communicates with other processes (allreduce_sum): its reference is only the one-process
+  // answer, so constant folding must leave it to the kernel.
+  bool collective = false;
   std::vector<OpTestCase> tests;
 };
 

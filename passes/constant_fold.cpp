@@ -10,7 +10,7 @@ bool fold_constants(Graph& g, int64_t max_elements) {
   Rebuilder rb(g);
   bool changed = false;
   for (const Node& n : g.nodes()) {
-    bool foldable = n.kind == NodeKind::Op && n.outputs.size() == 1 && n.op->name != "broadcast_to" &&
+    bool foldable = n.kind == NodeKind::Op && n.outputs.size() == 1 && n.op->name != "broadcast_to" && !n.op->collective &&
                     n.type().numel() <= max_elements;
     if (foldable)
       for (Value v : n.inputs) foldable &= rb.dst().node(rb.map(v).node).kind == NodeKind::Constant;

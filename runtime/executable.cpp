@@ -165,7 +165,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
   for (size_t i = 0; i < n; ++i) {
     const Node& node = graph_.node(int(i));
     if (!needed[i] || node.kind != NodeKind::Op) continue;
-    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_};
+    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective};
     for (Value v : node.inputs) {
       ctx.in_types.push_back(graph_.type(v));
       ctx.in.push_back(value_ptr(v));

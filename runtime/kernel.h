@@ -12,6 +12,8 @@
 
 namespace metagrad {
 
+class Collective;
+
 // Scratch memory shared by every kernel of an executable. Kernels run one at a time, so each may
 // use the whole workspace during its run: a kernel asks for bytes while it is built and receives
 // the address once the executable has sized and allocated the workspace.
@@ -38,6 +40,7 @@ struct KernelCtx {
   std::vector<void*> out;  // output buffers (row-major, dense)
   const dnnl::engine& engine;
   Workspace& workspace;
+  Collective* collective = nullptr;  // CompileOptions::collective, for allreduce_sum
   const TensorType& out_type(size_t i = 0) const { return node.outputs.at(i); }
   const float* in_f32(size_t i) const { return static_cast<const float*>(in.at(i)); }
   const int32_t* in_i32(size_t i) const { return static_cast<const int32_t*>(in.at(i)); }

@@ -3,7 +3,8 @@
 # Usage: tools/install-deps.sh [--bench]   (--bench adds python3-torch for bench/ comparisons)
 set -euo pipefail
 pkgs=(g++ cmake ninja-build libdnnl-dev libeigen3-dev libfmt-dev libgtest-dev libbenchmark-dev
-      libcli11-dev nlohmann-json3-dev zlib1g-dev libpng-dev graphviz gnuplot-nox dataset-fashion-mnist)
+      libcli11-dev nlohmann-json3-dev zlib1g-dev libpng-dev graphviz gnuplot-nox dataset-fashion-mnist
+      libopenmpi-dev openmpi-bin)
 [[ "${1:-}" == "--bench" ]] && pkgs+=(python3-torch)
 missing=()
 for p in "${pkgs[@]}"; do

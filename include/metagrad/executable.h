@@ -37,8 +37,14 @@ struct KernelProfile {
   double seconds = 0;  // total over the profiled runs
 };
 
+class Collective;
+
 // How a graph is compiled; the defaults are what every benchmark uses.
-struct CompileOptions {};
+struct CompileOptions {
+  // What `allreduce_sum` nodes sum over (metagrad/collective.h); not owned, must outlive the
+  // executable. Null: one process, and allreduce_sum is the identity.
+  Collective* collective = nullptr;
+};
 
 class Executable {
  public:

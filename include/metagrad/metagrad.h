@@ -13,6 +13,7 @@
 #include "metagrad/serialize.h"
 #include "metagrad/reference.h"
 #include "metagrad/param_store.h"
+#include "metagrad/collective.h"
 #include "metagrad/executable.h"
 #include "metagrad/checkpoint.h"
 #include "metagrad/learner.h"

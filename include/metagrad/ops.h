@@ -43,6 +43,8 @@ Tensor floor(const Tensor& x);  // derivative zero (staircase schedules)
 Tensor sin(const Tensor& x);
 Tensor cos(const Tensor& x);
 Tensor stop_gradient(const Tensor& x);  // identity whose derivative is cut
+// Sum over the processes of a data-parallel run (CompileOptions::collective); identity in one process.
+Tensor allreduce_sum(const Tensor& x);
 
 // ---- reductions over axes (ops/reduce.cpp); empty axes = all axes ----
 Tensor sum(const Tensor& x, std::vector<int64_t> axes = {}, bool keepdims = false);
