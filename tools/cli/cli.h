@@ -12,6 +12,8 @@
 
 namespace metagrad {
 
+class Comm;
+
 // The top-level commands. A command file adds subcommands to these and records, for each, the
 // function that runs it once parsing has succeeded.
 struct Cli {
@@ -19,6 +21,7 @@ struct Cli {
   CLI::App* bench;  // metagrad bench WORKLOAD ...
   CLI::App* dump;   // metagrad dump WORKLOAD ...
   std::vector<std::pair<CLI::App*, std::function<int()>>> runners;
+  Comm* comm;  // this process's group (meta/dist/comm.h): one process unless started by mpirun
 
   void on_parsed(CLI::App* cmd, std::function<int()> run) { runners.emplace_back(cmd, std::move(run)); }
 };
