@@ -57,4 +57,30 @@ void broadcast_params(Collective& c, ParamStore& store, int root) {
 
 std::vector<double> gather_results(Collective& c, std::span<const double> mine) { return c.allgather(mine); }
 
+void gather_each(Collective& c, std::vector<std::vector<double>>& values) {
+  if (c.size() <= 1) return;
+  // Packed as [k, n_k, values...] per output; every rank has the same outputs.
+  std::vector<double> mine;
+  for (size_t k = 0; k < values.size(); ++k) {
+    mine.push_back(double(k));
+    mine.push_back(double(values[k].size()));
+    mine.insert(mine.end(), values[k].begin(), values[k].end());
+  }
+  const std::vector<double> all = c.allgather(mine);
+  for (auto& v : values) v.clear();
+  size_t at = 0;
+  while (at < all.size()) {
+    const size_t k = size_t(all[at]), n = size_t(all[at + 1]);
+    if (k >= values.size()) throw Error("gather_each: the ranks gathered different numbers of outputs");
+    values[k].insert(values[k].end(), all.begin() + long(at + 2), all.begin() + long(at + 2 + n));
+    at += 2 + n;
+  }
+}
+
+void average(Collective& c, std::span<double> values) {
+  if (c.size() <= 1) return;
+  c.allreduce_sum(values.data(), values.size());
+  for (double& v : values) v /= double(c.size());
+}
+
 }  // namespace metagrad

@@ -32,5 +32,11 @@ void broadcast_params(Collective& c, ParamStore& store, int root = 0);
 
 // Every rank's values concatenated in rank order (each rank's evaluation results, on every rank).
 std::vector<double> gather_results(Collective& c, std::span<const double> mine);
+// The same for several result lists at once (the driver's EvalSpec::gather): values[k] holds this
+// rank's results of output k and afterwards every rank's, in rank order. One allgather.
+void gather_each(Collective& c, std::vector<std::vector<double>>& values);
+
+// The mean over ranks of per-rank values (each rank's share of a step's mean loss), in place.
+void average(Collective& c, std::span<double> values);
 
 }  // namespace metagrad

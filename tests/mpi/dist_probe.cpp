@@ -49,6 +49,14 @@ int collectives(Comm& c) {
     for (int k = 0; k <= q; ++k)
       if (all.at(at++) != q) return fail(c, "allgather order");
   if (at != all.size()) return fail(c, "allgather length");
+  std::vector<std::vector<double>> outs = {std::vector<double>(size_t(r + 1), r), {double(10 + r)}};
+  gather_each(c, outs);
+  if (outs[0].size() != size_t(n * (n + 1) / 2) || outs[1].size() != size_t(n) || outs[1].back() != 10 + n - 1 ||
+      outs[0].back() != n - 1 || outs[0].front() != 0)
+    return fail(c, "gather_each");
+  double mean_of[1] = {double(r)};
+  average(c, mean_of);
+  if (mean_of[0] != (n - 1) / 2.0) return fail(c, "average");
   int64_t root_value = r == 0 ? 42 : -1;
   c.broadcast(&root_value, sizeof root_value, 0);
   if (root_value != 42) return fail(c, "broadcast");
