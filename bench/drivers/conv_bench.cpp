@@ -9,6 +9,8 @@
 #include <cmath>
 #include <fstream>
 
+#include "meta/dist/data_parallel.h"
+#include "meta/dist/gradient_allreduce.h"
 #include "meta/train/progress.h"
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
@@ -58,11 +60,16 @@ struct Slots {
 Slots slots_of(const Executable& e) {
   return {e.input_slot("xs"), e.input_slot("ys"), e.input_slot("xq"), e.input_slot("yq")};
 }
-void feed(Executable& e, const Slots& s, const EpisodeBatch& b) {
-  e.set_input(s.xs, std::span<const float>(b.xs));
-  e.set_input(s.ys, std::span<const int32_t>(b.ys));
-  e.set_input(s.xq, std::span<const float>(b.xq));
-  e.set_input(s.yq, std::span<const int32_t>(b.yq));
+// Feeds tasks [share.begin, share.end) of a batch of `tasks` (all of them in one process).
+void feed(Executable& e, const Slots& s, const EpisodeBatch& b, int64_t tasks, Share share) {
+  auto part = [&](const auto& v) {
+    const size_t per = v.size() / size_t(tasks);
+    return std::span(v).subspan(size_t(share.begin) * per, size_t(share.size()) * per);
+  };
+  e.set_input(s.xs, part(b.xs));
+  e.set_input(s.ys, part(b.ys));
+  e.set_input(s.xq, part(b.xq));
+  e.set_input(s.yq, part(b.yq));
 }
 
 }  // namespace
@@ -83,7 +90,14 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
   const size_t rss0 = resident_bytes();
   PipelineOptions popts;
   popts.opt_level = cfg.opt_level;
-  Graph step = build_fewshot_step(cfg.maml);
+  // Every rank draws the whole global meta-batch (the samplers stay in step) and feeds its share.
+  const int rank = cfg.collective ? cfg.collective->rank() : 0, ranks = cfg.collective ? cfg.collective->size() : 1;
+  res.ranks = ranks;
+  const Share share = even_share(cfg.maml.meta_batch, rank, ranks, "meta-batch");
+  FewShotConfig local = cfg.maml;
+  local.meta_batch = share.size();
+  Graph step = build_fewshot_step(local, gradient_allreduce(ranks));
+  res.allreduce_floats = double(count_allreduces(step).floats);
   res.nodes_raw = step.size();
   auto p0 = std::chrono::steady_clock::now();
   optimize(step, popts);
@@ -93,7 +107,11 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
   EpisodeBatch batch;
   const int64_t T = cfg.maml.meta_batch;
   {
-    Executable exe(step, store, {"loss", "accuracy"});
+    CompileOptions copts;
+    copts.collective = cfg.collective;
+    Executable exe(step, store, {"loss", "accuracy"}, copts);
+    // After a checkpoint was loaded too: every rank continues from rank 0's state.
+    if (cfg.collective) broadcast_params(*cfg.collective, store);
     res.peak_bytes = exe.arena_bytes();
     res.naive_bytes = exe.naive_bytes();
     res.workspace_bytes = exe.workspace_bytes();
@@ -104,13 +122,18 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
     ProgressBar bar(progress, cfg.iters, "meta-train");
     const int64_t tail = std::max<int64_t>(1, cfg.iters / 10);
     double tail_loss = 0, tail_acc = 0, seconds = 0;
+    const auto loop0 = std::chrono::steady_clock::now();
     for (int64_t it = 0; it < cfg.iters; ++it) {
       train(batch, T, cfg.maml.query, done_before + it);
-      feed(exe, slots, batch);
+      feed(exe, slots, batch, T, share);
       auto t0 = std::chrono::steady_clock::now();
       exe.run();
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const float loss = exe.fetch(0)[0], acc = exe.fetch(1)[0];
+      // This rank's share's means; the global ones are their mean over ranks.
+      double m[2] = {exe.fetch(0)[0], exe.fetch(1)[0]};
+      if (cfg.collective) average(*cfg.collective, m);
+      const double loss = m[0], acc = m[1];
+      res.loss_curve.push_back(loss);
       if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {})", it, loss));
       if (it >= cfg.iters - tail) {
         tail_loss += loss;
@@ -119,6 +142,9 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
       bar.update(it + 1, fmt::format("loss {:.3f} acc {:.2f}", loss, acc));
     }
     bar.finish();
+    if (cfg.iters > 0)
+      res.wall_ms_per_meta_iter =
+          1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - loop0).count() / double(cfg.iters);
     res.working_bytes = resident_bytes() - std::min(rss0, resident_bytes());
     res.train_seconds = seconds;
     res.ms_per_meta_iter = cfg.iters > 0 ? 1e3 * seconds / double(cfg.iters) : 0.0;
@@ -140,9 +166,13 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
   Slots es = slots_of(ev);
   std::vector<double> pre_acc, post_acc, pre_loss, post_loss;
   ProgressBar ebar(progress, cfg.eval_tasks, "evaluate  ");
+  // Each rank evaluates its share of the episode batches (every batch is drawn, so the episodes
+  // are those of one process) and the per-episode results are gathered in rank order.
+  const Share mine = balanced_share((cfg.eval_tasks + per_batch - 1) / per_batch, rank, ranks);
   for (int64_t done = 0; done < cfg.eval_tasks; done += per_batch) {
     eval_sampler(batch, per_batch, eval_cfg.query, done / per_batch);
-    feed(ev, es, batch);
+    if (done / per_batch < mine.begin || done / per_batch >= mine.end) continue;
+    feed(ev, es, batch, per_batch, {0, per_batch});
     ev.run();
     const int64_t take = std::min(per_batch, cfg.eval_tasks - done);
     auto add = [&](std::vector<double>& v, const std::string& name) {
@@ -156,6 +186,11 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
     ebar.update(done + take, fmt::format("acc {:.4f}", mean_ci(post_acc).mean));
   }
   ebar.finish();
+  if (cfg.collective) {
+    std::vector<std::vector<double>> all = {pre_acc, post_acc, pre_loss, post_loss};
+    gather_each(*cfg.collective, all);
+    pre_acc = all[0], post_acc = all[1], pre_loss = all[2], post_loss = all[3];
+  }
   res.eval_steps = steps;
   res.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
   res.pre_accuracy = mean_ci(pre_acc);

@@ -12,6 +12,7 @@
 namespace metagrad {
 
 class ParamStore;
+class Collective;
 
 // A meta-batch of episodes laid out as the few-shot graphs' inputs "xs", "ys", "xq", "yq".
 struct EpisodeBatch {
@@ -44,6 +45,9 @@ struct ConvBenchConfig {
   int64_t eval_query = -1;  // query examples per class at evaluation; default: maml.query
   int opt_level = 1;
   std::function<void(const ParamStore&)> on_trained;  // called between training and evaluation (checkpoints)
+  // Data parallelism (meta/dist/): rank r of N trains on its share of the tasks of every global
+  // meta-batch and evaluates its share of the episode batches. Null: one process.
+  Collective* collective = nullptr;
 };
 
 struct ConvBenchResult {
@@ -53,6 +57,10 @@ struct ConvBenchResult {
   int64_t eval_steps = 0;                      // inner steps taken at evaluation
   size_t peak_bytes = 0, naive_bytes = 0, workspace_bytes = 0, kernels = 0, nodes_raw = 0, nodes_optimized = 0;
   size_t working_bytes = 0;  // resident set after training minus before the graph was built
+  int ranks = 1;
+  double allreduce_floats = 0;  // gradient floats summed per step (all buckets)
+  double wall_ms_per_meta_iter = 0;  // sampling, feeding and metric averaging included
+  std::vector<double> loss_curve;     // the global batch's query loss at every meta-iteration
 };
 
 ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg, std::ostream* progress);

@@ -7,6 +7,8 @@
 
 namespace metagrad {
 
+class Collective;
+
 struct SinusoidBenchConfig {
   MamlConfig maml;
   int64_t iters = 70000;
@@ -14,6 +16,9 @@ struct SinusoidBenchConfig {
   int64_t eval_shots = 10;
   int64_t eval_steps = 1;
   int opt_level = 1;
+  // Data parallelism (meta/dist/): rank r of N trains on its share of every global meta-batch and
+  // evaluates its share of the tasks. Null: one process.
+  Collective* collective = nullptr;
 };
 
 struct MeanCI {
@@ -26,6 +31,8 @@ struct SinusoidBenchResult {
   MeanCI pre, post;                 // first and last of mse_by_step
   double ms_per_meta_iter = 0, train_seconds = 0, eval_seconds = 0;
   double final_loss = 0;            // mean training query loss over the last 1% of iterations
+  int ranks = 1;
+  double allreduce_floats = 0;       // gradient floats summed per step (all buckets)
   size_t peak_bytes = 0, naive_bytes = 0, kernels = 0, nodes_raw = 0, nodes_optimized = 0;
 };
 

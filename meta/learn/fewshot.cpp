@@ -232,10 +232,10 @@ Tensor classification_accuracy(const Tensor& logits, const Tensor& labels) {
   return mean(greater_equal(label_logit, max(logits, {-1})));
 }
 
-Graph build_fewshot_step(const FewShotConfig& cfg) {
+Graph build_fewshot_step(const FewShotConfig& cfg, const GradientCombiner& combine) {
   Graph g;
   Objective o = build_objective(g, cfg);
-  add_meta_update(g, o.params.all(), o.grads, cfg.meta_lr);
+  add_meta_update(g, o.params.all(), o.grads, cfg.meta_lr, combine);
   g.add_output("loss", o.loss.value());
   g.add_output("accuracy", o.accuracy.value());
   return g;

@@ -9,6 +9,7 @@
 
 #include "meta/models/convnet.h"
 #include "metagrad/graph.h"
+#include "metagrad/optimizers.h"
 
 namespace metagrad {
 
@@ -32,7 +33,7 @@ bool adapts_by_gradient(const std::string& algo);
 // tasks). Updates every meta-parameter (network, Meta-SGD rates, metric) and its Adam state. The
 // accuracy before adaptation is the evaluation graph's "accuracy_0": a training step does not pay
 // for a second query pass per task.
-Graph build_fewshot_step(const FewShotConfig& cfg);
+Graph build_fewshot_step(const FewShotConfig& cfg, const GradientCombiner& combine = {});
 
 // The meta-objective without the update, for checking meta-gradients: outputs "loss" and, for each
 // meta-parameter P, "grad:P" (for Reptile, its pseudo-gradient: parameters minus adapted weights).

@@ -141,10 +141,10 @@ std::vector<Tensor> adapt(const std::vector<Tensor>& params, const Tensor& xs, c
   return adapt(l, steps, lr, first_order);
 }
 
-Graph build_meta_step(const MamlConfig& cfg) {
+Graph build_meta_step(const MamlConfig& cfg, const GradientCombiner& combine) {
   Graph g;
   SinusoidObjective o = sinusoid_objective(g, cfg);
-  add_meta_update(g, o.meta.all(), o.grads, cfg.meta_lr);
+  add_meta_update(g, o.meta.all(), o.grads, cfg.meta_lr, combine);
   g.add_output("loss", o.loss.value());
   g.add_output("pre_loss", o.pre_loss.value());
   return g;

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "metagrad/builder.h"
+#include "metagrad/optimizers.h"
 
 namespace metagrad {
 
@@ -42,7 +43,7 @@ std::vector<Tensor> adapt(const std::vector<Tensor>& params, const Tensor& xs, c
 // adaptation, mean over tasks) and "pre_loss" (before); updates every meta-parameter (weights and
 // Meta-SGD's rates) and its Adam state. Reptile adapts on support and query together and moves
 // toward the adapted weights.
-Graph build_meta_step(const MamlConfig& cfg);
+Graph build_meta_step(const MamlConfig& cfg, const GradientCombiner& combine = {});
 // The same objective without the update: outputs "loss" and "grad:<param>" per meta-parameter.
 Graph build_maml_objective(const MamlConfig& cfg);
 

@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace metagrad {
 namespace {
 
@@ -124,6 +126,77 @@ TEST(Mpi, ARankThatDiesEndsTheJob) {
   EXPECT_NE(r.status, 0);
   EXPECT_EQ(r.out.find("allreduce returned"), std::string::npos) << r.out;
   EXPECT_LT(r.seconds, 30.0) << "mpirun must end the surviving rank, well before its 60 s deadline";
+}
+
+}  // namespace
+}  // namespace metagrad
+
+namespace metagrad {
+namespace {
+
+MpiRun cli(int np, const std::string& args) { return run(METAGRAD_CLI, np, args); }
+
+nlohmann::json read_json(const std::string& path) {
+  std::ifstream in(path);
+  return nlohmann::json::parse(in);
+}
+
+TEST(MpiCli, ConvMamlOnTwoRanksFollowsTheOneProcessLossCurve) {
+  const std::string args = "bench conv-maml --synthetic --filters 16 --meta-batch 2 --iters 3 --eval-tasks 8 --threads 1 --quiet --json ";
+  const auto dir = std::filesystem::temp_directory_path();
+  const std::string j1 = (dir / "metagrad_mpi_conv1.json").string(), j2 = (dir / "metagrad_mpi_conv2.json").string();
+  MpiRun one = cli(0, args + j1), two = cli(2, args + j2);
+  ASSERT_EQ(one.status, 0) << one.err;
+  ASSERT_EQ(two.status, 0) << two.err;
+  nlohmann::json a = read_json(j1), b = read_json(j2);
+  EXPECT_EQ(a["distributed"]["ranks"], 1);
+  EXPECT_EQ(b["distributed"]["ranks"], 2);
+  EXPECT_EQ(b["distributed"]["allreduce_calls_per_step"], 1.0);  // one bucket holds every gradient
+  ASSERT_EQ(a["train_loss_curve"].size(), 3u);
+  ASSERT_EQ(b["train_loss_curve"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const double l1 = a["train_loss_curve"][i], l2 = b["train_loss_curve"][i];
+    EXPECT_NEAR(l2, l1, 1e-5 * std::abs(l1)) << "step " << i;
+  }
+  for (const char* k : {"pre_adapt_loss", "post_adapt_loss", "post_adapt_accuracy"}) {
+    const double x1 = a[k], x2 = b[k];
+    EXPECT_NEAR(x2, x1, 1e-5 * std::max(1.0, std::abs(x1))) << k;
+  }
+  // Rank 0 alone prints.
+  EXPECT_EQ(two.out.find("speed:"), two.out.rfind("speed:")) << two.out;
+  EXPECT_NE(two.out.find("data-parallel: 2 ranks"), std::string::npos) << two.out;
+  std::filesystem::remove(j1);
+  std::filesystem::remove(j2);
+}
+
+TEST(MpiCli, SinusoidOnTwoRanksGivesTheOneProcessAnswer) {
+  const std::string args = "bench sinusoid --iters 200 --meta-batch 24 --eval-tasks 200 --threads 1 --quiet --json ";
+  const auto dir = std::filesystem::temp_directory_path();
+  const std::string j1 = (dir / "metagrad_mpi_sin1.json").string(), j2 = (dir / "metagrad_mpi_sin2.json").string();
+  MpiRun one = cli(0, args + j1), two = cli(2, args + j2);
+  ASSERT_EQ(one.status, 0) << one.err;
+  ASSERT_EQ(two.status, 0) << two.err;
+  nlohmann::json a = read_json(j1), b = read_json(j2);
+  for (const char* k : {"final_train_loss", "pre_adapt_mse", "post_adapt_mse", "post_adapt_mse_ci95"}) {
+    const double x1 = a[k], x2 = b[k];
+    EXPECT_NEAR(x2, x1, 1e-5 * std::abs(x1)) << k;
+  }
+  std::filesystem::remove(j1);
+  std::filesystem::remove(j2);
+}
+
+TEST(MpiCli, WhatCannotRunDataParallelIsOneClearError) {
+  MpiRun odd = cli(2, "bench sinusoid --iters 1 --meta-batch 25 --quiet");
+  EXPECT_EQ(odd.status, 1);
+  EXPECT_NE(odd.err.find("the meta-batch of 25 does not split evenly over 2 processes"), std::string::npos) << odd.err;
+  MpiRun serial = cli(2, "dump sinusoid");
+  EXPECT_EQ(serial.status, 1);
+  EXPECT_NE(serial.err.find("'sinusoid' does not run data-parallel; start it without mpirun"), std::string::npos)
+      << serial.err;
+  MpiRun help = cli(2, "--help");
+  EXPECT_EQ(help.status, 0);
+  EXPECT_EQ(help.out.find("mpirun -np N"), help.out.rfind("mpirun -np N")) << "printed by rank 0 only";
+  EXPECT_NE(help.out.find("mpirun -np N"), std::string::npos);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <iostream>
 
+#include "meta/dist/comm.h"
 #include "metagrad/error.h"
 
 namespace metagrad {
@@ -62,6 +63,32 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--filters", m.net.filters, "convolution filters per block")->check(kPositive)->capture_default_str();
   cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
+}
+
+Collective* data_parallel(Comm* comm) { return comm && comm->distributed() ? comm : nullptr; }
+
+bool writes_files(const Collective* c) { return !c || c->rank() == 0; }
+
+std::string allreduce_summary(const Comm* comm, int64_t iters, double ms_per_iter) {
+  if (!comm || !comm->distributed() || iters <= 0) return "";
+  const CommStats& s = comm->stats();
+  const double ms = 1e3 * s.seconds / double(iters);
+  return fmt::format("data-parallel: {} ranks; per step {} allreduce{} of {:.1f} KiB in all, {:.3f} ms in them "
+                     "({:.1f}% of the step, waiting for the slowest rank included)\n",
+                     comm->size(), s.calls / iters, s.calls / iters == 1 ? "" : "s",
+                     double(s.bytes) / double(iters) / 1024.0, ms, ms_per_iter > 0 ? 100 * ms / ms_per_iter : 0.0);
+}
+
+nlohmann::json dist_json(const Comm* comm, int64_t iters, double allreduce_floats) {
+  nlohmann::json j = {{"ranks", comm ? comm->size() : 1}};
+  if (comm && comm->distributed() && iters > 0) {
+    const CommStats& s = comm->stats();
+    j["allreduce_calls_per_step"] = double(s.calls) / double(iters);
+    j["allreduce_bytes_per_step"] = double(s.bytes) / double(iters);
+    j["allreduce_ms_per_step"] = 1e3 * s.seconds / double(iters);
+    j["allreduce_floats_in_graph"] = allreduce_floats;
+  }
+  return j;
 }
 
 void write_output(const std::string& path, const std::string& text) {

@@ -7,12 +7,15 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "meta/learn/fewshot.h"
 #include "meta/learn/maml.h"
 
 namespace metagrad {
 
 class Comm;
+class Collective;
 
 // The top-level commands. A command file adds subcommands to these and records, for each, the
 // function that runs it once parsing has succeeded.
@@ -22,6 +25,7 @@ struct Cli {
   CLI::App* dump;   // metagrad dump WORKLOAD ...
   std::vector<std::pair<CLI::App*, std::function<int()>>> runners;
   Comm* comm;  // this process's group (meta/dist/comm.h): one process unless started by mpirun
+  std::vector<CLI::App*> data_parallel = {};  // the commands that split their work over the ranks
 
   void on_parsed(CLI::App* cmd, std::function<int()> run) { runners.emplace_back(cmd, std::move(run)); }
 };
@@ -47,6 +51,14 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
 
 // Sets the oneDNN/OpenMP thread count (n > 0); throws if this build has no OpenMP runtime.
 void set_threads(int n);
+
+// Data-parallel runs (meta/dist/): the group a bench command trains on (null in one process),
+// whether this process writes files (rank 0), and the allreduce cost per training step from this
+// rank's counters, printed and as JSON.
+Collective* data_parallel(Comm* comm);
+bool writes_files(const Collective* c);
+std::string allreduce_summary(const Comm* comm, int64_t iters, double ms_per_iter);
+nlohmann::json dist_json(const Comm* comm, int64_t iters, double allreduce_floats);
 
 // Writes `text` to `path`, or to stdout when path is empty or "-".
 void write_output(const std::string& path, const std::string& text);

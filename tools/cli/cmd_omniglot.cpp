@@ -71,6 +71,7 @@ FewShotConfig load_model_config(const std::string& checkpoint) {
 struct OmniglotFlags {
   OmniglotBenchConfig cfg;
   std::string sampling = "across", save_path, load_path, json_path;
+  Comm* comm = nullptr;
   int threads = 0;
   bool quiet = false;
 };
@@ -95,6 +96,7 @@ nlohmann::json to_json(const OmniglotFlags& f, const OmniglotBenchResult& r) {
   j["train_seconds"] = x.train_seconds;
   j["eval_seconds"] = x.eval_seconds;
   j["load_seconds"] = r.load_seconds;
+  j["distributed"] = dist_json(f.comm, r.iters, x.allreduce_floats);
   j["final_train_loss"] = x.final_loss;
   j["final_train_accuracy"] = x.final_accuracy;
   j["nodes_raw"] = x.nodes_raw;
@@ -108,8 +110,11 @@ int run_omniglot(OmniglotFlags& f) {
   if (f.threads > 0) set_threads(f.threads);
   f.cfg.within_alphabet = f.sampling == "within";
   FewShotConfig& m = f.cfg.run.maml;
+  f.cfg.run.collective = data_parallel(f.comm);
+  const bool writes = writes_files(f.cfg.run.collective);
   ParamStore store;
-  if (!f.load_path.empty()) {
+  // Rank 0 loads; the others receive its state when training starts (broadcast_params).
+  if (!f.load_path.empty() && writes) {
     FewShotConfig saved = load_model_config(f.load_path);
     // Prototype methods have no head, so a model trained N-way runs M-way episodes as it is.
     const bool ways_matter = adapts_by_gradient(m.algo);
@@ -121,7 +126,7 @@ int run_omniglot(OmniglotFlags& f) {
     store.ensure(build_fewshot_step(m));
     load_checkpoint(store, f.load_path);
   }
-  if (!f.save_path.empty())
+  if (!f.save_path.empty() && writes)
     f.cfg.run.on_trained = [&](const ParamStore& s) {
       save_model(s, m, f.save_path);
       if (!f.quiet) std::cerr << fmt::format("saved {} (and {})\n", f.save_path, sidecar_of(f.save_path));
@@ -143,7 +148,8 @@ int run_omniglot(OmniglotFlags& f) {
   if (adapts_by_gradient(m.algo))
     std::cout << fmt::format("; before adaptation {:.2f}%", 100 * x.pre_accuracy.mean);
   std::cout << "\n";
-  if (!f.json_path.empty()) write_output(f.json_path, to_json(f, r).dump(2) + "\n");
+  std::cout << allreduce_summary(f.comm, r.iters, x.ms_per_meta_iter);
+  if (!f.json_path.empty() && writes) write_output(f.json_path, to_json(f, r).dump(2) + "\n");
   return 0;
 }
 
@@ -264,6 +270,8 @@ void register_omniglot_commands(Cli& cli) {
   b->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   b->add_option("--json", f.json_path, "write a JSON summary to this file");
   b->add_flag("--quiet", f.quiet, "no progress bar");
+  f.comm = cli.comm;
+  cli.data_parallel.push_back(b);
   cli.on_parsed(b, [fp] { return run_omniglot(*fp); });
 
   auto ep = std::make_shared<EvalRunsFlags>();

@@ -19,6 +19,7 @@ struct SinusoidFlags {
   std::string json_path;
   int threads = 0;
   bool quiet = false;
+  Comm* comm = nullptr;
 };
 
 nlohmann::json to_json(const SinusoidFlags& f, const SinusoidBenchResult& r) {
@@ -44,6 +45,7 @@ nlohmann::json to_json(const SinusoidFlags& f, const SinusoidBenchResult& r) {
   j["kernels"] = r.kernels;
   j["nodes_raw"] = r.nodes_raw;
   j["nodes_optimized"] = r.nodes_optimized;
+  j["distributed"] = dist_json(f.comm, f.cfg.iters, r.allreduce_floats);
   return j;
 }
 
@@ -55,16 +57,18 @@ int run_sinusoid(SinusoidFlags& f) {
   const MamlConfig& m = f.cfg.maml;
   std::cout << fmt::format("MAML sinusoid: algo={} K={} inner_steps={} inner_lr={} meta_batch={} meta_lr={} iters={}\n",
                            m.algo, m.shots, m.inner_steps, m.inner_lr, m.meta_batch, m.meta_lr, f.cfg.iters);
+  f.cfg.collective = data_parallel(f.comm);
   SinusoidBenchResult r = run_sinusoid_bench(f.cfg, f.quiet ? nullptr : &std::cerr);
   std::cout << fmt::format("graph: {} nodes -> {} after passes, {} kernels, arena {:.1f} KiB (naive {:.1f} KiB)\n",
                            r.nodes_raw, r.nodes_optimized, r.kernels, r.peak_bytes / 1024.0, r.naive_bytes / 1024.0);
   std::cout << fmt::format("speed: {:.3f} ms per meta-iteration ({:.1f} s training)\n", r.ms_per_meta_iter, r.train_seconds);
+  std::cout << allreduce_summary(f.comm, f.cfg.iters, r.ms_per_meta_iter);
   std::cout << fmt::format("evaluation on {} fresh tasks, {} shots:\n", f.cfg.eval_tasks, f.cfg.eval_shots);
   for (size_t s = 0; s < r.mse_by_step.size(); ++s)
     std::cout << fmt::format("  MSE after {:2d} step{}: {:.4f} ± {:.4f}{}\n", s, s == 1 ? " " : "s", r.mse_by_step[s].mean,
                              r.mse_by_step[s].ci95, s == 0 ? "  (pre-adaptation)" : "");
   std::cout << fmt::format("pre-adaptation MSE {:.4f}, post-adaptation MSE {:.4f}\n", r.pre.mean, r.post.mean);
-  if (!f.json_path.empty()) write_output(f.json_path, to_json(f, r).dump(2) + "\n");
+  if (!f.json_path.empty() && writes_files(f.cfg.collective)) write_output(f.json_path, to_json(f, r).dump(2) + "\n");
   return 0;
 }
 
@@ -96,6 +100,8 @@ void register_sinusoid_commands(Cli& cli) {
   bs->add_option("--json", sf.json_path, "write a JSON summary to this file");
   bs->add_flag("--quiet", sf.quiet, "no progress bar");
 
+  sf.comm = cli.comm;
+  cli.data_parallel.push_back(bs);
   cli.on_parsed(bs, [sfp] { return run_sinusoid(*sfp); });
 
   auto dfp = std::make_shared<DumpFlags>();

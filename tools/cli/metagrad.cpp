@@ -67,8 +67,17 @@ int main(int argc, char** argv) {
     return finish(2);
   }
   try {
-    for (auto& [cmd, run] : cli.runners)
-      if (cmd->parsed()) return finish(run());
+    for (auto& [cmd, run] : cli.runners) {
+      if (!cmd->parsed()) continue;
+      // N copies of a command that does not split its work would only repeat it N times.
+      if (comm->distributed() && std::find(cli.data_parallel.begin(), cli.data_parallel.end(), cmd) == cli.data_parallel.end()) {
+        if (comm->rank() == 0)
+          std::fprintf(stderr, "metagrad: error: '%s' does not run data-parallel; start it without mpirun\n",
+                       cmd->get_name().c_str());
+        return finish(1);
+      }
+      return finish(run());
+    }
   } catch (const std::exception& e) {
     std::string msg = e.what();
     std::replace(msg.begin(), msg.end(), '\n', ' ');
