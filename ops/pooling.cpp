@@ -57,6 +57,9 @@ std::vector<PoolCase> pool_test_cases() {
       {{1, 2, 5, 5}, {2, 2}, {1, 1}, {0, 0}, "2x2 stride 1"},
       {{2, 1, 6, 5}, {3, 2}, {2, 1}, {1, 0}, "non-square window, stride and padding"},
       {{1, 2, 4, 6}, {2, 3}, {1, 2}, {1, 1}, "non-square, padded on both axes, overlapping rows"},
+      {{1, 1, 4, 21}, {3, 3}, {1, 1}, {1, 1}, "wide rows (the vector loops over windows): stride 1"},
+      {{1, 1, 3, 23}, {3, 3}, {2, 2}, {0, 0}, "wide rows: stride 2"},
+      {{1, 1, 5, 26}, {2, 2}, {3, 3}, {0, 0}, "wide rows: stride 3, gaps between windows"},
   };
 }
 

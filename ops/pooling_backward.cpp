@@ -87,49 +87,107 @@ void for_planes(const PoolGeom& g, int threads, F&& f) {
   for (int64_t pl = 0; pl < g.planes(); ++pl) f(pl, omp_get_thread_num());
 }
 
+size_t round64(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+// Per-thread scratch of a general-window kernel, in the executable's workspace (kernels run one
+// at a time, so they all share it).
+struct Scratch {
+  PoolGeom g;
+  int threads = 1;
+  size_t bytes = 0;  // per thread
+  char* base = nullptr;
+  char* of(int thread) const { return base + size_t(thread) * bytes; }
+};
+std::shared_ptr<Scratch> request_scratch(const KernelCtx& ctx, const PoolGeom& g, size_t bytes) {
+  auto s = std::make_shared<Scratch>(Scratch{g, plane_threads(g), round64(bytes)});
+  ctx.workspace.request(size_t(s->threads) * s->bytes, [s](char* base) { s->base = base; });
+  return s;
+}
+
+// A plane's winners and the row of running maxima plane_winners needs.
+size_t winners_bytes(const PoolGeom& g) { return round64(size_t(g.oh * g.ow) * sizeof(int32_t)) + size_t(g.ow) * sizeof(float); }
+int32_t* winners_of(const Scratch& s, int t) { return reinterpret_cast<int32_t*>(s.of(t)); }
+float* top_of(const Scratch& s, int t) {
+  return reinterpret_cast<float*>(s.of(t) + round64(size_t(s.g.oh * s.g.ow) * sizeof(int32_t)));
+}
+
 // Each window's cotangent goes to its winner; overlapping windows may share one and add up.
 // The winners of a plane are found before any of its gradient is written, so gx may be x itself.
-struct MaxBackwardWindows {
-  PoolGeom g;
-  int threads;
-  int32_t* winners = nullptr;  // in the workspace: [thread][pooled plane]
-  void run(const float* x, const float* gy, float* gx) const {
-    const int64_t in = g.h * g.w, out = g.oh * g.ow;
-    for_planes(g, threads, [&](int64_t pl, int t) {
-      int32_t* win = winners + t * out;
-      plane_argmax(g, x + pl * in, [&](int64_t o, int64_t best) { win[o] = int32_t(best); });
-      float* gp = gx + pl * in;
-      const float* gyp = gy + pl * out;
-      std::fill(gp, gp + in, 0.f);
-      for (int64_t o = 0; o < out; ++o) gp[win[o]] += gyp[o];
-    });
-  }
-};
-
-void max_select_windows(const PoolGeom& g, int threads, const float* x, const float* z, float* y) {
+void max_backward_windows(const Scratch& s, const float* x, const float* gy, float* gx) {
+  const PoolGeom& g = s.g;
   const int64_t in = g.h * g.w, out = g.oh * g.ow;
-  for_planes(g, threads, [&](int64_t pl, int) {
+  for_planes(g, s.threads, [&](int64_t pl, int t) {
+    int32_t* win = winners_of(s, t);
+    plane_winners(g, x + pl * in, top_of(s, t), win);
+    float* gp = gx + pl * in;
+    const float* gyp = gy + pl * out;
+    std::fill(gp, gp + in, 0.f);
+    for (int64_t o = 0; o < out; ++o) gp[win[o]] += gyp[o];
+  });
+}
+
+void max_select_windows(const Scratch& s, const float* x, const float* z, float* y) {
+  const PoolGeom& g = s.g;
+  const int64_t in = g.h * g.w, out = g.oh * g.ow;
+  for_planes(g, s.threads, [&](int64_t pl, int t) {
+    int32_t* win = winners_of(s, t);
+    plane_winners(g, x + pl * in, top_of(s, t), win);
     const float* zp = z + pl * in;
     float* yp = y + pl * out;
-    plane_argmax(g, x + pl * in, [&](int64_t o, int64_t best) { yp[o] = zp[best]; });
+    for (int64_t o = 0; o < out; ++o) yp[o] = zp[win[o]];
   });
 }
 
 // Average pooling's adjoint: each window spreads its cotangent over the positions it covers,
-// divided by kh * kw (padding counts in the divisor, as in the forward).
-template <typename T>
-void avg_backward_plane(const PoolGeom& g, const T* gy, T* gx) {
-  std::fill(gx, gx + g.h * g.w, T(0));
-  const T k = T(g.kh * g.kw);
+// divided by kh * kw (padding counts in the divisor, as in the forward). The reference, one
+// window at a time.
+void avg_backward_plane_ref(const PoolGeom& g, const double* gy, double* gx) {
+  std::fill(gx, gx + g.h * g.w, 0.0);
+  const double k = double(g.kh * g.kw);
   for (int64_t i = 0; i < g.oh; ++i)
     for (int64_t j = 0; j < g.ow; ++j) {
       const WindowSpan s = window_span(g, i, j);
-      const T v = gy[i * g.ow + j] / k;
-      for (int64_t p = s.p0; p < s.p1; ++p) {
-        T* row = gx + (s.r0 + p) * g.w + s.c0;
-        for (int64_t q = s.q0; q < s.q1; ++q) row[q] += v;
-      }
+      const double v = gy[i * g.ow + j] / k;
+      for (int64_t p = s.p0; p < s.p1; ++p)
+        for (int64_t q = s.q0; q < s.q1; ++q) gx[(s.r0 + p) * g.w + s.c0 + q] += v;
     }
+}
+
+// The f32 kernel uses that a window is a product of a row range and a column range: first every
+// pooled row is spread over the input's columns (t, [oh, w]), then the rows of t are added into
+// the input rows each window covers, whole rows at a time, which vectorizes.
+void avg_backward_plane(const PoolGeom& g, const float* __restrict gy, float* __restrict gx, float* __restrict t) {
+  const auto [first, end] = interior_columns(g);
+  const int64_t n = end - first, w = g.w, sw = g.sw;
+  const float k = float(g.kh * g.kw);
+  std::fill(t, t + g.oh * w, 0.f);
+  for (int64_t i = 0; i < g.oh; ++i) {
+    float* tr = t + i * w;
+    const float* gr = gy + i * g.ow;
+    auto edge = [&](int64_t j) {
+      const WindowSpan s = window_span(g, i, j);
+      for (int64_t q = s.q0; q < s.q1; ++q) tr[s.c0 + q] += gr[j];
+    };
+    for (int64_t j = 0; j < first; ++j) edge(j);
+    for (int64_t j = end; j < g.ow; ++j) edge(j);
+    for (int64_t q = 0; q < g.kw && n > 0; ++q) {
+      float* dst = tr + first * sw - g.pw + q;  // window `first`'s column q
+      if (sw == 1)  // contiguous: vectorizes
+        for (int64_t j = 0; j < n; ++j) dst[j] += gr[first + j];
+      else
+        for (int64_t j = 0; j < n; ++j) dst[j * sw] += gr[first + j];
+    }
+    for (int64_t c = 0; c < w; ++c) tr[c] /= k;
+  }
+  std::fill(gx, gx + g.h * w, 0.f);
+  for (int64_t i = 0; i < g.oh; ++i) {
+    const WindowSpan s = window_span(g, i, 0);
+    const float* tr = t + i * w;
+    for (int64_t p = s.p0; p < s.p1; ++p) {
+      float* dr = gx + (s.r0 + p) * w;
+      for (int64_t c = 0; c < w; ++c) dr[c] += tr[c];
+    }
+  }
 }
 
 // ---- registry entries ----
@@ -192,10 +250,13 @@ void add_max_pool_backward(OpRegistry& r) {
   d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
     const PoolGeom g = pool_geom(in[0]->shape, n.attrs);
     const int64_t ip = g.h * g.w, op = g.oh * g.ow;
+    std::vector<double> top(size_t(g.ow));
+    std::vector<int32_t> win(static_cast<size_t>(op));
     std::fill(out[0].data.begin(), out[0].data.end(), 0.0);
-    for (int64_t pl = 0; pl < g.planes(); ++pl)
-      plane_argmax(g, in[0]->data.data() + pl * ip,
-                   [&](int64_t o, int64_t at) { out[0].data[size_t(pl * ip + at)] += in[1]->data[size_t(pl * op + o)]; });
+    for (int64_t pl = 0; pl < g.planes(); ++pl) {
+      plane_winners(g, in[0]->data.data() + pl * ip, top.data(), win.data());
+      for (int64_t o = 0; o < op; ++o) out[0].data[size_t(pl * ip + win[size_t(o)])] += in[1]->data[size_t(pl * op + o)];
+    }
   };
   d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
     const PoolGeom g = pool_geom(ctx.in_types[0].shape, ctx.node.attrs);
@@ -203,10 +264,8 @@ void add_max_pool_backward(OpRegistry& r) {
     const float* gy = ctx.in_f32(1);
     float* gx = ctx.out_f32();
     if (g.tiles_2x2()) return std::make_unique<LoopKernel>([=] { max_pool_backward_2x2(g, x, gy, gx); }, "loop:max_pool_backward");
-    auto k = std::make_shared<MaxBackwardWindows>(MaxBackwardWindows{g, plane_threads(g)});
-    ctx.workspace.request(size_t(k->threads) * size_t(g.oh * g.ow) * sizeof(int32_t),
-                          [k](char* base) { k->winners = reinterpret_cast<int32_t*>(base); });
-    return std::make_unique<LoopKernel>([k, x, gy, gx] { k->run(x, gy, gx); }, "loop:max_pool_backward_windows");
+    auto s = request_scratch(ctx, g, winners_bytes(g));
+    return std::make_unique<LoopKernel>([s, x, gy, gx] { max_backward_windows(*s, x, gy, gx); }, "loop:max_pool_backward_windows");
   };
   // The pooled input usually dies here (relu's output in a conv block): its buffer takes the
   // result, one activation-sized buffer less at the peak of the backward pass.
@@ -237,9 +296,12 @@ void add_max_pool_select(OpRegistry& r) {
   d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
     const PoolGeom g = pool_geom(in[0]->shape, n.attrs);
     const int64_t ip = g.h * g.w, op = g.oh * g.ow;
-    for (int64_t pl = 0; pl < g.planes(); ++pl)
-      plane_argmax(g, in[0]->data.data() + pl * ip,
-                   [&](int64_t o, int64_t at) { out[0].data[size_t(pl * op + o)] = in[1]->data[size_t(pl * ip + at)]; });
+    std::vector<double> top(size_t(g.ow));
+    std::vector<int32_t> win(static_cast<size_t>(op));
+    for (int64_t pl = 0; pl < g.planes(); ++pl) {
+      plane_winners(g, in[0]->data.data() + pl * ip, top.data(), win.data());
+      for (int64_t o = 0; o < op; ++o) out[0].data[size_t(pl * op + o)] = in[1]->data[size_t(pl * ip + win[size_t(o)])];
+    }
   };
   d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
     const PoolGeom g = pool_geom(ctx.in_types[0].shape, ctx.node.attrs);
@@ -247,8 +309,8 @@ void add_max_pool_select(OpRegistry& r) {
     const float* z = ctx.in_f32(1);
     float* y = ctx.out_f32();
     if (g.tiles_2x2()) return std::make_unique<LoopKernel>([=] { max_pool_select_2x2(g, x, z, y); }, "loop:max_pool_select");
-    const int threads = plane_threads(g);
-    return std::make_unique<LoopKernel>([=] { max_select_windows(g, threads, x, z, y); }, "loop:max_pool_select_windows");
+    auto s = request_scratch(ctx, g, winners_bytes(g));
+    return std::make_unique<LoopKernel>([s, x, z, y] { max_select_windows(*s, x, z, y); }, "loop:max_pool_select_windows");
   };
   d.tests = derivative_cases([](const PoolCase& pc) {
     OpTestCase t = tcase({pc.x, pc.x}, pool_attrs(pc));
@@ -272,15 +334,20 @@ void add_avg_pool_backward(OpRegistry& r) {
   d.reference = [](const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
     const PoolGeom g = avg_backward_geom(in[0]->shape, n.attrs);
     for (int64_t pl = 0; pl < g.planes(); ++pl)
-      avg_backward_plane(g, in[0]->data.data() + pl * g.oh * g.ow, out[0].data.data() + pl * g.h * g.w);
+      avg_backward_plane_ref(g, in[0]->data.data() + pl * g.oh * g.ow, out[0].data.data() + pl * g.h * g.w);
   };
   d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
     const PoolGeom g = avg_backward_geom(ctx.in_types[0].shape, ctx.node.attrs);
     const float* gy = ctx.in_f32(0);
     float* gx = ctx.out_f32();
-    const int threads = plane_threads(g);
+    auto s = request_scratch(ctx, g, size_t(g.oh * g.w) * sizeof(float));
     return std::make_unique<LoopKernel>(
-        [=] { for_planes(g, threads, [&](int64_t pl, int) { avg_backward_plane(g, gy + pl * g.oh * g.ow, gx + pl * g.h * g.w); }); },
+        [s, gy, gx] {
+          const PoolGeom& g = s->g;
+          for_planes(g, s->threads, [&](int64_t pl, int t) {
+            avg_backward_plane(g, gy + pl * g.oh * g.ow, gx + pl * g.h * g.w, reinterpret_cast<float*>(s->of(t)));
+          });
+        },
         "loop:avg_pool_backward");
   };
   d.tests = derivative_cases([](const PoolCase& pc) {

@@ -68,9 +68,9 @@ TEST(Pooling, IssueExamplesDifferentiateToThirdOrder) {
     const char* derivative_op;
   };
   const Example examples[] = {
-      {"max_pool2d 3x3 stride 2 padding 1", {1, 2, 7, 7},
+      {"max_pool2d 3x3 stride 2 padding 1", {1, 1, 7, 7},
        [](const Tensor& x) { return max_pool2d(x, {3, 3}, {2, 2}, {1, 1}); }, "max_pool2d_select"},
-      {"avg_pool2d 2x2 stride 1", {1, 2, 5, 5}, [](const Tensor& x) { return avg_pool2d(x, {2, 2}, {1, 1}); },
+      {"avg_pool2d 2x2 stride 1", {1, 1, 5, 5}, [](const Tensor& x) { return avg_pool2d(x, {2, 2}, {1, 1}); },
        "avg_pool2d_backward"},
   };
   for (const Example& ex : examples) {
