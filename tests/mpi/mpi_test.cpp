@@ -31,7 +31,9 @@ MpiRun run(const std::string& program, int np, const std::string& args, const st
                                       std::to_string(np) + " "
                                 : "";
   // `timeout` bounds every test even if the code under test hangs.
-  std::string cmd = env + " timeout 120 " + launcher + program + " " + args + " 2>" + err_path.string();
+  // Under the sanitizer build, Open MPI's own allocations that outlive MPI_Finalize are not ours.
+  const std::string lsan = "LSAN_OPTIONS=suppressions=" + std::string(METAGRAD_SOURCE_DIR) + "/tests/mpi/lsan.supp ";
+  std::string cmd = lsan + env + " timeout 120 " + launcher + program + " " + args + " 2>" + err_path.string();
   MpiRun r;
   auto t0 = std::chrono::steady_clock::now();
   FILE* p = popen(cmd.c_str(), "r");
