@@ -10,6 +10,7 @@
 
 #include "bench/drivers/omniglot_bench.h"
 #include "meta/data/oneshot_runs.h"
+#include "meta/learn/model_description.h"
 #include "metagrad/checkpoint.h"
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
@@ -22,50 +23,22 @@ namespace {
 
 // A checkpoint's model description lives next to it as "<checkpoint>.json", so a trained model can
 // be rebuilt without repeating its flags.
-nlohmann::json model_json(const FewShotConfig& m) {
-  return {{"algo", m.algo},         {"ways", m.ways},         {"shots", m.shots},       {"query", m.query},
-          {"meta_batch", m.meta_batch}, {"inner_steps", m.inner_steps}, {"inner_lr", m.inner_lr},
-          {"meta_lr", m.meta_lr},   {"metric_rank", m.metric_rank}, {"filters", m.net.filters},
-          {"blocks", m.net.blocks}, {"image", m.net.image},   {"seed", m.net.seed}};
-}
+nlohmann::json model_json(const FewShotConfig& m) { return model_description(m); }
 
 std::string sidecar_of(const std::string& checkpoint) { return checkpoint + ".json"; }
 
+// The description first, the checkpoint last: a run killed in between leaves the previous
+// checkpoint beside a description of the same model, never a checkpoint without one.
 void save_model(const ParamStore& store, const FewShotConfig& m, const std::string& path) {
+  write_file_durably(sidecar_of(path), model_json(m).dump(2) + "\n");
   save_checkpoint(store, path);
-  const std::string side = sidecar_of(path), tmp = side + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << model_json(m).dump(2) << "\n";
-    if (!out.flush()) throw RuntimeError(fmt::format("cannot write {}", tmp));
-  }
-  std::filesystem::rename(tmp, side);
 }
 
 FewShotConfig load_model_config(const std::string& checkpoint) {
   const std::string side = sidecar_of(checkpoint);
   std::ifstream in(side);
   if (!in) throw RuntimeError(fmt::format("{}: missing (the model description saved with checkpoint {})", side, checkpoint));
-  FewShotConfig m;
-  try {
-    nlohmann::json j = nlohmann::json::parse(in);
-    m.algo = j.at("algo").get<std::string>();
-    m.ways = j.at("ways");
-    m.shots = j.at("shots");
-    m.query = j.at("query");
-    m.meta_batch = j.at("meta_batch");
-    m.inner_steps = j.at("inner_steps");
-    m.inner_lr = j.at("inner_lr");
-    m.meta_lr = j.at("meta_lr");
-    m.metric_rank = j.at("metric_rank");
-    m.net.filters = j.at("filters");
-    m.net.blocks = j.at("blocks");
-    m.net.image = j.at("image");
-    m.net.seed = j.at("seed");
-  } catch (const nlohmann::json::exception& e) {
-    throw RuntimeError(fmt::format("{}: not a valid model description ({})", side, e.what()));
-  }
-  return m;
+  return parse_model_description(std::string(std::istreambuf_iterator<char>(in), {}), side);
 }
 
 struct OmniglotFlags {
@@ -264,6 +237,7 @@ void register_omniglot_commands(Cli& cli) {
   b->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   b->add_option("--json", f.json_path, "write a JSON summary to this file");
   b->add_flag("--quiet", f.quiet, "no progress bar");
+  add_check_numerics_flag(b, f.cfg.run.compile);
   cli.on_parsed(b, [fp] { return run_omniglot(*fp); });
 
   auto ep = std::make_shared<EvalRunsFlags>();
