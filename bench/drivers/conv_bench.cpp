@@ -93,7 +93,7 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
   EpisodeBatch batch;
   const int64_t T = cfg.maml.meta_batch;
   {
-    Executable exe(step, store, {"loss", "accuracy"});
+    Executable exe(step, store, {"loss", "accuracy"}, cfg.compile);
     res.peak_bytes = exe.arena_bytes();
     res.naive_bytes = exe.naive_bytes();
     res.workspace_bytes = exe.workspace_bytes();
@@ -111,7 +111,7 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
       exe.run();
       seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       const float loss = exe.fetch(0)[0], acc = exe.fetch(1)[0];
-      if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {})", it, loss));
+      if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {}); {}", it, loss, kCheckNumericsHint));
       if (it >= cfg.iters - tail) {
         tail_loss += loss;
         tail_acc += acc;
@@ -136,7 +136,7 @@ ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& sto
   const int64_t per_batch = std::min<int64_t>(std::max<int64_t>(cfg.eval_tasks, 1), 4);
   Graph eval = build_fewshot_eval(eval_cfg, per_batch, steps);
   optimize(eval, popts);
-  Executable ev(eval, store);
+  Executable ev(eval, store, {}, cfg.compile);
   Slots es = slots_of(ev);
   std::vector<double> pre_acc, post_acc, pre_loss, post_loss;
   ProgressBar ebar(progress, cfg.eval_tasks, "evaluate  ");

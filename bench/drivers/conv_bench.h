@@ -43,6 +43,7 @@ struct ConvBenchConfig {
   int64_t eval_steps = -1;  // default: maml.inner_steps
   int64_t eval_query = -1;  // query examples per class at evaluation; default: maml.query
   int opt_level = 1;
+  CompileOptions compile;  // check_numerics: --check-numerics
   std::function<void(const ParamStore&)> on_trained;  // called between training and evaluation (checkpoints)
 };
 

@@ -57,7 +57,7 @@ SinusoidBenchResult run_sinusoid_bench(const SinusoidBenchConfig& cfg, std::ostr
   res.nodes_optimized = step.size();
 
   ParamStore store;
-  Executable exe(step, store, {"loss"});
+  Executable exe(step, store, {"loss"}, cfg.compile);
   res.peak_bytes = exe.arena_bytes();
   res.naive_bytes = exe.naive_bytes();
   res.kernels = exe.kernel_count();
@@ -76,7 +76,7 @@ SinusoidBenchResult run_sinusoid_bench(const SinusoidBenchConfig& cfg, std::ostr
     if (it >= cfg.iters - tail) tail_loss += exe.fetch(0)[0];
     if ((it & 63) == 0 || it + 1 == cfg.iters) {
       float loss = exe.fetch(0)[0];
-      if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {})", it, loss));
+      if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {}); {}", it, loss, kCheckNumericsHint));
       bar.update(it + 1, fmt::format("loss {:.3f}", loss));
     }
   }
@@ -90,7 +90,7 @@ SinusoidBenchResult run_sinusoid_bench(const SinusoidBenchConfig& cfg, std::ostr
   const int64_t per_batch = std::min<int64_t>(std::max<int64_t>(cfg.eval_tasks, 1), 100);
   Graph eval = build_maml_eval(cfg.maml, per_batch, cfg.eval_shots, cfg.maml.query, cfg.eval_steps);
   optimize(eval, popts);
-  Executable ev(eval, store);
+  Executable ev(eval, store, {}, cfg.compile);
   Slots es = slots_of(ev);
   SinusoidSampler eval_tasks(cfg.maml.seed * 7919 + 1000003);
   std::vector<std::vector<double>> per_step(size_t(cfg.eval_steps + 1));

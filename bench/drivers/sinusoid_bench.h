@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "meta/learn/maml.h"
+#include "metagrad/executable.h"
 
 namespace metagrad {
 
@@ -14,6 +15,7 @@ struct SinusoidBenchConfig {
   int64_t eval_shots = 10;
   int64_t eval_steps = 1;
   int opt_level = 1;
+  CompileOptions compile;  // check_numerics: --check-numerics
 };
 
 struct MeanCI {

@@ -14,6 +14,11 @@ namespace metagrad {
 
 // libgomp reads OMP_NUM_THREADS once, when it loads, so setting the variable from main is too
 // late; the runtime call is looked up dynamically because only libdnnl links libgomp.
+void add_check_numerics_flag(CLI::App* cmd, CompileOptions& c) {
+  cmd->add_flag("--check-numerics", c.check_numerics,
+                "stop at the first kernel that writes a NaN or Inf and name it (slower; for debugging divergence)");
+}
+
 void set_threads(int n) {
   using SetThreads = void (*)(int);
   if (auto f = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);

@@ -9,6 +9,7 @@
 
 #include "meta/learn/fewshot.h"
 #include "meta/learn/maml.h"
+#include "metagrad/executable.h"
 
 namespace metagrad {
 
@@ -41,6 +42,9 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m);
 
 // Few-shot flags shared by conv-maml and omniglot: --algo (one of `algos`), --ways, --shots, ...
 void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos);
+
+// --check-numerics: stop at the first kernel that writes a NaN or Inf, naming it.
+void add_check_numerics_flag(CLI::App* cmd, CompileOptions& c);
 
 // Sets the oneDNN/OpenMP thread count (n > 0); throws if this build has no OpenMP runtime.
 void set_threads(int n);

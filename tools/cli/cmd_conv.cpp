@@ -95,6 +95,7 @@ void register_conv_commands(Cli& cli) {
   b->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   b->add_option("--json", f.json_path, "write a JSON summary to this file");
   b->add_flag("--quiet", f.quiet, "no progress bar");
+  add_check_numerics_flag(b, f.cfg.compile);
   cli.on_parsed(b, [fp] { return run_conv(*fp); });
 
   auto dp = std::make_shared<DumpFlags>();

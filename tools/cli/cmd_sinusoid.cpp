@@ -95,6 +95,7 @@ void register_sinusoid_commands(Cli& cli) {
   bs->add_option("--threads", sf.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
   bs->add_option("--json", sf.json_path, "write a JSON summary to this file");
   bs->add_flag("--quiet", sf.quiet, "no progress bar");
+  add_check_numerics_flag(bs, sf.cfg.compile);
 
   cli.on_parsed(bs, [sfp] { return run_sinusoid(*sfp); });
 
