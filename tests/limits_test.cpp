@@ -8,6 +8,8 @@
 #include <fstream>
 
 #include "meta/data/idx.h"
+#include "meta/learn/fewshot.h"
+#include "meta/learn/maml.h"
 #include "meta/learn/model_description.h"
 #include "metagrad/checkpoint.h"
 #include "metagrad/error.h"
@@ -115,6 +117,23 @@ TEST(Limits, ModelDescriptionFieldsAreCheckedBeforeAModelIsBuilt) {
   EXPECT_NE(testing::error_of([] { parse_model_description("[1, 2]", "m.json"); }).find("m.json: not a valid model"),
             std::string::npos);
   EXPECT_NE(testing::error_of([] { parse_model_description("{\"algo\": ", "m.json"); }).find("m.json"), std::string::npos);
+}
+
+// Found by fuzz_model_description: a seed above 2^63 / 64 overflowed int64 while deriving the
+// initialisers' seeds (UBSan: signed integer overflow in convnet.cpp).
+TEST(Limits, FuzzRegressionHugeSeedBuildsAModel) {
+  const std::string text = R"({"algo": "protonet-metric", "ways": 2, "shots": 1, "query": 5, "meta_batch": 2,
+      "inner_steps": 1, "inner_lr": 0.4, "meta_lr": 0.001, "metric_rank": 0, "filters": 1, "blocks": 2, "image": 16,
+      "seed": 14846744073709551615})";
+  const FewShotConfig m = parse_model_description(text, "crash.json");
+  EXPECT_EQ(m.net.seed, 14846744073709551615ull);
+  ParamStore store;
+  EXPECT_NO_THROW(store.ensure(build_fewshot_step(m)));
+  FewShotConfig maml = m;
+  maml.algo = "metasgd";
+  EXPECT_NO_THROW(build_fewshot_step(maml));
+  Graph g;
+  EXPECT_EQ(sinusoid_mlp_params(g, 4, ~uint64_t(0)).size(), 6u);
 }
 
 }  // namespace

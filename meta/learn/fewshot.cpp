@@ -110,7 +110,7 @@ MetaParams meta_params(Graph& g, const FewShotConfig& cfg) {
     // Small but not zero: at L = 0 the gradient of L L^T vanishes and the low-rank term could never grow.
     if (cfg.metric_rank > 0)
       p.metric.proj = parameter(g, "metric.proj", {d, cfg.metric_rank},
-                                Init::normal(0.0, 0.05, int64_t(cfg.net.seed) * 64 + 62));
+                                Init::normal(0.0, 0.05, int64_t(cfg.net.seed * 64 + 62)));
     p.metric.log_temp = parameter(g, "metric.log_temp", {1, 1}, Init::zeros());
   }
   return p;

@@ -16,12 +16,12 @@ namespace metagrad {
 
 std::vector<Tensor> sinusoid_mlp_params(Graph& g, int64_t hidden, uint64_t seed) {
   // Finn et al.'s initialisation: truncated normal (std 0.01) weights, zero biases.
-  const int64_t s = int64_t(seed) * 16;
-  return {parameter(g, "w1", {1, hidden}, Init::truncated_normal(0, 0.01, s + 1)),
+  const uint64_t s = seed * 16;  // unsigned: any seed wraps instead of overflowing
+  return {parameter(g, "w1", {1, hidden}, Init::truncated_normal(0, 0.01, int64_t(s + 1))),
           parameter(g, "b1", {1, hidden}, Init::zeros()),
-          parameter(g, "w2", {hidden, hidden}, Init::truncated_normal(0, 0.01, s + 2)),
+          parameter(g, "w2", {hidden, hidden}, Init::truncated_normal(0, 0.01, int64_t(s + 2))),
           parameter(g, "b2", {1, hidden}, Init::zeros()),
-          parameter(g, "w3", {hidden, 1}, Init::truncated_normal(0, 0.01, s + 3)),
+          parameter(g, "w3", {hidden, 1}, Init::truncated_normal(0, 0.01, int64_t(s + 3))),
           parameter(g, "b3", {1, 1}, Init::zeros())};
 }
 
@@ -65,7 +65,7 @@ SinusoidMeta sinusoid_meta(Graph& g, const MamlConfig& cfg) {
   SinusoidMeta m;
   m.weights = sinusoid_mlp_params(g, cfg.hidden, cfg.seed);
   // Li et al. draw Meta-SGD's initial rates uniformly from [0.005, 0.1].
-  if (cfg.algo == "metasgd") m.rates = metasgd_rates(g, m.weights, Init::uniform(0.005, 0.1, int64_t(cfg.seed) * 16 + 8));
+  if (cfg.algo == "metasgd") m.rates = metasgd_rates(g, m.weights, Init::uniform(0.005, 0.1, int64_t(cfg.seed * 16 + 8)));
   return m;
 }
 
