@@ -14,9 +14,12 @@
 #include <vector>
 
 #include "graph/op_def.h"
+#include "metagrad/autodiff.h"
 #include "metagrad/builder.h"
 #include "metagrad/executable.h"
 #include "metagrad/graph.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
 #include "metagrad/reference.h"
 
 namespace metagrad::accuracy {
@@ -338,6 +341,59 @@ inline RowStats sweep_rows(const std::string& op, const RowSet& s) {
       out.dominant_misses += got[size_t(m)] != float(want[size_t(m)]);
     }
   return out;
+}
+
+// Issue 23's second-order case: a Hessian-vector product through a cross-entropy over
+// -pairwise_sq_dist logits (a prototype loss), the projection's weights as the variable. Four
+// queries, three prototypes; the first query's prediction is confident (at W = I its logits are
+// -628, -658, -683, the true class nearest by 30 and 55), the others' are not.
+struct HvpCase {
+  double rel_error = 0;        // |h32 - h64| / |h64|, Euclidean norms
+  double norm = 0;             // |h64|
+  float dominant_logprob = 0;  // the f32 plan's log-probability of the confident query's class
+  double dominant_exact = 0;   // and the f64 reference's
+};
+
+inline HvpCase confident_prototype_hvp(bool optimized) {
+  Graph g;
+  Tensor q = input(g, "q", {4, 3}), p = input(g, "p", {3, 3});
+  Tensor labels = input(g, "labels", {4}, DType::i32);
+  Tensor w = parameter(g, "w", {3, 3}, Init::zeros());
+  Tensor logits = -pairwise_sq_dist(matmul(q, w), matmul(p, w));
+  Tensor loss = cross_entropy(logits, labels);
+  Tensor logp = log_softmax(logits, -1);
+  const std::vector<double> v{0.3, -0.2, 0.5, 0.1, 0.4, -0.3, -0.6, 0.2, 0.1};
+  Tensor h = hvp(loss, {w}, {constant(g, {3, 3}, v)})[0];
+  g.add_output("hvp", h.value());
+  g.add_output("logp", logp.value());
+  if (optimized) optimize(g);
+  // W near the identity, exact in f32.
+  const std::vector<double> w0{1.0, 0.0625, -0.03125, -0.046875, 1.0, 0.015625, 0.0234375, -0.0078125, 1.0};
+  const std::vector<double> qv{-1.75, -3.0, 24.816, 1.0, 1.0, 0.5, 0.5, 4.0, 0.0, 3.5, 0.5, 0.3};
+  const std::vector<double> pv{0, 0, 0, 4, 0, 0, 0, 5, 0};
+  const std::vector<float> qf(qv.begin(), qv.end()), pf(pv.begin(), pv.end()), wf(w0.begin(), w0.end());
+  RefValues feeds{{"q", {{4, 3}, std::vector<double>(qf.begin(), qf.end())}},
+                  {"p", {{3, 3}, pv}},
+                  {"labels", {{4}, {0.0, 0.0, 2.0, 1.0}}}};
+  const Value hv = g.output("hvp"), lv = g.output("logp");
+  auto want = reference_eval(g, {hv, lv}, feeds, {{"w", {{3, 3}, w0}}});
+  ParamStore store;
+  Executable exe(g, store);
+  store.set("w", wf);
+  const std::vector<int32_t> label{0, 0, 2, 1};
+  exe.run({Feed::f32("q", {4, 3}, qf), Feed::f32("p", {3, 3}, pf), Feed::i32("labels", {4}, label)});
+  auto got = exe.fetch("hvp");
+  HvpCase c;
+  double diff = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    diff += (double(got[i]) - want[0].data[i]) * (double(got[i]) - want[0].data[i]);
+    c.norm += want[0].data[i] * want[0].data[i];
+  }
+  c.norm = std::sqrt(c.norm);
+  c.rel_error = std::sqrt(diff) / c.norm;
+  c.dominant_logprob = exe.fetch("logp")[0];
+  c.dominant_exact = want[1].data[0];
+  return c;
 }
 
 }  // namespace metagrad::accuracy

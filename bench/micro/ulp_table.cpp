@@ -57,6 +57,13 @@ int main(int argc, char** argv) {
                     r.kind == RowSet::Saturated ? std::to_string(s.dominant_misses).c_str() : "-",
                     (long long)s.above_bounds, w);
       }
+    std::printf("\n| HVP through a confident cross-entropy | relative error | f32 log p(true class) | exact |\n");
+    std::printf("| --- | --- | --- | --- |\n");
+    for (bool opt : {false, true}) {
+      const HvpCase h = confident_prototype_hvp(opt);
+      std::printf("| %s | %.3g | %.8g | %.8g |\n", opt ? "optimized graph (fused)" : "graph as built", h.rel_error,
+                  double(h.dominant_logprob), h.dominant_exact);
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "metagrad_ulp_table: %s\n", e.what());
     return 1;
