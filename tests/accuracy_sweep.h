@@ -135,6 +135,7 @@ inline const Domain* find_domain(const std::string& op) {
 struct Stats {
   int64_t points = 0;
   double max_ulp = 0, mean_ulp = 0;
+  double max_ulp_normal = 0;  // over the points whose exact result is a normal f32
   std::vector<float> worst_in;  // inputs at the worst point
   float worst_got = 0, worst_want = 0;
   int64_t mismatches = 0;  // fused sweeps: points where the fused kernel differs from the op's own
@@ -182,6 +183,7 @@ inline Stats compare(const std::vector<std::vector<float>>& in, const std::vecto
   for (size_t i = 0; i < got.size(); ++i) {
     const double u = ulp_distance(got[i], float(want[i]));
     total += u;
+    if (std::abs(want[i]) >= double(std::numeric_limits<float>::min())) s.max_ulp_normal = std::max(s.max_ulp_normal, u);
     if (u > s.max_ulp || s.worst_in.empty()) {
       s.max_ulp = std::max(s.max_ulp, u);
       s.worst_in.clear();
