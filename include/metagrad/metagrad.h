@@ -20,3 +20,4 @@
 #include "metagrad/hypergradient.h"
 #include "metagrad/schedules.h"
 #include "metagrad/stats.h"
+#include "metagrad/driver.h"
