@@ -7,6 +7,7 @@
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
 #include "metagrad/ops.h"
+#include "tests/cli_run.h"
 #include "tests/test_util.h"
 
 namespace metagrad {
@@ -63,6 +64,22 @@ TEST(CheckNumerics, OffByDefaultAndEqualResultsWhenFinite) {
   checked.run({Feed::f32("x", {2, 3}, kPositive)});
   EXPECT_EQ(plain.fetch("loss")[0], checked.fetch("loss")[0]);
   EXPECT_TRUE(std::isfinite(checked.fetch("loss")[0]));
+}
+
+// End to end: a diverging run names the kernel with the flag and suggests the flag without it.
+TEST(CheckNumerics, CliDivergenceMessages) {
+  const std::string args = "bench sinusoid --inner-lr 1e30 --iters 3 --eval-tasks 1 --quiet --threads 1";
+  testing::CliRun off = testing::run(args);
+  EXPECT_EQ(off.status, 1);
+  EXPECT_NE(off.err.find("training diverged at step 1"), std::string::npos) << off.err;
+  EXPECT_NE(off.err.find("run again with --check-numerics"), std::string::npos) << off.err;
+  EXPECT_EQ(testing::lines(off.err), 1u) << off.err;
+  testing::CliRun on = testing::run(args + " --check-numerics");
+  EXPECT_EQ(on.status, 1);
+  EXPECT_NE(on.err.find("check-numerics: %"), std::string::npos) << on.err;
+  EXPECT_NE(on.err.find("(op "), std::string::npos) << on.err;
+  EXPECT_NE(on.err.find("input 0 %"), std::string::npos) << on.err;
+  EXPECT_EQ(testing::lines(on.err), 1u) << on.err;
 }
 
 }  // namespace
