@@ -20,10 +20,9 @@ namespace {
 // Whether a run's output reports how often the HD guard cut the rate.
 bool reports_guard_cuts(const OptimizerConfig& opt) { return is_hypergradient(opt.name) && opt.hd.guard > 0; }
 
-// Learning rates that work for both models here with batch 64 (chosen on a short sweep; see
-// docs/ARCHITECTURE.md); the HD variants start from their base optimizer's. SGD: LeNet-5 at 5
-// epochs reached 86.6 / 88.2 / 88.9 / 88.9% with 0.02 / 0.05 / 0.1 / 0.2, the MLP at 3 epochs
-// 86.3 / 87.3 / 87.1% with 0.05 / 0.1 / 0.2.
+// Learning rates that work for both models here with batch 64, chosen on a short sweep (the
+// figures are in docs/ARCHITECTURE.md, "Supervised training"); the HD variants start from their
+// base optimizer's.
 double default_lr(const std::string& opt) {
   if (opt == "sgd" || opt == "sgd_hd") return 0.1;
   if (opt == "momentum" || opt == "nesterov" || opt == "sgdn_hd") return 0.01;
