@@ -105,15 +105,15 @@ TEST(Dist, AllreduceIsNeverConstantFolded) {
 }
 
 TEST(Dist, SharesOfABatch) {
-  EXPECT_EQ(even_share(12, 1, 3).begin, 4);
-  EXPECT_EQ(even_share(12, 2, 3).end, 12);
-  EXPECT_NE(testing::error_of([] { even_share(10, 0, 4, "meta-batch"); })
-                .find("the meta-batch of 10 does not split evenly over 4 processes: use a multiple of 4"),
+  EXPECT_EQ(Shard({1, 3}).of(12).begin, 4);
+  EXPECT_EQ(Shard({2, 3}).of(12).end, 12);
+  EXPECT_NE(testing::error_of([] { (void)Shard({0, 4}).of(10, "meta-batch"); })
+                .find("the meta-batch of 10 does not split evenly over 4 processes: choose a multiple of 4"),
             std::string::npos);
   // Balanced shares cover 0..total-1 in rank order, sizes differing by at most one.
   int64_t next = 0;
   for (int r = 0; r < 4; ++r) {
-    Share s = balanced_share(10, r, 4);
+    TaskRange s = Shard{r, 4}.balanced(10);
     EXPECT_EQ(s.begin, next);
     EXPECT_EQ(s.size(), r < 2 ? 3 : 2);
     next = s.end;

@@ -1,4 +1,4 @@
-// Rank shares of a batch, parameter broadcast and result gathering.
+// Parameter broadcast, result gathering and the driver's distributed plug points.
 #include "meta/dist/data_parallel.h"
 
 #include <fmt/format.h>
@@ -6,22 +6,6 @@
 #include "metagrad/error.h"
 
 namespace metagrad {
-
-Share even_share(int64_t global, int rank, int ranks, const char* what) {
-  if (ranks < 1 || rank < 0 || rank >= ranks) throw Error(fmt::format("rank {} of {} processes", rank, ranks));
-  if (global % ranks != 0)
-    throw Error(fmt::format("the {} of {} does not split evenly over {} processes: use a multiple of {}", what, global,
-                            ranks, ranks));
-  const int64_t n = global / ranks;
-  return {rank * n, (rank + 1) * n};
-}
-
-Share balanced_share(int64_t total, int rank, int ranks) {
-  if (ranks < 1 || rank < 0 || rank >= ranks) throw Error(fmt::format("rank {} of {} processes", rank, ranks));
-  const int64_t base = total / ranks, extra = total % ranks;
-  const int64_t begin = rank * base + std::min<int64_t>(rank, extra);
-  return {begin, begin + base + (rank < extra ? 1 : 0)};
-}
 
 namespace {
 
@@ -81,6 +65,16 @@ void average(Collective& c, std::span<double> values) {
   if (c.size() <= 1) return;
   c.allreduce_sum(values.data(), values.size());
   for (double& v : values) v /= double(c.size());
+}
+
+void join_data_parallel(Collective& c, DriverConfig& d, const AllreduceOptions& options) {
+  if (c.size() <= 1) return;
+  d.shard = {c.rank(), c.size()};
+  d.combine_gradients = gradient_allreduce(c.size(), options);
+  d.compile.collective = &c;
+  d.sync_params = [&c](ParamStore& store) { broadcast_params(c, store); };
+  d.reduce_metrics = [&c](std::span<double> metrics) { average(c, metrics); };
+  d.gather = [&c](std::vector<std::vector<double>>& values) { gather_each(c, values); };
 }
 
 }  // namespace metagrad

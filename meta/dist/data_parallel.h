@@ -1,29 +1,16 @@
-// What each rank of a data-parallel run takes of a global batch, and keeping the ranks' models
-// identical.
+// Keeping the ranks' models identical, combining their results, and wiring a data-parallel run
+// into the shared driver (whose Shard says what each rank takes of a global batch).
 #pragma once
 #include <cstdint>
 #include <span>
 #include <vector>
 
+#include "meta/dist/gradient_allreduce.h"
 #include "metagrad/collective.h"
+#include "metagrad/driver.h"
 #include "metagrad/param_store.h"
 
 namespace metagrad {
-
-// A rank's rows [begin, end) of a global batch.
-struct Share {
-  int64_t begin = 0, end = 0;
-  int64_t size() const { return end - begin; }
-};
-
-// An equal share of a training batch of `global` items: every rank must compute the same graph,
-// and averaging the ranks' mean gradients is the global mean only for equal shares, so `global`
-// must divide by `ranks` (Error otherwise, naming both).
-Share even_share(int64_t global, int rank, int ranks, const char* what = "batch");
-
-// A contiguous, balanced share of `total` items (evaluation episodes): the first total % ranks
-// ranks take one more. Concatenating the shares in rank order gives 0..total-1.
-Share balanced_share(int64_t total, int rank, int ranks);
 
 // Copies every tensor of `store` (weights, optimizer state, step counters) from `root` to every
 // rank. The stores must hold the same names and shapes everywhere; a mismatch is an Error on
@@ -38,5 +25,12 @@ void gather_each(Collective& c, std::vector<std::vector<double>>& values);
 
 // The mean over ranks of per-rank values (each rank's share of a step's mean loss), in place.
 void average(Collective& c, std::span<double> values);
+
+// The one place a data-parallel run is wired into the shared driver (metagrad/driver.h): sets this
+// rank's shard, the bucketed gradient allreduce as the combiner, the collective its allreduce_sum
+// kernels call, the parameter broadcast from rank 0 after compiling (so also after --load), metric
+// averaging and the gather of evaluation results. Nothing for a group of one. `c` must outlive
+// every run of `d`.
+void join_data_parallel(Collective& c, DriverConfig& d, const AllreduceOptions& options = {});
 
 }  // namespace metagrad

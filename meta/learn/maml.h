@@ -20,9 +20,10 @@ struct MamlConfig {
   double meta_lr = 1e-3;
   int64_t hidden = 40;
   uint64_t seed = 1;
+  GradientCombiner combine;  // applied to the meta-gradients before the Adam update (DriverConfig::combine_gradients)
 };
 
-// maml fomaml metasgd anil reptile
+// The rows of fewshot_algorithm_table() built for the MLP: maml fomaml metasgd anil reptile
 const std::vector<std::string>& sinusoid_algorithms();
 
 // Parameters of the 1-hidden-hidden-1 ReLU MLP, biases shaped [1, width] so a per-task copy is
@@ -43,7 +44,7 @@ std::vector<Tensor> adapt(const std::vector<Tensor>& params, const Tensor& xs, c
 // adaptation, mean over tasks) and "pre_loss" (before); updates every meta-parameter (weights and
 // Meta-SGD's rates) and its Adam state. Reptile adapts on support and query together and moves
 // toward the adapted weights.
-Graph build_meta_step(const MamlConfig& cfg, const GradientCombiner& combine = {});
+Graph build_meta_step(const MamlConfig& cfg);
 // The same objective without the update: outputs "loss" and "grad:<param>" per meta-parameter.
 Graph build_maml_objective(const MamlConfig& cfg);
 

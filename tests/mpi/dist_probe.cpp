@@ -112,7 +112,7 @@ int fault(Comm& c, const std::string& kind, int who) {
 // bucketed allreduce. Rank 1 starts from other weights, so only the broadcast makes the ranks
 // agree. Rank 0 prints the global loss of every step and the final weights.
 int train(Comm& c, int steps, int64_t global, size_t bucket_bytes) {
-  const Share share = even_share(global, c.rank(), c.size());
+  const TaskRange share = Shard{c.rank(), c.size()}.of(global);
   const int64_t local = share.size();
   Graph g;
   Tensor x = input(g, "x", {local, 2});

@@ -143,48 +143,100 @@ nlohmann::json read_json(const std::string& path) {
   return nlohmann::json::parse(in);
 }
 
-TEST(MpiCli, ConvMamlOnTwoRanksFollowsTheOneProcessLossCurve) {
-  const std::string args = "bench conv-maml --synthetic --filters 16 --meta-batch 2 --iters 3 --eval-tasks 8 --threads 1 --quiet --json ";
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string j1 = (dir / "metagrad_mpi_conv1.json").string(), j2 = (dir / "metagrad_mpi_conv2.json").string();
-  MpiRun one = cli(0, args + j1), two = cli(2, args + j2);
-  ASSERT_EQ(one.status, 0) << one.err;
-  ASSERT_EQ(two.status, 0) << two.err;
-  nlohmann::json a = read_json(j1), b = read_json(j2);
+std::string temp_json(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / ("metagrad_mpi_" + name + "_" + std::to_string(::getpid()) + ".json")).string();
+}
+
+// Runs `args` in one process and on two ranks; both must succeed. Returns their JSON summaries.
+std::pair<nlohmann::json, nlohmann::json> one_and_two(const std::string& name, const std::string& args, MpiRun* two_out = nullptr) {
+  const std::string j1 = temp_json(name + "1"), j2 = temp_json(name + "2");
+  MpiRun one = cli(0, args + " --json " + j1), two = cli(2, args + " --json " + j2);
+  EXPECT_EQ(one.status, 0) << one.err;
+  EXPECT_EQ(two.status, 0) << two.err;
+  if (one.status != 0 || two.status != 0) return {};
+  std::pair<nlohmann::json, nlohmann::json> r{read_json(j1), read_json(j2)};
+  std::filesystem::remove(j1);
+  std::filesystem::remove(j2);
+  if (two_out) *two_out = two;
+  return r;
+}
+
+// The same per-step loss within 1e-5 relative (only the order of summation differs), and the
+// same final metrics `keys` within 1e-5 (relative, or absolute below 1).
+void expect_same_answer(const nlohmann::json& a, const nlohmann::json& b, const std::vector<std::string>& keys,
+                        size_t steps) {
+  ASSERT_FALSE(a.is_null());
   EXPECT_EQ(a["distributed"]["ranks"], 1);
   EXPECT_EQ(b["distributed"]["ranks"], 2);
-  EXPECT_EQ(b["distributed"]["allreduce_calls_per_step"], 1.0);  // one bucket holds every gradient
-  ASSERT_EQ(a["train_loss_curve"].size(), 3u);
-  ASSERT_EQ(b["train_loss_curve"].size(), 3u);
-  for (size_t i = 0; i < 3; ++i) {
-    const double l1 = a["train_loss_curve"][i], l2 = b["train_loss_curve"][i];
+  EXPECT_GE(b["distributed"]["allreduce_calls"].get<int64_t>(), 1) << "the gradients went through the allreduce";
+  const auto& la = a["result"]["loss_curve"];
+  const auto& lb = b["result"]["loss_curve"];
+  ASSERT_EQ(la.size(), steps);
+  ASSERT_EQ(lb.size(), steps);
+  for (size_t i = 0; i < steps; ++i) {
+    const double l1 = la[i], l2 = lb[i];
     EXPECT_NEAR(l2, l1, 1e-5 * std::abs(l1)) << "step " << i;
   }
-  for (const char* k : {"pre_adapt_loss", "post_adapt_loss", "post_adapt_accuracy"}) {
-    const double x1 = a[k], x2 = b[k];
+  for (const std::string& k : keys) {
+    const double x1 = a["result"][k], x2 = b["result"][k];
     EXPECT_NEAR(x2, x1, 1e-5 * std::max(1.0, std::abs(x1))) << k;
   }
+}
+
+TEST(MpiCli, ConvMamlOnTwoRanksFollowsTheOneProcessLossCurve) {
+  MpiRun two;
+  auto [a, b] = one_and_two("conv", "bench conv-maml --synthetic --filters 16 --meta-batch 4 --iters 3 --eval-tasks 10 --threads 1 --quiet", &two);
+  expect_same_answer(a, b, {"pre_adapt_loss", "post_adapt_loss", "post_adapt_accuracy"}, 3);
+  EXPECT_EQ(b["distributed"]["allreduce_calls_per_step"], 1.0);  // one bucket holds every gradient
   // Rank 0 alone prints.
   EXPECT_EQ(two.out.find("speed:"), two.out.rfind("speed:")) << two.out;
   EXPECT_NE(two.out.find("data-parallel: 2 ranks"), std::string::npos) << two.out;
-  std::filesystem::remove(j1);
-  std::filesystem::remove(j2);
 }
 
 TEST(MpiCli, SinusoidOnTwoRanksGivesTheOneProcessAnswer) {
-  const std::string args = "bench sinusoid --iters 200 --meta-batch 24 --eval-tasks 200 --threads 1 --quiet --json ";
-  const auto dir = std::filesystem::temp_directory_path();
-  const std::string j1 = (dir / "metagrad_mpi_sin1.json").string(), j2 = (dir / "metagrad_mpi_sin2.json").string();
-  MpiRun one = cli(0, args + j1), two = cli(2, args + j2);
-  ASSERT_EQ(one.status, 0) << one.err;
-  ASSERT_EQ(two.status, 0) << two.err;
-  nlohmann::json a = read_json(j1), b = read_json(j2);
-  for (const char* k : {"final_train_loss", "pre_adapt_mse", "post_adapt_mse", "post_adapt_mse_ci95"}) {
-    const double x1 = a[k], x2 = b[k];
-    EXPECT_NEAR(x2, x1, 1e-5 * std::abs(x1)) << k;
-  }
-  std::filesystem::remove(j1);
-  std::filesystem::remove(j2);
+  // 250 evaluation tasks are three batches of 100: rank 0 takes two, rank 1 the last, shorter one.
+  auto [a, b] = one_and_two("sin", "bench sinusoid --iters 30 --meta-batch 8 --eval-tasks 250 --threads 1 --quiet");
+  expect_same_answer(a, b, {"final_train_loss", "pre_adapt_mse", "post_adapt_mse", "post_adapt_mse_ci95"}, 30);
+}
+
+TEST(MpiCli, OmniglotProtonetOnTwoRanksGivesTheOneProcessAnswer) {
+  auto [a, b] = one_and_two("omni", "bench omniglot --algo protonet --filters 16 --meta-batch 4 --iters 4 --eval-episodes 20 --threads 1 --quiet");
+  expect_same_answer(a, b, {"accuracy", "loss", "final_train_accuracy"}, 4);
+}
+
+TEST(MpiCli, FashionMnistOnTwoRanksGivesTheOneProcessAnswer) {
+  // 20 steps of LeNet-5 on batches of 32: every rank copies its 16 images of each shuffled batch.
+  auto [a, b] = one_and_two("fashion", "bench fashion-mnist --epochs 1 --max-train 640 --batch 32 --threads 1 --quiet");
+  expect_same_answer(a, b, {"best_test_accuracy"}, 5);  // the curve: the mean of every 4 steps
+  EXPECT_EQ(b["distributed"]["allreduce_calls_per_step"], 1.0);
+}
+
+TEST(MpiCli, ResumingOnTwoRanksContinuesAOneRankRun) {
+  // One rank trains 3 steps and saves; two ranks resume for 3 more, saving every step. The six
+  // losses must be those of one uninterrupted one-rank run of 6 steps.
+  const std::string base = "bench omniglot --algo protonet --filters 16 --meta-batch 4 --eval-episodes 4 --threads 1 --quiet";
+  const std::string ckpt = (std::filesystem::temp_directory_path() / ("metagrad_mpi_resume_" + std::to_string(::getpid()) + ".ckpt")).string();
+  const std::string jw = temp_json("whole"), j1 = temp_json("first"), j2 = temp_json("second");
+  MpiRun whole = cli(0, base + " --iters 6 --json " + jw);
+  MpiRun first = cli(0, base + " --iters 3 --save " + ckpt + " --json " + j1);
+  ASSERT_EQ(whole.status, 0) << whole.err;
+  ASSERT_EQ(first.status, 0) << first.err;
+  MpiRun second = cli(2, base + " --iters 3 --load " + ckpt + " --save " + ckpt + " --save-every 1 --json " + j2);
+  ASSERT_EQ(second.status, 0) << second.err;
+  const nlohmann::json w = read_json(jw), f = read_json(j1), s = read_json(j2);
+  EXPECT_EQ(s["distributed"]["ranks"], 2);
+  std::vector<double> resumed = f["result"]["loss_curve"].get<std::vector<double>>();
+  for (double l : s["result"]["loss_curve"]) resumed.push_back(l);
+  const std::vector<double> straight = w["result"]["loss_curve"].get<std::vector<double>>();
+  ASSERT_EQ(resumed.size(), 6u);
+  ASSERT_EQ(straight.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_NEAR(resumed[i], straight[i], 1e-5 * std::abs(straight[i])) << "step " << i;
+  // The checkpoint the two ranks wrote is the model after 6 steps: it evaluates as the straight run.
+  MpiRun eval = cli(0, base + " --iters 0 --load " + ckpt + " --json " + j1);
+  ASSERT_EQ(eval.status, 0) << eval.err;
+  EXPECT_NEAR(read_json(j1)["result"]["loss"].get<double>(), w["result"]["loss"].get<double>(),
+              1e-5 * std::abs(w["result"]["loss"].get<double>()));
+  for (const std::string& p : {ckpt, ckpt + ".json", jw, j1, j2}) std::filesystem::remove(p);
 }
 
 TEST(MpiCli, WhatCannotRunDataParallelIsOneClearError) {
@@ -195,6 +247,9 @@ TEST(MpiCli, WhatCannotRunDataParallelIsOneClearError) {
   EXPECT_EQ(serial.status, 1);
   EXPECT_NE(serial.err.find("'sinusoid' does not run data-parallel; start it without mpirun"), std::string::npos)
       << serial.err;
+  MpiRun schedule = cli(2, "bench learned-schedule --meta-iters 1 --quiet");
+  EXPECT_EQ(schedule.status, 1);
+  EXPECT_NE(schedule.err.find("'learned-schedule' does not run data-parallel"), std::string::npos) << schedule.err;
   MpiRun help = cli(2, "--help");
   EXPECT_EQ(help.status, 0);
   EXPECT_EQ(help.out.find("mpirun -np N"), help.out.rfind("mpirun -np N")) << "printed by rank 0 only";

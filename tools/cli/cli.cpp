@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "meta/dist/comm.h"
+#include "meta/dist/data_parallel.h"
 #include "metagrad/error.h"
 
 namespace metagrad {
@@ -35,7 +36,76 @@ CLI::Validator at_least(double lo, bool strict) {
 }
 const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
 
-void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
+std::ostream* CommonFlags::start() const {
+  // These commands train through loops that take no DriverConfig yet (supervised, multitask).
+  if (check_numerics) throw Error("--check-numerics: not available for this command yet (bench sinusoid, conv-maml, omniglot, fewshot, learned-schedule and eval-episodes have it)");
+  return progress();
+}
+
+void CommonFlags::apply(DriverConfig& d) const {
+  d.progress = progress();
+  d.compile.check_numerics = check_numerics;
+  distribute(d);
+}
+
+void CommonFlags::distribute(DriverConfig& d) const {
+  if (comm && comm->distributed()) join_data_parallel(*comm, d);
+}
+
+int CommonFlags::ranks() const { return comm ? comm->size() : 1; }
+
+bool CommonFlags::writes_files() const { return !comm || comm->rank() == 0; }
+
+std::ostream* CommonFlags::progress() const {
+  if (threads > 0) set_threads(threads);
+  return quiet ? nullptr : &std::cerr;
+}
+
+nlohmann::json summary_json(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result) {
+  return {{"command", command}, {"config", std::move(config)}, {"timing", std::move(timing)}, {"result", std::move(result)}};
+}
+
+nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
+  return {{"iters", t.iters},           {"ms_per_iter", t.ms_per_iter}, {"ms_per_run", t.ms_per_run},
+          {"train_seconds", t.seconds}, {"run_seconds", t.run_seconds}, {"eval_seconds", eval_seconds},
+          {"pass_seconds", t.compile.pass_seconds}};
+}
+
+nlohmann::json compile_json(const CompileStats& c) {
+  return {{"nodes_raw", c.nodes_raw},     {"nodes_optimized", c.nodes_optimized}, {"kernels", c.kernels},
+          {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes}};
+}
+
+void write_summary(const CommonFlags& f, const nlohmann::json& summary) {
+  nlohmann::json j = summary;
+  j["distributed"] = {{"ranks", f.ranks()}};
+  if (f.comm && f.comm->distributed()) {
+    // This rank's counters; every rank makes the same calls. Per step only for one training run.
+    const CommStats& s = f.comm->stats();
+    nlohmann::json& d = j["distributed"];
+    d["allreduce_calls"] = s.calls;
+    d["allreduce_bytes"] = s.bytes;
+    d["allreduce_seconds"] = s.seconds;
+    const nlohmann::json* t = j.contains("timing") ? &j["timing"] : nullptr;
+    const int64_t iters = t && t->contains("iters") ? (*t)["iters"].get<int64_t>() : 0;
+    if (iters > 0) {
+      const double ms = 1e3 * s.seconds / double(iters), step = (*t).value("ms_per_iter", 0.0);
+      d["allreduce_calls_per_step"] = double(s.calls) / double(iters);
+      d["allreduce_bytes_per_step"] = double(s.bytes) / double(iters);
+      d["allreduce_ms_per_step"] = ms;
+      std::cout << fmt::format("data-parallel: {} ranks; per step {:g} allreduce calls of {:.1f} KiB in all, {:.3f} ms "
+                               "in them ({:.1f}% of the step, waiting for the slowest rank included)\n",
+                               f.ranks(), double(s.calls) / double(iters), double(s.bytes) / double(iters) / 1024.0, ms,
+                               step > 0 ? 100 * ms / step : 0.0);
+    } else {
+      std::cout << fmt::format("data-parallel: {} ranks; {} allreduce calls of {:.1f} KiB in all, {:.3f} s in them\n",
+                               f.ranks(), s.calls, double(s.bytes) / 1024.0, s.seconds);
+    }
+  }
+  if (!f.json_path.empty() && f.writes_files()) write_output(f.json_path, j.dump(2) + "\n");
+}
+
+void add_maml_flags(CLI::App* cmd, MamlConfig& m, bool with_seed) {
   cmd->add_option("--algo", m.algo, fmt::format("{}", fmt::join(sinusoid_algorithms(), ", ")))
       ->check(CLI::IsMember(sinusoid_algorithms()))
       ->capture_default_str();
@@ -45,10 +115,10 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
   cmd->add_option("--inner-lr", m.inner_lr, "inner SGD step size")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
-  cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
+  if (with_seed) cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
 }
 
-void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos) {
+void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos, bool with_seed) {
   cmd->add_option("--algo", m.algo, fmt::format("{}", fmt::join(algos, ", ")))
       ->check(CLI::IsMember(algos))
       ->capture_default_str();
@@ -62,33 +132,7 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
   cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--filters", m.net.filters, "convolution filters per block")->check(kPositive)->capture_default_str();
-  cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
-}
-
-Collective* data_parallel(Comm* comm) { return comm && comm->distributed() ? comm : nullptr; }
-
-bool writes_files(const Collective* c) { return !c || c->rank() == 0; }
-
-std::string allreduce_summary(const Comm* comm, int64_t iters, double ms_per_iter) {
-  if (!comm || !comm->distributed() || iters <= 0) return "";
-  const CommStats& s = comm->stats();
-  const double ms = 1e3 * s.seconds / double(iters);
-  return fmt::format("data-parallel: {} ranks; per step {} allreduce{} of {:.1f} KiB in all, {:.3f} ms in them "
-                     "({:.1f}% of the step, waiting for the slowest rank included)\n",
-                     comm->size(), s.calls / iters, s.calls / iters == 1 ? "" : "s",
-                     double(s.bytes) / double(iters) / 1024.0, ms, ms_per_iter > 0 ? 100 * ms / ms_per_iter : 0.0);
-}
-
-nlohmann::json dist_json(const Comm* comm, int64_t iters, double allreduce_floats) {
-  nlohmann::json j = {{"ranks", comm ? comm->size() : 1}};
-  if (comm && comm->distributed() && iters > 0) {
-    const CommStats& s = comm->stats();
-    j["allreduce_calls_per_step"] = double(s.calls) / double(iters);
-    j["allreduce_bytes_per_step"] = double(s.bytes) / double(iters);
-    j["allreduce_ms_per_step"] = 1e3 * s.seconds / double(iters);
-    j["allreduce_floats_in_graph"] = allreduce_floats;
-  }
-  return j;
+  if (with_seed) cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
 }
 
 void write_output(const std::string& path, const std::string& text) {

@@ -11,6 +11,7 @@
 
 #include "meta/learn/fewshot.h"
 #include "meta/learn/maml.h"
+#include "metagrad/driver.h"
 
 namespace metagrad {
 
@@ -25,7 +26,9 @@ struct Cli {
   CLI::App* dump;   // metagrad dump WORKLOAD ...
   std::vector<std::pair<CLI::App*, std::function<int()>>> runners;
   Comm* comm;  // this process's group (meta/dist/comm.h): one process unless started by mpirun
-  std::vector<CLI::App*> data_parallel = {};  // the commands that split their work over the ranks
+  // The commands that split their work over the ranks (those training through the shared driver);
+  // under mpirun every other command is refused with one line.
+  std::vector<CLI::App*> data_parallel = {};
 
   void on_parsed(CLI::App* cmd, std::function<int()> run) { runners.emplace_back(cmd, std::move(run)); }
 };
@@ -43,22 +46,57 @@ void register_multitask_commands(Cli& cli);
 CLI::Validator at_least(double lo, bool strict);
 extern const CLI::Validator kPositive, kNonNegative;
 
+// The flags every bench command takes, declared once: --threads, --json, --quiet and (given a
+// target) --seed; and the process group the command runs in.
+struct CommonFlags {
+  int threads = 0;
+  std::string json_path;
+  bool quiet = false;
+  bool check_numerics = false;  // --check-numerics: CompileOptions::check_numerics of the driver
+  Comm* comm = nullptr;         // Cli::comm, set by add_common_flags
+  // Applies --threads; the progress stream (null with --quiet).
+  std::ostream* start() const;
+  std::ostream* progress() const;  // start() for commands that honour --check-numerics themselves
+  // Applies --threads, sets the progress stream and the guard of a benchmark's driver
+  // configuration, and distribute(d).
+  void apply(DriverConfig& d) const;
+  // The one place every bench command's training joins the MPI job it was started in (shard,
+  // gradient allreduce, parameter broadcast, metric averaging, gathered evaluation:
+  // join_data_parallel); nothing in one process.
+  void distribute(DriverConfig& d) const;
+  int ranks() const;
+  bool writes_files() const;  // rank 0 alone writes JSON, tables, plots and checkpoints
+};
+template <class Seed>
+void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f, Seed* seed, const std::string& seed_help) {
+  f.comm = cli.comm;
+  cmd->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(at_least(0, true));
+  cmd->add_option("--json", f.json_path, "write a JSON summary to this file (command, config, timing, result)");
+  cmd->add_flag("--quiet", f.quiet, "no progress output");
+  cmd->add_flag("--check-numerics", f.check_numerics,
+                "stop at the first kernel that writes a NaN or Inf and name it (slower; for debugging divergence)");
+  if (seed) cmd->add_option("--seed", *seed, seed_help)->capture_default_str();
+}
+inline void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f) { add_common_flags<int>(cli, cmd, f, nullptr, ""); }
+
+// The JSON every bench command writes: {"command", "config", "timing", "result"}.
+nlohmann::json summary_json(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result);
+// The driver's timing and compile statistics ("timing" of summary_json, plus eval seconds).
+nlohmann::json timing_json(const TrainResult& t, double eval_seconds);
+nlohmann::json compile_json(const CompileStats& c);
+// Writes summary_json to --json, if given, on rank 0, with "distributed": {"ranks", and in a
+// data-parallel run the allreduce calls, bytes and seconds in all and per training step}; in a
+// data-parallel run also prints that cost in one line.
+void write_summary(const CommonFlags& f, const nlohmann::json& summary);
+
 // MAML flags shared by the sinusoid commands (and any MAML-style workload).
-void add_maml_flags(CLI::App* cmd, MamlConfig& m);
+void add_maml_flags(CLI::App* cmd, MamlConfig& m, bool with_seed = true);
 
 // Few-shot flags shared by conv-maml and omniglot: --algo (one of `algos`), --ways, --shots, ...
-void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos);
+void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos, bool with_seed = true);
 
 // Sets the oneDNN/OpenMP thread count (n > 0); throws if this build has no OpenMP runtime.
 void set_threads(int n);
-
-// Data-parallel runs (meta/dist/): the group a bench command trains on (null in one process),
-// whether this process writes files (rank 0), and the allreduce cost per training step from this
-// rank's counters, printed and as JSON.
-Collective* data_parallel(Comm* comm);
-bool writes_files(const Collective* c);
-std::string allreduce_summary(const Comm* comm, int64_t iters, double ms_per_iter);
-nlohmann::json dist_json(const Comm* comm, int64_t iters, double allreduce_floats);
 
 // Writes `text` to `path`, or to stdout when path is empty or "-".
 void write_output(const std::string& path, const std::string& text);
