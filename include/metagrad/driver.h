@@ -112,6 +112,9 @@ struct TrainResult {
   // metrics; run_seconds is the run() calls alone. Hooks and checkpoints are outside both.
   double seconds = 0, run_seconds = 0;
   double ms_per_iter = 0, ms_per_run = 0;
+  // This process's CPU time over the steps (hooks included), per step: on a shared machine the
+  // work a step costs, where wall time also counts the waits for a core.
+  double cpu_ms_per_iter = 0;
   std::vector<double> final_metrics;  // each metric's mean over the last 10% of the steps (at least one)
   std::vector<double> losses;         // the first metric of every step (over the global batch)
   size_t working_bytes = 0;           // resident-set growth from before compiling to after training (Linux)

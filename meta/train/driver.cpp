@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <ctime>
 #include <fstream>
 
 #include "meta/train/progress.h"
@@ -21,6 +22,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+double cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
 
 size_t resident_bytes() {
   std::ifstream statm("/proc/self/statm");
@@ -110,6 +117,7 @@ TrainResult train_loop(const DriverConfig& cfg, const TrainSpec& spec, ParamStor
   };
 
   ProgressBar bar(cfg.progress, cfg.iters, cfg.label);
+  const double cpu0 = cpu_seconds();
   for (int64_t it = 0; it < cfg.iters; ++it) {
     const int64_t index = res.first_index + it;
     const auto t0 = Clock::now();
@@ -132,6 +140,7 @@ TrainResult train_loop(const DriverConfig& cfg, const TrainSpec& spec, ParamStor
     if (bar.due(it + 1)) bar.update(it + 1, fmt::format("{} {:.3f}", spec.metrics[0], values[0]));
     if (!cfg.checkpoint.empty() && cfg.save_every > 0 && (it + 1) % cfg.save_every == 0 && it + 1 < cfg.iters) save();
   }
+  const double cpu = cpu_seconds() - cpu0;
   bar.finish();
   if (!cfg.checkpoint.empty()) save();
   res.iters = cfg.iters;
@@ -139,6 +148,7 @@ TrainResult train_loop(const DriverConfig& cfg, const TrainSpec& spec, ParamStor
   if (cfg.iters > 0) {
     res.ms_per_iter = 1e3 * res.seconds / double(cfg.iters);
     res.ms_per_run = 1e3 * res.run_seconds / double(cfg.iters);
+    res.cpu_ms_per_iter = 1e3 * cpu / double(cfg.iters);
     for (double s : tail_sum) res.final_metrics.push_back(s / double(std::min(tail, cfg.iters)));
   } else {
     res.final_metrics.assign(m, 0.0);

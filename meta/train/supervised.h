@@ -61,7 +61,7 @@ struct SupervisedResult {
   int64_t parameters = 0;
   double train_seconds = 0;   // time of the training epochs (shuffling, batch copies, steps; no evaluation)
   int64_t iters = 0;  // training steps
-  double ms_per_iter = 0, ms_per_run = 0;  // the driver's timing: a whole step (batch copy included), and run() alone
+  double ms_per_iter = 0, ms_per_run = 0, cpu_ms_per_iter = 0;  // the driver's timing: a whole step (batch copy included), and run() alone
   std::vector<double> loss_curve;  // mean training loss per window of curve_window steps
   int64_t curve_window = 0;        // curve_every, shortened so that each epoch gives at least 5 points
   int64_t hd_guard_cuts = 0;       // HD optimizers with hd_guard: steps on which the guard cut the rate

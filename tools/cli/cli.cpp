@@ -66,7 +66,7 @@ nlohmann::json summary_json(const std::string& command, nlohmann::json config, n
 }
 
 nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
-  return {{"iters", t.iters},           {"ms_per_iter", t.ms_per_iter}, {"ms_per_run", t.ms_per_run},
+  return {{"iters", t.iters},           {"ms_per_iter", t.ms_per_iter}, {"ms_per_run", t.ms_per_run}, {"cpu_ms_per_iter", t.cpu_ms_per_iter},
           {"train_seconds", t.seconds}, {"run_seconds", t.run_seconds}, {"eval_seconds", eval_seconds},
           {"pass_seconds", t.compile.pass_seconds}};
 }

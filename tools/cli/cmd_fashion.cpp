@@ -91,6 +91,7 @@ nlohmann::json timing_json(const SupervisedResult& r) {
   return {{"iters", r.iters},
           {"ms_per_iter", r.ms_per_iter},
           {"ms_per_run", r.ms_per_run},
+          {"cpu_ms_per_iter", r.cpu_ms_per_iter},
           {"train_seconds", r.train_seconds},
           {"seconds_per_epoch", r.epochs.empty() ? 0.0 : r.train_seconds / double(r.epochs.size())}};
 }
