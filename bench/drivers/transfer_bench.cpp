@@ -58,6 +58,7 @@ struct Seed {
     c.seed = seed;
     c.eval_every = 0;
     c.driver = cfg.driver;
+    c.compile = cfg.compile;
     return c;
   }
 
@@ -149,6 +150,7 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
     pre.seed = seed;
     pre.eval_every = 0;
     pre.driver = cfg.driver;
+    pre.compile = cfg.compile;
     pre.label = tag + " pre-train";
     const SupervisedResult pr = train_classifier(pre, source_train, source_test, progress, &run.source);
     res.pretrain_seconds += seconds_since(t0);

@@ -8,6 +8,7 @@
 #include "meta/data/idx.h"
 #include "meta/transfer/transfer_search.h"
 #include "metagrad/driver.h"
+#include "metagrad/executable.h"
 
 namespace metagrad {
 
@@ -32,6 +33,7 @@ struct TransferBenchConfig {
   int64_t search_epochs = 20, search_budget = 32;
   int64_t max_source = 0, max_test = 0;  // use only the first N images (0: all); for quick runs
   DriverConfig driver;  // every training's distributed plug points (SupervisedConfig::driver)
+  CompileOptions compile;  // of every training step (pre-training, fine-tunes, search candidates)
 };
 
 struct StrategyResult {

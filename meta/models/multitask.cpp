@@ -257,6 +257,7 @@ MultitaskResult train_multitask(const MultitaskConfig& cfg, const ImageSet& trai
   loop.label = cfg.label;
   loop.combine = cfg.combine;
   loop.driver = cfg.driver;
+  loop.compile = cfg.compile;
   res.training = run_training(build, store, train, loop, progress, [&](int64_t, EpochRecord& rec) {
     res.epoch_test.push_back(evaluate_multitask(cfg, store, test));
     rec.test_loss = res.epoch_test.back().loss[0];

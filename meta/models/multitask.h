@@ -73,6 +73,7 @@ struct MultitaskConfig {
   std::string label;  // progress-bar label
   GradientCombiner combine;  // set into opt.combine_gradients when the step is built (DriverConfig::combine_gradients)
   DriverConfig driver;       // distributed plug points (LoopConfig::driver); its shard splits `batch`
+  CompileOptions compile;    // of the training step (DriverConfig::compile)
 };
 
 // Tower t's classifier: the task's class count, and its own initialisation seed model.seed * T + t

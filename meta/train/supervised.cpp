@@ -141,6 +141,8 @@ SupervisedResult run_training(const std::function<Graph(const GradientCombiner&)
   run.opt_level = cfg.opt_level;
   run.step_counter = "";  // data order is one shuffled stream: a run always starts at step 0
   if (cfg.combine) run.combine_gradients = cfg.combine;
+  run.compile = cfg.compile;
+  run.compile.collective = cfg.driver.compile.collective;  // the job's, set with the plug points
   run.label = cfg.label.empty() ? "train" : cfg.label;
   run.progress = progress;
   TrainSpec spec;
@@ -253,7 +255,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       std::copy_n(u.pixels.begin() + int64_t(pick() % uint64_t(u.count)) * ppi, ppi, xu.begin() + i * ppi);
     exe.set_input(exe.input_slot("xu"), std::span<const float>(xu));
   };
-  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every, cfg.opt_level, cfg.combine, cfg.driver};
+  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every, cfg.opt_level, cfg.combine, cfg.driver, cfg.compile};
   auto build = [&](const GradientCombiner& combine) {
     SupervisedConfig c = cfg;
     c.batch = cfg.driver.shard.of(cfg.batch, "batch").size();

@@ -11,6 +11,7 @@
 #include "meta/models/classifier.h"
 #include "meta/transfer/transfer.h"
 #include "metagrad/driver.h"
+#include "metagrad/executable.h"
 #include "metagrad/optimizers.h"
 #include "metagrad/schedules.h"
 
@@ -44,9 +45,11 @@ struct SupervisedConfig {
   // Set into opt.combine_gradients when the step is built (DriverConfig::combine_gradients); empty:
   // opt's own combiner, if any.
   GradientCombiner combine;
-  // The driver's distributed plug points and compile options (the CLI's CommonFlags::apply); the
-  // loop sets its iterations, label, progress and step counter itself. Its shard splits `batch`.
+  // The driver's distributed plug points (the CLI's CommonFlags::distribute); the loop sets its
+  // iterations, label, progress, step counter and compile options (`compile`) itself; its shard
+  // splits `batch`.
   DriverConfig driver;
+  CompileOptions compile;  // of the training step (DriverConfig::compile: --check-numerics)
 };
 
 struct EpochRecord {
@@ -90,6 +93,7 @@ struct LoopConfig {
   int opt_level = 1;
   GradientCombiner combine;  // handed to the step builder (DriverConfig::combine_gradients)
   DriverConfig driver;       // as SupervisedConfig::driver; `combine`, if set, replaces its combiner
+  CompileOptions compile;    // of the training step (DriverConfig::compile)
 };
 // Called after each epoch's steps, before the record is kept: evaluate, fill test_loss/test_accuracy.
 using EpochHook = std::function<void(int64_t epoch, EpochRecord& record)>;

@@ -36,15 +36,15 @@ CLI::Validator at_least(double lo, bool strict) {
 }
 const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
 
-std::ostream* CommonFlags::start() const {
-  // These commands train through loops that take no DriverConfig yet (supervised, multitask).
-  if (check_numerics) throw Error("--check-numerics: not available for this command yet (bench sinusoid, conv-maml, omniglot, fewshot, learned-schedule and eval-episodes have it)");
-  return progress();
+CompileOptions CommonFlags::compile_options() const {
+  CompileOptions c;
+  c.check_numerics = check_numerics;
+  return c;
 }
 
 void CommonFlags::apply(DriverConfig& d) const {
   d.progress = progress();
-  d.compile.check_numerics = check_numerics;
+  d.compile = compile_options();
   distribute(d);
 }
 

@@ -55,9 +55,10 @@ struct CommonFlags {
   bool check_numerics = false;  // --check-numerics: CompileOptions::check_numerics of the driver
   Comm* comm = nullptr;         // Cli::comm, set by add_common_flags
   // Applies --threads; the progress stream (null with --quiet).
-  std::ostream* start() const;
-  std::ostream* progress() const;  // start() for commands that honour --check-numerics themselves
-  // Applies --threads, sets the progress stream and the guard of a benchmark's driver
+  std::ostream* progress() const;
+  // The compile options these flags ask for (--check-numerics), for every executable a command builds.
+  CompileOptions compile_options() const;
+  // Applies --threads, sets the progress stream and compile options of a benchmark's driver
   // configuration, and distribute(d).
   void apply(DriverConfig& d) const;
   // The one place every bench command's training joins the MPI job it was started in (shard,
