@@ -14,4 +14,5 @@ void register_pooling_ops(OpRegistry& r);      // ops/pooling.cpp
 void register_softmax_ops(OpRegistry& r);      // ops/softmax.cpp
 void register_batch_norm_ops(OpRegistry& r);  // ops/batch_norm.cpp
 void register_fused_ops(OpRegistry& r);        // ops/fused.cpp (fused_elementwise)
+void register_scan_ops(OpRegistry& r);         // ops/scan.cpp (loops)
 }  // namespace metagrad

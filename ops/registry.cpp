@@ -20,6 +20,7 @@ const OpRegistry& OpRegistry::get() {
     register_softmax_ops(r);
     register_batch_norm_ops(r);
     register_fused_ops(r);
+    register_scan_ops(r);
     return r;
   }();
   return registry;
