@@ -19,6 +19,7 @@ struct MamlConfig {
   double meta_lr = 1e-3;
   int64_t hidden = 40;
   uint64_t seed = 1;
+  bool inner_loop = false;  // the inner steps as one loop node (scan) instead of unrolled
 };
 
 // maml fomaml metasgd anil reptile

@@ -45,6 +45,10 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
   cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
+         "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
 }
 
 void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos) {
@@ -62,6 +66,10 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--filters", m.net.filters, "convolution filters per block")->check(kPositive)->capture_default_str();
   cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
+         "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
 }
 
 void write_output(const std::string& path, const std::string& text) {

@@ -318,6 +318,10 @@ void register_fashion_commands(Cli& cli) {
   CLI::App* l = cli.bench->add_subcommand(
       "learned-schedule", "learn a per-step SGD learning-rate schedule through unrolled training (second order)");
   l->add_option("--unroll", sf.cfg.unroll, "SGD steps differentiated through")->check(kPositive)->capture_default_str();
+  l->add_option_function<std::string>(
+       "--inner-loop", [&sf](const std::string& v) { sf.cfg.inner_loop = v == "scan"; },
+       "unrolled (default): every SGD step in the graph; scan: the steps as one loop node")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
   l->add_option("--batch", sf.cfg.batch, "training minibatch per step")->check(kPositive)->capture_default_str();
   l->add_option("--val-batch", sf.cfg.val_batch, "validation images per unroll")->check(kPositive)->capture_default_str();
   l->add_option("--meta-iters", sf.cfg.meta_iters, "meta-training iterations")->check(kNonNegative)->capture_default_str();
