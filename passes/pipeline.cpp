@@ -70,6 +70,14 @@ std::vector<PassRecord> optimize(Graph& g, const PipelineOptions& opts) {
   for (const auto& name : opts.disabled)
     if (std::none_of(all_passes().begin(), all_passes().end(), [&](const PassInfo& p) { return p.name == name; }))
       throw GraphError(fmt::format("unknown pass '{}'", name));
+  // A malformed graph is reported as the caller's, before any pass can turn it into another.
+  if (opts.verify_each) {
+    try {
+      verify(g);
+    } catch (const GraphError& e) {
+      throw GraphError(fmt::format("before the first pass: {}", e.what()));
+    }
+  }
   auto run = [&](const PassInfo& p) {
     PassRecord r{p.name, g.size(), 0, 0, false};
     auto t0 = std::chrono::steady_clock::now();

@@ -166,24 +166,6 @@ TEST(Composite, ConvNetRuntimeMatchesReferenceWithGradients) {
   }
 }
 
-TEST(NnOps, PoolingGradientOnlyForTilingWindows) {
-  Graph g;
-  Tensor x = input(g, "x", {1, 2, 5, 5});
-  for (const char* op : {"max_pool2d", "avg_pool2d"}) {
-    Tensor overlapping = apply(op, {x}, {{"kernel", std::vector<int64_t>{3, 3}}, {"stride", std::vector<int64_t>{2, 2}}});
-    Tensor padded = apply(op, {x}, {{"kernel", std::vector<int64_t>{2, 2}}, {"padding", std::vector<int64_t>{1, 1}}});
-    Tensor ragged = apply(op, {x}, {{"kernel", std::vector<int64_t>{2, 2}}});  // 5 is not a multiple of 2
-    for (const Tensor& y : {overlapping, padded, ragged}) {
-      try {
-        grad(sum(y), {x});
-        ADD_FAILURE() << op << ": expected a GraphError";
-      } catch (const GraphError& e) {
-        EXPECT_NE(std::string(e.what()).find(op), std::string::npos) << e.what();
-      }
-    }
-  }
-}
-
 TEST(NnOps, SoftmaxAxisDefaultsToLastAndCountsFromTheEnd) {
   Graph g;
   Tensor x = input(g, "x", {2, 3, 4});

@@ -6,10 +6,12 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "metagrad/error.h"
 
+#include "meta/optim/optimizer_rules.h"
 #include "metagrad/autodiff.h"
 #include "metagrad/ops.h"
 #include "tests/test_util.h"
@@ -74,14 +76,14 @@ struct Plain {
       double dot = 0, gg = 0, uu = 0;
       for (size_t i = 0; i < n; ++i) dot += g[i] * prev_dir[i], gg += g[i] * g[i], uu += prev_dir[i] * prev_dir[i];
       const double before = alpha;
-      alpha = c.hd_multiplicative ? alpha * std::exp(c.hyper_lr * dot / (std::sqrt(gg) * std::sqrt(uu) + 1e-12)) : alpha + c.hyper_lr * dot;
-      if (c.hd_max_rise > 0 && alpha > (1 + c.hd_max_rise) * before) alpha = (1 + c.hd_max_rise) * before, ++capped;
+      alpha = c.hd.multiplicative ? alpha * std::exp(c.hd.hyper_lr * dot / (std::sqrt(gg) * std::sqrt(uu) + 1e-12)) : alpha + c.hd.hyper_lr * dot;
+      if (c.hd.max_rise > 0 && alpha > (1 + c.hd.max_rise) * before) alpha = (1 + c.hd.max_rise) * before, ++capped;
     }
     // With a horizon mu, u follows Donini et al.'s discounted tangent: u' = mu (u - alpha Du) + d,
     // Du the derivative of the direction along u (through g, whose derivative is H u here).
     std::vector<double> next_u = dir;
-    if (hd && c.hd_horizon > 0) {
-      const double mu = c.hd_horizon;
+    if (hd && c.hd.horizon > 0) {
+      const double mu = c.hd.horizon;
       for (size_t i = 0; i < n; ++i) {
         const double hu = hess[i] * prev_dir[i];
         double du = hu;
@@ -157,30 +159,30 @@ TEST_P(OptimizerRule, MatchesPublishedRuleOverSteps) {
   cfg.name = GetParam();
   cfg.lr = 0.05;
   cfg.weight_decay = cfg.name == "sgd" ? 0.0 : 0.01;
-  cfg.hyper_lr = 0.01;  // large enough that the adapted rate differs visibly from lr0
+  cfg.hd.hyper_lr = 0.01;  // large enough that the adapted rate differs visibly from lr0
   expect_matches_published_rule(cfg);
   if (is_hypergradient(cfg.name)) {
-    cfg.hd_multiplicative = true;
-    cfg.hyper_lr = 0.2;
+    cfg.hd.multiplicative = true;
+    cfg.hd.hyper_lr = 0.2;
     expect_matches_published_rule(cfg);
-    cfg.hd_horizon = 0.7;
+    cfg.hd.horizon = 0.7;
     expect_matches_published_rule(cfg);
-    cfg.hd_multiplicative = false;
-    cfg.hyper_lr = 0.01;
+    cfg.hd.multiplicative = false;
+    cfg.hd.hyper_lr = 0.01;
     expect_matches_published_rule(cfg);
     // A rate past the curvature's limit (lr h > 2) makes the tangent grow: the length bound acts.
     cfg.lr = cfg.name == "sgd_hd" ? 0.9 : 0.1;
-    cfg.hyper_lr = 0.001;
-    cfg.hd_horizon = 0.3;  // a short horizon: its bound, 1/(1 - mu) |d|, is reached within the 6 steps
+    cfg.hd.hyper_lr = 0.001;
+    cfg.hd.horizon = 0.3;  // a short horizon: its bound, 1/(1 - mu) |d|, is reached within the 6 steps
     Plain after;
     expect_matches_published_rule(cfg, &after);
     EXPECT_GT(after.shortened, 0) << cfg.name;
     // A rate started small, where successive directions agree and the hypergradient raises it
     // faster than the limit allows.
     cfg.lr = 0.005;
-    cfg.hyper_lr = 0.2;
-    cfg.hd_multiplicative = true;
-    cfg.hd_max_rise = 0.01;
+    cfg.hd.hyper_lr = 0.2;
+    cfg.hd.multiplicative = true;
+    cfg.hd.max_rise = 0.01;
     expect_matches_published_rule(cfg, &after);
     EXPECT_GT(after.capped, 0) << cfg.name;
   }
@@ -200,8 +202,8 @@ TEST(Optimizers, HdHorizonTangentIsTheDerivativeOfTheParametersInTheRate) {
       OptimizerConfig cfg;
       cfg.name = name;
       cfg.lr = lr;
-      cfg.hyper_lr = 0;
-      cfg.hd_horizon = 1.0;
+      cfg.hd.hyper_lr = 0;
+      cfg.hd.horizon = 1.0;
       cfg.weight_decay = 0.01;
       OptimizerStep st = optimizer_step(g, cfg, {w, w2}, grad(loss, {w, w2}));
       add_updates(g, {w, w2}, st);
@@ -237,10 +239,10 @@ TEST(Optimizers, HdGuardUndoesTheStepBeforeALossSpikeAndCutsTheRate) {
       OptimizerConfig cfg;
       cfg.name = name;
       cfg.lr = 0.02;
-      cfg.hd_multiplicative = true;
-      cfg.hyper_lr = 0.2;
-      cfg.hd_horizon = 0.5;
-      cfg.hd_guard = guard;
+      cfg.hd.multiplicative = true;
+      cfg.hd.hyper_lr = 0.2;
+      cfg.hd.horizon = 0.5;
+      cfg.hd.guard = guard;
       Hyper h;
       h.loss = loss;
       add_updates(g, {w}, optimizer_step(g, cfg, {w}, grad(loss, {w}), h));
@@ -348,6 +350,32 @@ TEST(Optimizers, GradientCombinerRunsBeforeTheUpdate) {
             std::string::npos);
 }
 
+// The table is the only list of rules: names are unique, every HD row adapts a rule of the table
+// that has a direction and a horizon tangent, and the public lists derive from it.
+TEST(Optimizers, TableRowsAreConsistent) {
+  std::vector<std::string> names;
+  for (const RuleRow& r : optimizer_rules()) {
+    EXPECT_EQ(std::count(names.begin(), names.end(), r.name), 0) << r.name;
+    names.push_back(r.name);
+    EXPECT_EQ(is_hypergradient(r.name), !r.hd_of.empty()) << r.name;
+    if (r.hd_of.empty()) {
+      EXPECT_TRUE(r.direction) << r.name;
+      for (size_t k = 0; k < r.slots.size(); ++k)
+        for (size_t j = 0; j < k; ++j) EXPECT_NE(r.slots[k].name, r.slots[j].name) << r.name;
+      continue;
+    }
+    EXPECT_FALSE(r.direction) << r.name << ": an HD row runs its base rule's direction";
+    EXPECT_GT(r.hd_default_beta, 0) << r.name;
+    const RuleRow* base = find_rule(r.hd_of);
+    ASSERT_NE(base, nullptr) << r.name;
+    EXPECT_TRUE(base->hd_of.empty()) << r.name;
+    EXPECT_TRUE(base->tangent) << r.name << ": its base " << base->name << " needs a tangent for hd.horizon";
+  }
+  EXPECT_EQ(names, optimizer_names());
+  EXPECT_FALSE(is_hypergradient("momentum_hd")) << "not a row";
+  EXPECT_EQ(find_rule("adamx"), nullptr);
+}
+
 TEST(Optimizers, BadInputAreClearErrors) {
   Graph g;
   Tensor w = parameter(g, "w", {3}, Init::zeros());
@@ -355,11 +383,13 @@ TEST(Optimizers, BadInputAreClearErrors) {
   OptimizerConfig cfg;
   cfg.name = "adamx";
   EXPECT_THROW(optimizer_step(g, cfg, {w}, {w}), Error);
+  EXPECT_NE(testing::error_of([&] { optimizer_step(g, cfg, {w}, {w}); }).find("unknown optimizer 'adamx' (expected one of: sgd,"),
+            std::string::npos);
   cfg.name = "sgd";
   EXPECT_THROW(optimizer_step(g, cfg, {w}, {bad}), Error);
   EXPECT_THROW(optimizer_step(g, cfg, {w}, {}), Error);
   cfg.name = "sgd_hd";
-  cfg.hd_guard = 8;
+  cfg.hd.guard = 8;
   EXPECT_NE(testing::error_of([&] { optimizer_step(g, cfg, {w}, {w}); }).find("hd_guard needs the step's loss"), std::string::npos);
 }
 

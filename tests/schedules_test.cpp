@@ -111,6 +111,32 @@ TEST(Schedules, ParserErrorsNameTheProblem) {
             "exp:rate=0.5,steps=10,staircase,warmup=3");
 }
 
+// Every kind of the table prints what parses back to it, with its defaults and with values set;
+// a key belongs to its kind, and each bound is checked.
+TEST(Schedules, EveryKindRoundTripsAndOwnsItsKeys) {
+  const std::vector<std::string> kinds = schedule_kinds();
+  ASSERT_EQ(kinds.size(), 5u);
+  EXPECT_EQ(kinds[3], "cosine: total=10000, floor=0, warmup=0");
+  EXPECT_EQ(kinds[2], "exp: rate=0.96, steps=1000, [staircase], warmup=0");
+  for (const std::string& line : kinds) {
+    const std::string kind = line.substr(0, line.find(':'));
+    const ScheduleSpec d = parse_schedule(kind);
+    EXPECT_EQ(schedule_str(parse_schedule(schedule_str(d))), schedule_str(d)) << kind;
+    EXPECT_DOUBLE_EQ(factor_at(parse_schedule(kind + ":warmup=4"), 1.0), factor_at(d, 1.0) * 0.5) << kind;
+  }
+  const ScheduleSpec set = parse_schedule("plateau:threshold=0.01,patience=0,factor=1");
+  EXPECT_EQ(schedule_str(set), "plateau:factor=1,patience=0,threshold=0.01");
+  EXPECT_EQ(set.every, ScheduleSpec{}.every) << "other kinds keep their defaults";
+  EXPECT_NE(testing::error_of([] { parse_schedule("exp:every=3"); }).find("unknown key 'every' for exp (it takes rate, steps, staircase or warmup)"),
+            std::string::npos);
+  EXPECT_NE(testing::error_of([] { parse_schedule("step:staircase"); }).find("unknown key 'staircase'"), std::string::npos);
+  EXPECT_NE(testing::error_of([] { parse_schedule("cosine:total"); }).find("expected total=value"), std::string::npos);
+  EXPECT_NE(testing::error_of([] { parse_schedule("plateau:factor=1.5"); }).find("factor must be in (0, 1]"), std::string::npos);
+  EXPECT_NE(testing::error_of([] { parse_schedule("constant:warmup=-1"); }).find("warmup must be >= 0"), std::string::npos);
+  EXPECT_NE(testing::error_of([] { parse_schedule("linear"); }).find("(expected constant, step, exp, cosine or plateau)"),
+            std::string::npos);
+}
+
 TEST(Schedules, HypergradientOptimizersRefuseAnExternalRate) {
   Graph g;
   Tensor w = parameter(g, "w", {2}, Init::ones());

@@ -192,9 +192,9 @@ TEST(Supervised, HdHorizonRaisesARateStartedTooSmall) {
     cfg.epochs = 1;
     cfg.opt.name = "sgd_hd";
     cfg.opt.lr = 0.005;
-    cfg.opt.hd_multiplicative = true;
-    cfg.opt.hyper_lr = 0.3;
-    cfg.opt.hd_horizon = horizon;
+    cfg.opt.hd.multiplicative = true;
+    cfg.opt.hd.hyper_lr = 0.3;
+    cfg.opt.hd.horizon = horizon;
     SupervisedResult r = train_classifier(cfg, train, test, nullptr);
     EXPECT_GT(r.best_accuracy, 0.4) << "horizon " << horizon;  // chance is 0.1
     return r.epochs.back().lr;
@@ -216,10 +216,10 @@ TEST(Supervised, HdGuardRescuesARateThatMakesTrainingDiverge) {
   cfg.opt.name = "sgd_hd";
   std::tie(cfg.model.input_mean, cfg.model.input_std) = pixel_mean_std(train);  // as the CLI trains
   cfg.opt.lr = 5.0;
-  cfg.opt.hd_multiplicative = true;
-  cfg.opt.hyper_lr = 0.3;
+  cfg.opt.hd.multiplicative = true;
+  cfg.opt.hd.hyper_lr = 0.3;
   EXPECT_NE(testing::error_of([&] { train_classifier(cfg, train, test, nullptr); }).find("diverged"), std::string::npos);
-  cfg.opt.hd_guard = 8;
+  cfg.opt.hd.guard = 8;
   const SupervisedResult r = train_classifier(cfg, train, test, nullptr);
   EXPECT_GT(r.best_accuracy, 0.5);  // chance is 0.1
   EXPECT_GE(r.hd_guard_cuts, 1);

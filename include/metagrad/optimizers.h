@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "metagrad/builder.h"
+#include "metagrad/hypergradient.h"
 
 namespace metagrad {
 
@@ -16,8 +17,8 @@ namespace metagrad {
 using GradientCombiner = std::function<std::vector<Tensor>(Graph& g, const std::vector<Tensor>& grads)>;
 
 struct OptimizerConfig {
-  // sgd momentum nesterov adagrad rmsprop rmsprop_centered adam adamw nadam, and the
-  // hypergradient-descent variants sgd_hd sgdn_hd adam_hd (Baydin et al. 2018)
+  // One of optimizer_names(): sgd momentum nesterov adagrad rmsprop rmsprop_centered adam adamw
+  // nadam, and the hypergradient-descent variants sgd_hd sgdn_hd adam_hd (Baydin et al. 2018)
   std::string name = "adam";
   double lr = 1e-3;
   double momentum = 0.9;      // momentum, nesterov
@@ -27,26 +28,15 @@ struct OptimizerConfig {
   double weight_decay = 0.0;  // L2 added to the gradient; decoupled (p -= lr*wd*p) for adamw
   double clip_value = 0.0;    // clip each gradient element to [-v, v]; 0 = off
   double clip_norm = 0.0;     // rescale gradients whose global L2 norm exceeds this; 0 = off
-  // HD variants: discount mu of the hypergradient horizon. 0 (Baydin et al.): u is the last
-  // direction. mu > 0: -u is the mu-discounted derivative of the parameters w.r.t. the rate over
-  // all past steps (MARTHE), at one Hessian-vector product per step.
-  double hd_horizon = 0.0;
-  bool hd_multiplicative = false;  // HD variants: lr *= exp(beta * cos(g_t, u_{t-1})) instead of lr += beta * g_t . u_{t-1}
-  // HD variants: a safeguard the hypergradient cannot give. When this step's loss lies more than
-  // hd_guard mean absolute deviations above its running mean, the previous step is undone
-  // (parameters back to before it, the rule's state unchanged but a velocity zeroed), the rate is
-  // cut to a quarter instead of following the hypergradient, and the horizon's tangent restarts.
-  // Needs Hyper::loss. 0 = off.
-  double hd_guard = 0.0;
-  // HD variants: the rate rises by at most this fraction per step; falls are not limited. 0 = off.
-  double hd_max_rise = 0.0;
+  HypergradientOptions hd;     // HD variants: the rate's own update (metagrad/hypergradient.h)
   GradientCombiner combine_gradients;  // applied first, before weight decay and clipping
-  double hyper_lr = -1;       // HD variants: beta of the lr update; < 0 = 1e-3 (SGD, as Baydin et al.) or 1e-5 (Adam; their 1e-7 barely moves the rate in a few epochs here); multiplicative: 0.02
 };
 
-bool is_hypergradient(const std::string& optimizer);
-
+// The rules of the table in meta/optim/optimizer_rules.cpp, in its order.
 const std::vector<std::string>& optimizer_names();
+// Whether the named rule is a hypergradient variant (keeps its rate as state); false for
+// unknown names.
+bool is_hypergradient(const std::string& optimizer);
 
 // Hyperparameters as scalar tensors, so schedules, hypergradients or a meta-learner can drive
 // them. Undefined members are filled from the config as constants.
@@ -55,7 +45,7 @@ struct Hyper {
   // Optional per-parameter multipliers of lr (scalar or the parameter's shape): parameter
   // groups, learned scales, freezing masks. Empty or undefined entries mean 1.
   std::vector<Tensor> lr_scale;
-  // The loss this step's gradients came from: read by the HD safeguard (OptimizerConfig::hd_guard).
+  // The loss this step's gradients came from: read by the HD safeguard (HypergradientOptions::guard).
   Tensor loss;
 };
 
@@ -69,7 +59,7 @@ struct OptimizerStep {
 // Builds one optimizer step. State parameters are named "<prefix>.<param>.<slot>" and
 // "<prefix>.t". HD variants keep their learning rate as the state "<prefix>.lr" (so hyper.lr
 // must stay undefined) and update it from the dot product of this step's gradient with the
-// previous step's update direction; with hd_guard, "<prefix>.hd_cuts" counts the guard's cuts.
+// previous step's update direction; with hd.guard, "<prefix>.hd_cuts" counts the guard's cuts.
 // Throws on unknown optimizer names or mismatched lists.
 OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
                              const std::vector<Tensor>& grads, Hyper hyper = {}, const std::string& prefix = "opt");

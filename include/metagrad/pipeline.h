@@ -27,7 +27,7 @@ struct PassRecord {
 
 struct PipelineOptions {
   int opt_level = 1;                    // 0: no passes; 1: the default pipeline
-  bool verify_each = true;              // verify() after every pass
+  bool verify_each = true;              // verify() before the first pass and after every pass
   std::vector<std::string> disabled;    // pass names to skip
   std::string dump_after;               // pass name whose output is handed to `dump`
   std::function<void(const std::string& pass, const Graph&)> dump;

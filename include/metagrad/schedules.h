@@ -8,20 +8,29 @@
 
 namespace metagrad {
 
+// A schedule kind and its parameters. Each kind's parameters, with their defaults and bounds, and
+// its factor are one row of the table in meta/optim/schedules.cpp (schedule_kinds()); a
+// default-constructed spec holds every default.
 struct ScheduleSpec {
+  ScheduleSpec();
   std::string kind = "constant";  // constant | step | exp | cosine | plateau
-  double every = 1000, gamma = 0.1;              // step: lr0 * gamma^floor(t / every)
-  double rate = 0.96, steps = 1000;              // exp: lr0 * rate^(t / steps)
-  bool staircase = false;                        //   ... with floor(t / steps)
-  double total = 10000, floor = 0.0;             // cosine: from lr0 to floor*lr0 over `total` steps
-  double warmup = 0;                             // any: linear warm-up over the first `warmup` steps
-  double factor = 0.5, patience = 2, threshold = 1e-4;  // plateau: see plateau_update
+  double every, gamma;            // step: lr0 * gamma^floor(t / every)
+  double rate, steps;             // exp: lr0 * rate^(t / steps)
+  bool staircase = false;         //   ... with floor(t / steps)
+  double total, floor;            // cosine: from lr0 to floor*lr0 over `total` steps
+  double warmup;                  // any: linear warm-up over the first `warmup` steps
+  double factor, patience, threshold;  // plateau: see plateau_update
 };
 
+// The kinds with their parameters and defaults, one line each ("cosine: total=10000, floor=0"),
+// for help texts.
+std::vector<std::string> schedule_kinds();
+
 // Parses "KIND[:key=value,...]", e.g. "exp:rate=0.5,steps=1000,staircase",
-// "cosine:total=5000,warmup=200", "plateau:factor=0.5,patience=1". Throws Error naming the
-// offending part.
+// "cosine:total=5000,warmup=200", "plateau:factor=0.5,patience=1". A key belongs to its kind
+// (warmup to every kind). Throws Error naming the offending part.
 ScheduleSpec parse_schedule(const std::string& text);
+// The spec as parse_schedule reads it: the kind's own parameters always, warmup when not 0.
 std::string schedule_str(const ScheduleSpec& s);
 
 // The multiplier of lr0 at step t (a scalar tensor counting from 0). For plateau the factor is

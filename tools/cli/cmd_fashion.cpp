@@ -18,7 +18,7 @@ namespace metagrad {
 namespace {
 
 // Whether a run's output reports how often the HD guard cut the rate.
-bool reports_guard_cuts(const OptimizerConfig& opt) { return is_hypergradient(opt.name) && opt.hd_guard > 0; }
+bool reports_guard_cuts(const OptimizerConfig& opt) { return is_hypergradient(opt.name) && opt.hd.guard > 0; }
 
 // Learning rates that work for both models here with batch 64 (chosen on a short sweep; see
 // docs/ARCHITECTURE.md); the HD variants start from their base optimizer's. SGD: LeNet-5 at 5
@@ -53,21 +53,21 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
   c->add_option("--data", f.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
   c->add_option("--max-train", f.max_train, "use only the first N training images (0: all)")->check(kNonNegative);
   c->add_option("--weight-decay", f.cfg.opt.weight_decay, "L2 weight decay (decoupled for adamw)")->check(kNonNegative);
-  c->add_option("--hyper-lr", f.cfg.opt.hyper_lr,
+  c->add_option("--hyper-lr", f.cfg.opt.hd.hyper_lr,
                 "HD optimizers: hypergradient step beta (default: additive 1e-3 SGD family, 1e-5 Adam; multiplicative 0.02)")
       ->check(kNonNegative);
-  c->add_option("--hd-horizon", f.cfg.opt.hd_horizon,
+  c->add_option("--hd-horizon", f.cfg.opt.hd.horizon,
                 "HD optimizers: discount mu of the hypergradient's horizon (0: the last step, as Baydin et al.; 1: every "
                 "past step, through Hessian-vector products)")
       ->check(CLI::Range(0.0, 1.0));
-  c->add_option("--hd-guard", f.cfg.opt.hd_guard,
+  c->add_option("--hd-guard", f.cfg.opt.hd.guard,
                 "HD optimizers: on a step whose loss lies more than this many mean absolute deviations above its "
                 "running mean, undo the previous step and cut the rate to a quarter (0: off)")
       ->check(kNonNegative);
-  c->add_option("--hd-max-rise", f.cfg.opt.hd_max_rise,
+  c->add_option("--hd-max-rise", f.cfg.opt.hd.max_rise,
                 "HD optimizers: the rate rises by at most this fraction per step (0: no limit)")
       ->check(kNonNegative);
-  c->add_flag("--hd-multiplicative", f.cfg.opt.hd_multiplicative,
+  c->add_flag("--hd-multiplicative", f.cfg.opt.hd.multiplicative,
               "HD optimizers: lr *= exp(beta*cos(g, previous direction)) rather than lr += beta*g.(previous direction)");
   c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
   c->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
