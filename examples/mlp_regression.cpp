@@ -3,10 +3,7 @@
 #include <cstdio>
 #include <random>
 
-#include "metagrad/autodiff.h"
-#include "metagrad/executable.h"
-#include "metagrad/ops.h"
-#include "metagrad/pipeline.h"
+#include <metagrad/metagrad.h>
 
 using namespace metagrad;
 
@@ -20,8 +17,8 @@ int main() {
   Tensor loss = mse(matmul(tanh(matmul(x, w1) + b1), w2), y);
   std::vector<Tensor> params{w1, b1, w2};
   std::vector<Tensor> grads = grad(loss, params);  // gradients are graph nodes too
-  for (size_t i = 0; i < params.size(); ++i) g.add_update(params[i].value().node, (params[i] - 0.05 * grads[i]).value());
-  g.add_output("loss", loss.value());
+  for (size_t i = 0; i < params.size(); ++i) g.add_update(params[i], params[i] - 0.05 * grads[i]);
+  g.add_output("loss", loss);
   optimize(g);
 
   ParamStore store;

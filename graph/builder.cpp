@@ -27,6 +27,24 @@ Tensor& Tensor::named(const std::string& name) {
   return *this;
 }
 
+// Tensors of another graph would silently refer to unrelated node ids of this one.
+static Value own_value(const Graph& g, const Tensor& t, const std::string& what) {
+  if (!t.defined()) throw GraphError(fmt::format("{} is an undefined Tensor", what));
+  if (&t.graph() != &g) throw GraphError(fmt::format("{} belongs to another graph", what));
+  return t.value();
+}
+
+void Graph::add_output(const std::string& name, const Tensor& t) {
+  add_output(name, own_value(*this, t, fmt::format("output \"{}\"", name)));
+}
+
+void Graph::add_update(const Tensor& param, const Tensor& new_value) {
+  Value p = own_value(*this, param, "update target");
+  if (p.index != 0 || node(p.node).kind != NodeKind::Parameter)
+    throw GraphError(fmt::format("update target {} is not a parameter", describe(p.node)));
+  add_update(p.node, own_value(*this, new_value, fmt::format("new value of {}", describe(p.node))));
+}
+
 Tensor apply(const std::string& op, const std::vector<Tensor>& inputs, Attrs attrs, const std::string& name) {
   if (inputs.empty()) throw GraphError(fmt::format("op {} applied to no inputs", op));
   Graph* g = &inputs[0].graph();

@@ -60,6 +60,11 @@ struct OpTestCase {
   std::vector<int64_t> int_range;      // [lo, hi) for i32 inputs; default [0, 2)
   bool second_order = true;
   double tolerance = 1e-6;             // relative, on f64 finite differences
+  // The f32 kernel against the f64 reference: within `kernel_ulp` ulps of the reference rounded
+  // to f32, element by element, when >= 0 (pointwise kernels: docs/ARCHITECTURE.md, Kernel
+  // accuracy); otherwise |f32 - f64| <= kernel_tolerance * max(1, |f64|).
+  double kernel_ulp = -1;
+  double kernel_tolerance = 1e-5;
   std::string note;
   std::shared_ptr<const Graph> body;   // ops that hold a graph (scan)
 };

@@ -152,10 +152,13 @@ class Reader {
     expect('[');
     Shape s;
     if (!accept(']')) {
-      do s.push_back(count("a dimension"));
-      while (accept(','));
+      do {
+        s.push_back(count("a dimension"));
+        if (s.size() > kMaxDeclaredRank) fail_at(p, fmt::format("type has more than {} dimensions", kMaxDeclaredRank));
+      } while (accept(','));
       expect(']');
     }
+    check_size(p, {d, s});
     return {d, s};
   }
   AttrValue attr_value() {
@@ -241,6 +244,11 @@ class Reader {
   // Infinities are written "inf"; a finite literal too large for a double is a mistake.
   static void check_finite(Pos p, const std::string& t, double v) {
     if (std::isinf(v) && t.find("inf") == std::string::npos) fail_at(p, fmt::format("number '{}' is out of range", t));
+  }
+  // Declared sizes are refused here, before a constant's values or a compiled arena are allocated.
+  static void check_size(Pos p, const TensorType& t) {
+    if (std::string why = tensor_size_problem(t.shape); !why.empty())
+      fail_at(p, fmt::format("type {} is too large: {}", type_str(t), why));
   }
   static int64_t integer_of(Pos p, const std::string& t) {
     char* end = nullptr;

@@ -98,8 +98,8 @@ dnnl::memory::desc any_desc(const Shape& s) {
 dnnl::convolution_forward::primitive_desc conv_fwd_pd(const ConvGeom& g, const dnnl::engine& eng) {
   auto src = any_desc({g.n, g.c, g.h, g.w}), wei = any_desc({g.o, g.c, g.kh, g.kw}), dst = any_desc({g.n, g.o, g.oh, g.ow});
   // A single input channel (an image network's first layer) has little to block: oneDNN's GEMM
-  // path on plain NCHW took half the time of the blocked kernel plus the reorder of its 64-channel
-  // output (0.95 vs 1.9 ms on the conv-MAML query batch).
+  // path on plain NCHW beats the blocked kernel plus the reorder of its many-channel output
+  // (measured in docs/ARCHITECTURE.md, Runtime).
   if (g.c == 1) src = dense_desc({g.n, g.c, g.h, g.w}), dst = dense_desc({g.n, g.o, g.oh, g.ow});
   dnnl::memory::dims strides{g.sh, g.sw}, pad{g.ph, g.pw};
   auto pad_r = right_pad(g.oh, g.ow, g.sh, g.sw, g.kh, g.kw, g.h, g.w, g.ph, g.pw);

@@ -37,20 +37,24 @@ std::vector<TensorType> broadcast_rule(const std::vector<TensorType>& in, const 
 }
 
 // Cases every binary op is checked on: same shape, row and column broadcasts, scalars, rank 0.
+// The kernels are IEEE arithmetic (or the C library's powf), so they are checked in ulps.
 std::vector<OpTestCase> binary_cases(double lo, double hi) {
-  return {tcase({{2, 3}, {2, 3}}, {}, lo, hi), tcase({{3, 1}, {1, 4}}, {}, lo, hi),
-          tcase({{2, 3, 4}, {4}}, {}, lo, hi), tcase({{}, {2, 3}}, {}, lo, hi), tcase({{}, {}}, {}, lo, hi)};
+  std::vector<OpTestCase> cases{tcase({{2, 3}, {2, 3}}, {}, lo, hi), tcase({{3, 1}, {1, 4}}, {}, lo, hi),
+                                tcase({{2, 3, 4}, {4}}, {}, lo, hi), tcase({{}, {2, 3}}, {}, lo, hi),
+                                tcase({{}, {}}, {}, lo, hi)};
+  for (OpTestCase& c : cases) c.kernel_ulp = kKernelUlp;
+  return cases;
 }
 
 struct Binary {
   const char* name;
   double (*ref)(double, double);
-  dnnl::algorithm alg;
-  EltwiseFn fn;
-  bool commutative;
-  GradKind kind;
-  GradFn grad;
-  double lo = -2, hi = 2;
+  EltwiseFn fn;                                   // f32 math: fused kernels, and the fallback kernel
+  dnnl::algorithm dnnl = dnnl::algorithm::undef;  // oneDNN binary primitive (exact IEEE ops), if any
+  bool commutative = false;                       // oneDNN broadcasts only its second operand
+  GradKind kind = GradKind::Rule;
+  GradFn grad = nullptr;
+  double lo = -2, hi = 2;  // test-case domain
 };
 
 void add_binary(OpRegistry& r, const Binary& b) {
@@ -64,7 +68,7 @@ void add_binary(OpRegistry& r, const Binary& b) {
   d.reference = [f](const Node&, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
     ref_broadcast(in, out[0], [f](const double* x) { return f(x[0], x[1]); });
   };
-  auto alg = b.alg;
+  auto alg = b.dnnl;
   auto fn = b.fn;
   bool comm = b.commutative;
   if (alg == dnnl::algorithm::undef)
@@ -81,58 +85,107 @@ void add_binary(OpRegistry& r, const Binary& b) {
 
 void register_elementwise_ops(OpRegistry& r) {
   using A = dnnl::algorithm;
-  add_binary(r, {"add", [](double x, double y) { return x + y; }, A::binary_add, eltwise::add, true, GradKind::Rule,
-                 [](const GradCtx& c) { return std::vector<Tensor>{c.cotangents[0], c.cotangents[0]}; }});
-  add_binary(r, {"sub", [](double x, double y) { return x - y; }, A::binary_sub, eltwise::sub, false, GradKind::Rule,
-                 [](const GradCtx& c) { return std::vector<Tensor>{c.cotangents[0], -c.cotangents[0]}; }});
-  add_binary(r, {"mul", [](double x, double y) { return x * y; }, A::binary_mul, eltwise::mul, true, GradKind::Rule,
-                 [](const GradCtx& c) {
-                   const Tensor& g = c.cotangents[0];
-                   return std::vector<Tensor>{g * c.inputs[1], g * c.inputs[0]};
-                 }});
-  add_binary(r, {"div", [](double x, double y) { return x / y; }, A::binary_div, eltwise::div, false, GradKind::Rule,
-                 [](const GradCtx& c) {
-                   const Tensor& g = c.cotangents[0];
-                   Tensor ga = g / c.inputs[1];
-                   return std::vector<Tensor>{ga, -(ga * c.outputs[0])};
-                 },
-                 0.5, 2.0});
-  add_binary(r, {"pow", [](double x, double y) { return std::pow(x, y); }, A::undef, eltwise::pow, false,
-                 GradKind::Rule,
-                 [](const GradCtx& c) {
-                   const Tensor& g = c.cotangents[0];
-                   const Tensor &a = c.inputs[0], &b = c.inputs[1];
-                   // d/da a^b = b a^(b-1); d/db a^b = a^b log a (defined for a > 0).
-                   return std::vector<Tensor>{g * b * pow(a, b - 1.0), g * c.outputs[0] * log(a)};
-                 },
-                 0.5, 2.0});
+  add_binary(r, {.name = "add",
+                 .ref = [](double x, double y) { return x + y; },
+                 .fn = eltwise::add,
+                 .dnnl = A::binary_add,
+                 .commutative = true,
+                 .grad = [](const GradCtx& c) { return std::vector<Tensor>{c.cotangents[0], c.cotangents[0]}; }});
+  add_binary(r, {.name = "sub",
+                 .ref = [](double x, double y) { return x - y; },
+                 .fn = eltwise::sub,
+                 .dnnl = A::binary_sub,
+                 .grad = [](const GradCtx& c) { return std::vector<Tensor>{c.cotangents[0], -c.cotangents[0]}; }});
+  add_binary(r, {.name = "mul",
+                 .ref = [](double x, double y) { return x * y; },
+                 .fn = eltwise::mul,
+                 .dnnl = A::binary_mul,
+                 .commutative = true,
+                 .grad =
+                     [](const GradCtx& c) {
+                       const Tensor& g = c.cotangents[0];
+                       return std::vector<Tensor>{g * c.inputs[1], g * c.inputs[0]};
+                     }});
+  add_binary(r, {.name = "div",
+                 .ref = [](double x, double y) { return x / y; },
+                 .fn = eltwise::div,
+                 .dnnl = A::binary_div,
+                 .grad =
+                     [](const GradCtx& c) {
+                       const Tensor& g = c.cotangents[0];
+                       Tensor ga = g / c.inputs[1];
+                       return std::vector<Tensor>{ga, -(ga * c.outputs[0])};
+                     },
+                 .lo = 0.5,
+                 .hi = 2.0});
+  add_binary(r, {.name = "pow",
+                 .ref = [](double x, double y) { return std::pow(x, y); },
+                 .fn = eltwise::pow,
+                 .grad =
+                     [](const GradCtx& c) {
+                       const Tensor& g = c.cotangents[0];
+                       const Tensor &a = c.inputs[0], &b = c.inputs[1];
+                       // d/da a^b = b a^(b-1); d/db a^b = a^b log a (defined for a > 0).
+                       return std::vector<Tensor>{g * b * pow(a, b - 1.0), g * c.outputs[0] * log(a)};
+                     },
+                 .lo = 0.5,
+                 .hi = 2.0});
   // Ties route the cotangent to the first operand, like a subgradient.
-  add_binary(r, {"maximum", [](double x, double y) { return x >= y ? x : y; }, A::binary_max, eltwise::maximum, true,
-                 GradKind::Rule,
-                 [](const GradCtx& c) {
-                   Tensor mask = greater_equal(c.inputs[0], c.inputs[1]);
-                   const Tensor& g = c.cotangents[0];
-                   return std::vector<Tensor>{g * mask, g * (1.0 - mask)};
-                 }});
-  add_binary(r, {"minimum", [](double x, double y) { return x <= y ? x : y; }, A::binary_min, eltwise::minimum, true,
-                 GradKind::Rule,
-                 [](const GradCtx& c) {
-                   Tensor mask = less_equal(c.inputs[0], c.inputs[1]);
-                   const Tensor& g = c.cotangents[0];
-                   return std::vector<Tensor>{g * mask, g * (1.0 - mask)};
-                 }});
-  add_binary(r, {"equal", [](double x, double y) { return double(x == y); }, A::binary_eq, eltwise::equal, true,
-                 GradKind::Zero, nullptr});
-  add_binary(r, {"not_equal", [](double x, double y) { return double(x != y); }, A::binary_ne, eltwise::not_equal,
-                 true, GradKind::Zero, nullptr});
-  add_binary(r, {"less", [](double x, double y) { return double(x < y); }, A::binary_lt, eltwise::less, false,
-                 GradKind::Zero, nullptr});
-  add_binary(r, {"less_equal", [](double x, double y) { return double(x <= y); }, A::binary_le, eltwise::less_equal,
-                 false, GradKind::Zero, nullptr});
-  add_binary(r, {"greater", [](double x, double y) { return double(x > y); }, A::binary_gt, eltwise::greater, false,
-                 GradKind::Zero, nullptr});
-  add_binary(r, {"greater_equal", [](double x, double y) { return double(x >= y); }, A::binary_ge,
-                 eltwise::greater_equal, false, GradKind::Zero, nullptr});
+  add_binary(r, {.name = "maximum",
+                 .ref = [](double x, double y) { return x >= y ? x : y; },
+                 .fn = eltwise::maximum,
+                 .dnnl = A::binary_max,
+                 .commutative = true,
+                 .grad =
+                     [](const GradCtx& c) {
+                       Tensor mask = greater_equal(c.inputs[0], c.inputs[1]);
+                       const Tensor& g = c.cotangents[0];
+                       return std::vector<Tensor>{g * mask, g * (1.0 - mask)};
+                     }});
+  add_binary(r, {.name = "minimum",
+                 .ref = [](double x, double y) { return x <= y ? x : y; },
+                 .fn = eltwise::minimum,
+                 .dnnl = A::binary_min,
+                 .commutative = true,
+                 .grad =
+                     [](const GradCtx& c) {
+                       Tensor mask = less_equal(c.inputs[0], c.inputs[1]);
+                       const Tensor& g = c.cotangents[0];
+                       return std::vector<Tensor>{g * mask, g * (1.0 - mask)};
+                     }});
+  // Comparisons: 1 or 0, piecewise constant.
+  add_binary(r, {.name = "equal",
+                 .ref = [](double x, double y) { return double(x == y); },
+                 .fn = eltwise::equal,
+                 .dnnl = A::binary_eq,
+                 .commutative = true,
+                 .kind = GradKind::Zero});
+  add_binary(r, {.name = "not_equal",
+                 .ref = [](double x, double y) { return double(x != y); },
+                 .fn = eltwise::not_equal,
+                 .dnnl = A::binary_ne,
+                 .commutative = true,
+                 .kind = GradKind::Zero});
+  add_binary(r, {.name = "less",
+                 .ref = [](double x, double y) { return double(x < y); },
+                 .fn = eltwise::less,
+                 .dnnl = A::binary_lt,
+                 .kind = GradKind::Zero});
+  add_binary(r, {.name = "less_equal",
+                 .ref = [](double x, double y) { return double(x <= y); },
+                 .fn = eltwise::less_equal,
+                 .dnnl = A::binary_le,
+                 .kind = GradKind::Zero});
+  add_binary(r, {.name = "greater",
+                 .ref = [](double x, double y) { return double(x > y); },
+                 .fn = eltwise::greater,
+                 .dnnl = A::binary_gt,
+                 .kind = GradKind::Zero});
+  add_binary(r, {.name = "greater_equal",
+                 .ref = [](double x, double y) { return double(x >= y); },
+                 .fn = eltwise::greater_equal,
+                 .dnnl = A::binary_ge,
+                 .kind = GradKind::Zero});
 
   OpDef w;
   w.name = "where";
@@ -152,6 +205,7 @@ void register_elementwise_ops(OpRegistry& r) {
   for (auto shapes : std::vector<std::vector<Shape>>{{{2, 3}, {2, 3}, {2, 3}}, {{3, 1}, {1, 4}, {}}, {{4}, {2, 4}, {4}}}) {
     OpTestCase c = tcase(shapes, {}, -1, 1);
     c.differentiable = {false, true, true};
+    c.kernel_ulp = kKernelUlp;
     w.tests.push_back(c);
   }
   r.add(std::move(w));

@@ -301,6 +301,32 @@ class FusedReduceKernel final : public Kernel {
   std::vector<float> block_;       // per thread, one block of program values
 };
 
+// A test case of fused_elementwise (or, with `axes`, fused_reduce): a program over inputs of
+// the given shapes, every instruction's param 0.
+struct FusedCase {
+  std::vector<Shape> inputs;
+  std::string ops;
+  std::vector<int64_t> args;
+  Shape shape;                  // the iteration shape
+  std::vector<int64_t> axes = {};  // fused_reduce only
+  bool keepdims = false, mean = false;
+};
+
+OpTestCase fused_case(const FusedCase& f) {
+  OpTestCase tc;
+  for (const Shape& s : f.inputs) tc.inputs.push_back({DType::f32, s});
+  tc.attrs = {{"ops", f.ops},
+              {"args", f.args},
+              {"params", std::vector<double>(split_ops(f.ops).size(), 0.0)},
+              {"shape", f.shape}};
+  if (!f.axes.empty()) {
+    tc.attrs["axes"] = f.axes;
+    tc.attrs["keepdims"] = int64_t(f.keepdims);
+    tc.attrs["mean"] = int64_t(f.mean);
+  }
+  return tc;
+}
+
 }  // namespace
 
 void register_fused_ops(OpRegistry& r) {
@@ -318,22 +344,22 @@ void register_fused_ops(OpRegistry& r) {
   d.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<FusedKernel>(ctx); };
   d.elementwise = true;
   d.inplace = true;  // each block is read before the same block of the output is written
-  auto t = [](Shape a, Shape b, Shape c, std::string ops, std::vector<int64_t> args, std::vector<double> params,
-              Shape out) {
-    OpTestCase tc;
-    tc.inputs = {{DType::f32, a}, {DType::f32, b}, {DType::f32, c}};
-    tc.attrs = {{"ops", ops}, {"args", args}, {"params", params}, {"shape", out}};
-    return tc;
-  };
   // relu(a * b + c) with a broadcast row, a scalar and a full operand; and a block-crossing size.
-  d.tests.push_back(t({3, 4}, {4}, {}, "mul,add,relu", {0, 1, -1, 2, -2}, {0, 0, 0}, {3, 4}));
-  d.tests.push_back(t({700}, {1}, {700}, "sub,square,mul", {0, 2, -1, -2, 1}, {0, 0, 0}, {700}));
-  d.tests.push_back(t({2, 1, 5}, {3, 1}, {2, 3, 5}, "add,tanh,mul", {0, 1, -1, -2, 2}, {0, 0, 0}, {2, 3, 5}));
+  d.tests.push_back(fused_case({.inputs = {{3, 4}, {4}, {}}, .ops = "mul,add,relu", .args = {0, 1, -1, 2, -2}, .shape = {3, 4}}));
+  d.tests.push_back(fused_case({.inputs = {{700}, {1}, {700}}, .ops = "sub,square,mul", .args = {0, 2, -1, -2, 1}, .shape = {700}}));
+  d.tests.push_back(
+      fused_case({.inputs = {{2, 1, 5}, {3, 1}, {2, 3, 5}}, .ops = "add,tanh,mul", .args = {0, 1, -1, -2, 2}, .shape = {2, 3, 5}}));
   // Large enough to split its blocks over threads (kernel against reference only: finite
   // differences over 70k elements would dominate the suite).
-  OpTestCase big = t({2, 64, 1, 550}, {64, 1, 1}, {}, "mul,add,relu", {0, 1, -1, 2, -2}, {0, 0, 0}, {2, 64, 1, 550});
+  OpTestCase big = fused_case(
+      {.inputs = {{2, 64, 1, 550}, {64, 1, 1}, {}}, .ops = "mul,add,relu", .args = {0, 1, -1, 2, -2}, .shape = {2, 64, 1, 550}});
   big.differentiable = {false, false, false};
   d.tests.push_back(big);
+  // The accurate transcendental steps (ops/accurate_math.h) over a wide range: softplus(a * b) - log(c).
+  OpTestCase wide = fused_case(
+      {.inputs = {{4, 5}, {5}, {4, 5}}, .ops = "mul,softplus,log,sub", .args = {0, 1, -1, 2, -2, -3}, .shape = {4, 5}});
+  wide.lo = 0.5, wide.hi = 8.0;
+  d.tests.push_back(wide);
   r.add(std::move(d));
 
   OpDef red;
@@ -350,21 +376,22 @@ void register_fused_ops(OpRegistry& r) {
   red.grad_kind = GradKind::Undefined;
   red.reference = fused_reduce_reference;
   red.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<FusedReduceKernel>(ctx); };
-  auto rt = [&](Shape a, Shape b, std::string ops, std::vector<int64_t> args, Shape it, std::vector<int64_t> axes,
-                int64_t keep, int64_t mean) {
-    OpTestCase tc = t(a, b, {}, ops, args, std::vector<double>(split_ops(ops).size(), 0.0), it);
-    tc.inputs.pop_back();
-    tc.attrs["axes"] = axes;
-    tc.attrs["keepdims"] = keep;
-    tc.attrs["mean"] = mean;
-    return tc;
-  };
   // batch norm's sum(dy * x_hat) over all but channels; a mean over the inner axis; a middle axis.
-  red.tests.push_back(rt({3, 4, 5, 6}, {1, 4, 1, 1}, "mul,square", {0, 1, -1}, {3, 4, 5, 6}, {0, 2, 3}, 0, 0));
-  red.tests.push_back(rt({3, 40}, {40}, "sub,tanh", {0, 1, -1}, {3, 40}, {1}, 1, 1));
-  red.tests.push_back(rt({2, 3, 5}, {2, 1, 5}, "mul", {0, 1}, {2, 3, 5}, {1}, 0, 0));
+  red.tests.push_back(fused_case({.inputs = {{3, 4, 5, 6}, {1, 4, 1, 1}},
+                                  .ops = "mul,square",
+                                  .args = {0, 1, -1},
+                                  .shape = {3, 4, 5, 6},
+                                  .axes = {0, 2, 3}}));
+  red.tests.push_back(fused_case(
+      {.inputs = {{3, 40}, {40}}, .ops = "sub,tanh", .args = {0, 1, -1}, .shape = {3, 40}, .axes = {1}, .keepdims = true, .mean = true}));
+  red.tests.push_back(fused_case({.inputs = {{2, 3, 5}, {2, 1, 5}}, .ops = "mul", .args = {0, 1}, .shape = {2, 3, 5}, .axes = {1}}));
   // Large: blocks split over threads, runs crossing block edges (kernel against reference only).
-  OpTestCase big_red = rt({2, 64, 1, 550}, {64, 1, 1}, "mul,neg", {0, 1, -1}, {2, 64, 1, 550}, {0, 2, 3}, 1, 0);
+  OpTestCase big_red = fused_case({.inputs = {{2, 64, 1, 550}, {64, 1, 1}},
+                                   .ops = "mul,neg",
+                                   .args = {0, 1, -1},
+                                   .shape = {2, 64, 1, 550},
+                                   .axes = {0, 2, 3},
+                                   .keepdims = true});
   big_red.differentiable = {false, false};
   red.tests.push_back(big_red);
   r.add(std::move(red));

@@ -41,6 +41,7 @@ namespace {
 class GatherLoopKernel final : public Kernel {
  public:
   static constexpr int64_t kBlock = 4096;
+  static constexpr int64_t kParallelMin = 1 << 16;
   GatherLoopKernel(const KernelCtx& ctx, EltwiseFn fn, float param) : fn_(fn), param_(param), out_(ctx.out_f32()) {
     const Shape& out = ctx.out_type().shape;
     n_ = num_elements(out);
@@ -61,6 +62,19 @@ class GatherLoopKernel final : public Kernel {
     args_.assign(ctx.in.size(), nullptr);
   }
   void run(dnnl::stream&) override {
+    if (gathers_.empty() && n_ >= kParallelMin) {
+      // Large dense operands: blocks split over the OpenMP threads oneDNN also runs on (the
+      // accurate transcendental loops replaced its two-threaded eltwise primitives).
+      const int64_t blocks = (n_ + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b) {
+        const int64_t start = b * kBlock, n = std::min(kBlock, n_ - start);
+        const float* args[kMaxOperands];
+        for (size_t k = 0; k < full_.size(); ++k) args[k] = full_[k] + start;
+        fn_(n, args, out_ + start, param_);
+      }
+      return;
+    }
     for (int64_t start = 0; start < n_; start += kBlock) {
       const int64_t n = std::min(kBlock, n_ - start);
       for (size_t k = 0; k < full_.size(); ++k)

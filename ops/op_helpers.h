@@ -12,6 +12,10 @@
 
 namespace metagrad {
 
+// The ulps within which every pointwise f32 kernel (elementwise ops, softmax, log-softmax) is
+// checked against its f64 reference (the Accuracy suite's bound).
+constexpr double kKernelUlp = 4.0;
+
 // An f32 test case over the given input shapes with inputs drawn from [lo, hi].
 OpTestCase tcase(std::vector<Shape> shapes, Attrs attrs = {}, double lo = -2.0, double hi = 2.0);
 

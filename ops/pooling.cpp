@@ -93,12 +93,11 @@ void pool_reference(bool is_max, const Node& node, const RefTensor& x, RefTensor
 // pooling on plain NCHW took twice as long on the conv network's first block.
 void max_pool_2x2_row(const float* __restrict t, const float* __restrict b, float* __restrict y, int64_t ow) {
   using vec4::v4;
-  typedef int32_t i4 __attribute__((vector_size(16)));
   int64_t j = 0;
   for (; j + 4 <= ow; j += 4) {
     const v4 m0 = vec4::max(vec4::load(t + 2 * j), vec4::load(b + 2 * j));
     const v4 m1 = vec4::max(vec4::load(t + 2 * j + 4), vec4::load(b + 2 * j + 4));
-    vec4::store(y + j, vec4::max(__builtin_shuffle(m0, m1, i4{0, 2, 4, 6}), __builtin_shuffle(m0, m1, i4{1, 3, 5, 7})));
+    vec4::store(y + j, vec4::max(__builtin_shufflevector(m0, m1, 0, 2, 4, 6), __builtin_shufflevector(m0, m1, 1, 3, 5, 7)));
   }
   for (; j < ow; ++j) {
     const float a = t[2 * j] > t[2 * j + 1] ? t[2 * j] : t[2 * j + 1];

@@ -64,7 +64,7 @@ inline void running_max4(const float* src, int32_t sw, int32_t n, int32_t at, fl
     } else if constexpr (SW == 2) {
       // Eight floats hold four windows' values (even lanes): the loop stops while the eighth is
       // still one a window reads.
-      v = __builtin_shuffle(vec4::load(src + 2 * j), vec4::load(src + 2 * j + 4), i4{0, 2, 4, 6});
+      v = __builtin_shufflevector(vec4::load(src + 2 * j), vec4::load(src + 2 * j + 4), 0, 2, 4, 6);
     } else {
       v = v4{src[j * sw], src[(j + 1) * sw], src[(j + 2) * sw], src[(j + 3) * sw]};
     }

@@ -1,4 +1,6 @@
 // Unary elementwise ops and stop_gradient.
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstring>
 
@@ -34,18 +36,27 @@ std::vector<TensorType> same_type(const std::vector<TensorType>& in, const Attrs
   return {in[0]};
 }
 
+// A range of test inputs: [lo, hi], and [-hi, -lo] too when mirrored.
+struct Range {
+  double lo, hi;
+  bool mirror = false;
+};
+
 struct Unary {
   const char* name;
   double (*ref)(double, double);  // (x, param)
-  EltwiseFn fn;
-  dnnl::algorithm alg;            // undef: loop kernel
-  float alpha, beta;              // oneDNN eltwise parameters
-  GradKind kind;
+  EltwiseFn fn;                   // f32 math (ops/eltwise_math.h): the kernel, and the op inside fused kernels
+  GradKind kind = GradKind::Rule;
   // Rule from (x, y, g, param): builds g * f'(x).
-  Tensor (*grad)(const Tensor& x, const Tensor& y, const Tensor& g, double param);
-  double lo = -2, hi = 2;
+  Tensor (*grad)(const Tensor& x, const Tensor& y, const Tensor& g, double param) = nullptr;
+  // A oneDNN eltwise primitive as the kernel instead of `fn`: only where it is exact, so that it
+  // computes the same numbers as `fn` (the transcendental ones are off by up to 1e9 ulp in
+  // oneDNN 2.6; see docs/ARCHITECTURE.md, Kernel accuracy).
+  dnnl::algorithm dnnl = dnnl::algorithm::undef;
+  float alpha = 0.f, beta = 0.f;  // its parameters
+  Range domain = {-2.0, 2.0};     // test inputs; kinked ops are mirrored away from the kink
+  std::vector<Range> hard = {};   // further test inputs where f32 kernels go wrong: saturation, near 1
   const char* param = nullptr;    // float attribute name, if any
-  bool mirror = false;            // test on both sides of a kink at 0
 };
 
 void add_unary(OpRegistry& r, const Unary& u) {
@@ -68,7 +79,7 @@ void add_unary(OpRegistry& r, const Unary& u) {
     double p = pname.empty() ? 0.0 : attr_float(n.attrs, pname);
     for (size_t i = 0; i < out[0].data.size(); ++i) out[0].data[i] = f(in[0]->data[i], p);
   };
-  auto alg = u.alg;
+  auto alg = u.dnnl;
   auto fn = u.fn;
   float a = u.alpha, b = u.beta;
   d.kernel = [=](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
@@ -80,9 +91,23 @@ void add_unary(OpRegistry& r, const Unary& u) {
   d.elementwise = true;
   d.eltwise_f32 = u.fn;
   d.eltwise_param = pname;
-  d.tests = {tcase({{2, 3}}, {}, u.lo, u.hi), tcase({{}}, {}, u.lo, u.hi), tcase({{4, 1, 5}}, {}, u.lo, u.hi)};
-  if (u.param) d.tests.push_back(tcase({{3, 4}}, {{u.param, 0.2}}, u.lo, u.hi));
-  for (auto& c : d.tests) c.mirror = u.mirror;
+  auto cases = [&](const Range& rg, std::vector<Shape> shapes) {
+    for (const Shape& s : shapes) {
+      OpTestCase c = tcase({s}, {}, rg.lo, rg.hi);
+      c.mirror = rg.mirror;
+      c.kernel_ulp = kKernelUlp;
+      d.tests.push_back(c);
+    }
+  };
+  cases(u.domain, {{2, 3}, {}, {4, 1, 5}});
+  if (u.param) {
+    cases(u.domain, {{3, 4}});
+    d.tests.back().attrs = {{u.param, 0.2}};
+  }
+  for (const Range& h : u.hard) {
+    cases(h, {{4, 5}});
+    d.tests.back().note = fmt::format("hard region [{}, {}]{}", h.lo, h.hi, h.mirror ? " and its negative" : "");
+  }
   r.add(std::move(d));
 }
 
@@ -91,50 +116,100 @@ void add_unary(OpRegistry& r, const Unary& u) {
 void register_unary_ops(OpRegistry& r) {
   using A = dnnl::algorithm;
   using T = const Tensor&;
-  add_unary(r, {"neg", [](double x, double) { return -x; }, eltwise::neg, A::eltwise_linear, -1.f, 0.f, GradKind::Rule,
-                [](T, T, T g, double) { return -g; }});
-  add_unary(r, {"exp", [](double x, double) { return std::exp(x); }, eltwise::exp, A::eltwise_exp, 0.f, 0.f,
-                GradKind::Rule, [](T, T y, T g, double) { return g * y; }});
-  add_unary(r, {"log", [](double x, double) { return std::log(x); }, eltwise::log, A::eltwise_log, 0.f, 0.f,
-                GradKind::Rule, [](T x, T, T g, double) { return g / x; }, 0.5, 2.0});
-  add_unary(r, {"sqrt", [](double x, double) { return std::sqrt(x); }, eltwise::sqrt, A::eltwise_sqrt, 0.f, 0.f,
-                GradKind::Rule, [](T, T y, T g, double) { return g * 0.5 / y; }, 0.5, 2.0});
-  add_unary(r, {"rsqrt", [](double x, double) { return 1.0 / std::sqrt(x); }, eltwise::rsqrt, A::eltwise_pow, 1.f,
-                -0.5f, GradKind::Rule, [](T, T y, T g, double) { return g * -0.5 * (y * y * y); }, 0.5, 2.0});
-  // Kinked ops (abs, relu, leaky_relu) are checked on [-2, -0.2] ∪ [0.2, 2], away from the kink.
-  add_unary(r, {"abs", [](double x, double) { return std::abs(x); }, eltwise::abs, A::eltwise_abs, 0.f, 0.f,
-                GradKind::Rule, [](T x, T, T g, double) { return g * sign(x); }, 0.2, 2.0, nullptr, true});
-  add_unary(r, {"sign", [](double x, double) { return double((x > 0) - (x < 0)); }, eltwise::sign, A::undef, 0.f, 0.f,
-                GradKind::Zero, nullptr});
-  add_unary(r, {"square", [](double x, double) { return x * x; }, eltwise::square, A::eltwise_square, 0.f, 0.f,
-                GradKind::Rule, [](T x, T, T g, double) { return g * 2.0 * x; }});
+  const Range kinked{0.2, 2.0, true}, positive{0.5, 2.0};  // kinks at 0: test away from them
+  add_unary(r, {.name = "neg",
+                .ref = [](double x, double) { return -x; },
+                .fn = eltwise::neg,
+                .grad = [](T, T, T g, double) { return -g; },
+                .dnnl = A::eltwise_linear,
+                .alpha = -1.f});
+  add_unary(r, {.name = "exp",
+                .ref = [](double x, double) { return std::exp(x); },
+                .fn = eltwise::exp,
+                .grad = [](T, T y, T g, double) { return g * y; },
+                .hard = {{-100.0, -60.0}, {60.0, 88.0}}});  // subnormal results; near overflow
+  add_unary(r, {.name = "log",
+                .ref = [](double x, double) { return std::log(x); },
+                .fn = eltwise::log,
+                .grad = [](T x, T, T g, double) { return g / x; },
+                .domain = positive,
+                .hard = {{0.999, 1.001}}});
+  add_unary(r, {.name = "sqrt",
+                .ref = [](double x, double) { return std::sqrt(x); },
+                .fn = eltwise::sqrt,
+                .grad = [](T, T y, T g, double) { return g * 0.5 / y; },
+                .dnnl = A::eltwise_sqrt,
+                .domain = positive});
+  add_unary(r, {.name = "rsqrt",
+                .ref = [](double x, double) { return 1.0 / std::sqrt(x); },
+                .fn = eltwise::rsqrt,
+                .grad = [](T, T y, T g, double) { return g * -0.5 * (y * y * y); },
+                .domain = positive});
+  add_unary(r, {.name = "abs",
+                .ref = [](double x, double) { return std::abs(x); },
+                .fn = eltwise::abs,
+                .grad = [](T x, T, T g, double) { return g * sign(x); },
+                .dnnl = A::eltwise_abs,
+                .domain = kinked});
+  add_unary(r, {.name = "sign",
+                .ref = [](double x, double) { return double((x > 0) - (x < 0)); },
+                .fn = eltwise::sign,
+                .kind = GradKind::Zero});
+  add_unary(r, {.name = "square",
+                .ref = [](double x, double) { return x * x; },
+                .fn = eltwise::square,
+                .grad = [](T x, T, T g, double) { return g * 2.0 * x; },
+                .dnnl = A::eltwise_square});
   // relu's gradient reads its output (relu(x) > 0 exactly where x > 0), so the pre-activation can
   // die at the relu and the relu fuse into its producer: one large buffer fewer per conv block.
-  add_unary(r, {"relu", [](double x, double) { return x > 0 ? x : 0.0; }, eltwise::relu, A::eltwise_relu, 0.f, 0.f,
-                GradKind::Rule, [](T, T y, T g, double) { return g * greater(y, scalar(y.graph(), 0.0)); }, 0.2, 2.0, nullptr, true});
-  add_unary(r, {"leaky_relu", [](double x, double a) { return x > 0 ? x : a * x; }, eltwise::leaky_relu,
-                A::eltwise_relu, 0.f, 0.f, GradKind::Rule,
-                [](T x, T, T g, double a) {
-                  Tensor pos = greater(x, scalar(x.graph(), 0.0));
-                  return g * (pos + (1.0 - pos) * a);
-                },
-                0.2, 2.0, "alpha", true});
-  add_unary(r, {"sigmoid", [](double x, double) { return 1.0 / (1.0 + std::exp(-x)); }, eltwise::sigmoid,
-                A::eltwise_logistic, 0.f, 0.f, GradKind::Rule, [](T, T y, T g, double) { return g * y * (1.0 - y); }});
-  add_unary(r, {"tanh", [](double x, double) { return std::tanh(x); }, eltwise::tanh, A::eltwise_tanh, 0.f, 0.f,
-                GradKind::Rule, [](T, T y, T g, double) { return g * (1.0 - y * y); }});
-  add_unary(r, {"softplus", [](double x, double) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); },
-                eltwise::softplus, A::eltwise_soft_relu, 0.f, 0.f, GradKind::Rule,
-                [](T x, T, T g, double) { return g * sigmoid(x); }});
-  // oneDNN 2.6 has no floor, sine or cosine primitive: loop kernels.
-  add_unary(r, {"floor", [](double x, double) { return std::floor(x); }, eltwise::floor, A::undef, 0.f, 0.f,
-                GradKind::Zero, nullptr});
-  add_unary(r, {"sin", [](double x, double) { return std::sin(x); }, eltwise::sin, A::undef, 0.f, 0.f, GradKind::Rule,
-                [](T x, T, T g, double) { return g * cos(x); }});
-  add_unary(r, {"cos", [](double x, double) { return std::cos(x); }, eltwise::cos, A::undef, 0.f, 0.f, GradKind::Rule,
-                [](T x, T, T g, double) { return -(g * sin(x)); }});
-  add_unary(r, {"stop_gradient", [](double x, double) { return x; }, eltwise::identity, A::undef, 0.f, 0.f,
-                GradKind::StopGradient, nullptr});
+  add_unary(r, {.name = "relu",
+                .ref = [](double x, double) { return x > 0 ? x : 0.0; },
+                .fn = eltwise::relu,
+                .grad = [](T, T y, T g, double) { return g * greater(y, scalar(y.graph(), 0.0)); },
+                .dnnl = A::eltwise_relu,
+                .domain = kinked});
+  add_unary(r, {.name = "leaky_relu",
+                .ref = [](double x, double a) { return x > 0 ? x : a * x; },
+                .fn = eltwise::leaky_relu,
+                .grad =
+                    [](T x, T, T g, double a) {
+                      Tensor pos = greater(x, scalar(x.graph(), 0.0));
+                      return g * (pos + (1.0 - pos) * a);
+                    },
+                .dnnl = A::eltwise_relu,
+                .domain = kinked,
+                .param = "alpha"});
+  add_unary(r, {.name = "sigmoid",
+                .ref = [](double x, double) { return 1.0 / (1.0 + std::exp(-x)); },
+                .fn = eltwise::sigmoid,
+                .grad = [](T, T y, T g, double) { return g * y * (1.0 - y); },
+                .hard = {{8.0, 40.0, true}}});
+  add_unary(r, {.name = "tanh",
+                .ref = [](double x, double) { return std::tanh(x); },
+                .fn = eltwise::tanh,
+                .grad = [](T, T y, T g, double) { return g * (1.0 - y * y); },
+                .hard = {{4.0, 12.0, true}}});
+  add_unary(r, {.name = "softplus",
+                .ref = [](double x, double) { return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x)); },
+                .fn = eltwise::softplus,
+                .grad = [](T x, T, T g, double) { return g * sigmoid(x); },
+                .hard = {{10.0, 40.0, true}}});
+  add_unary(r, {.name = "floor",
+                .ref = [](double x, double) { return std::floor(x); },
+                .fn = eltwise::floor,
+                .kind = GradKind::Zero});
+  add_unary(r, {.name = "sin",
+                .ref = [](double x, double) { return std::sin(x); },
+                .fn = eltwise::sin,
+                .grad = [](T x, T, T g, double) { return g * cos(x); }});
+  add_unary(r, {.name = "cos",
+                .ref = [](double x, double) { return std::cos(x); },
+                .fn = eltwise::cos,
+                .grad = [](T x, T, T g, double) { return -(g * sin(x)); }});
+  add_unary(r, {.name = "stop_gradient",
+                .ref = [](double x, double) { return x; },
+                .fn = eltwise::identity,
+                .kind = GradKind::StopGradient});
 }
 
 }  // namespace metagrad

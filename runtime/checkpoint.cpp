@@ -1,8 +1,11 @@
 #include "metagrad/checkpoint.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -61,6 +64,46 @@ class Reader {
 
 }  // namespace
 
+void write_file_durably(const std::string& path, std::string_view bytes) {
+  const std::string tmp = path + ".tmp";
+  auto fail = [](const std::string& what, const std::string& file) {
+    throw RuntimeError(fmt::format("{}: cannot {} ({})", file, what, std::strerror(errno)));
+  };
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("create the file", tmp);
+  for (size_t done = 0; done < bytes.size();) {
+    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int e = errno;
+      ::close(fd);
+      errno = e;
+      fail("write", tmp);
+    }
+    done += size_t(n);
+  }
+  // The data must be on disk before the rename makes it the file's contents: otherwise a power
+  // loss could leave the new name pointing at blocks never written.
+  if (::fsync(fd) != 0) {
+    const int e = errno;
+    ::close(fd);
+    errno = e;
+    fail("flush to disk", tmp);
+  }
+  if (::close(fd) != 0) fail("close", tmp);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) fail("move into place", path);
+  // The rename lives in the folder's entries: flush the folder too, so it survives a power loss.
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) fail("open the folder to flush it", dir);
+  const int synced = ::fsync(dfd);
+  const int e = errno;
+  ::close(dfd);
+  errno = e;
+  if (synced != 0) fail("flush the folder to disk", dir);
+}
+
 void save_checkpoint(const ParamStore& store, const std::string& path) {
   std::vector<char> b(kMagic, kMagic + sizeof kMagic);
   put(b, kVersion);
@@ -77,21 +120,20 @@ void save_checkpoint(const ParamStore& store, const std::string& path) {
     b.insert(b.end(), p, p + values.size_bytes());
   }
   put(b, crc_of(b.data(), b.size()));
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw RuntimeError(fmt::format("{}: cannot write checkpoint", tmp));
-    out.write(b.data(), std::streamsize(b.size()));
-    if (!out.flush()) throw RuntimeError(fmt::format("{}: error writing checkpoint", tmp));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw RuntimeError(fmt::format("{}: cannot move the checkpoint into place ({})", path, ec.message()));
+  write_file_durably(path, std::string_view(b.data(), b.size()));
 }
 
 void load_checkpoint(ParamStore& store, const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw RuntimeError(fmt::format("{}: no such checkpoint", path));
+  // The store fixes the size of a matching file; one far larger is refused before it is read.
+  size_t expected = sizeof kMagic + 12;
+  for (const std::string& name : store.names())
+    expected += 8 + name.size() + 8 * store.type(name).shape.size() + store.data(name).size_bytes();
+  std::error_code ec;
+  const uintmax_t size = std::filesystem::file_size(path, ec);
+  if (!ec && size > 2 * expected + (1u << 20))
+    throw RuntimeError(fmt::format("{}: {} bytes, far more than a checkpoint of this model ({} bytes)", path, size, expected));
   std::vector<char> b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   if (b.size() < sizeof kMagic + 12 || std::memcmp(b.data(), kMagic, sizeof kMagic) != 0)
     throw RuntimeError(fmt::format("{}: not a metagrad checkpoint", path));
@@ -110,9 +152,11 @@ void load_checkpoint(ParamStore& store, const std::string& path) {
     const uint32_t len = r.get<uint32_t>("name length");
     std::string name(r.take(len, "name"), len);
     const uint32_t rank = r.get<uint32_t>("rank");
-    if (rank > 16) throw RuntimeError(fmt::format("{}: tensor '{}' has implausible rank {}", path, name, rank));
+    if (rank > kMaxDeclaredRank) throw RuntimeError(fmt::format("{}: tensor '{}' has implausible rank {}", path, name, rank));
     Shape shape;
     for (uint32_t d = 0; d < rank; ++d) shape.push_back(r.get<int64_t>("dimension"));
+    if (std::string why = tensor_size_problem(shape); !why.empty())
+      throw RuntimeError(fmt::format("{}: tensor '{}' declares an impossible shape: {}", path, name, why));
     if (!store.has(name))
       throw RuntimeError(fmt::format("{}: tensor '{}' is not part of this model", path, name));
     if (store.type(name).shape != shape)

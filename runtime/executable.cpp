@@ -3,7 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <map>
@@ -39,6 +41,8 @@ struct Executable::Impl {
   void run(const std::vector<Feed>& feeds);
   void run();
   void execute();
+  void execute_checked();
+  [[noreturn]] void report_non_finite(size_t kernel, size_t output, size_t nan, size_t inf) const;
   std::span<const float> fetch(size_t index) const;
   std::span<const float> fetch(const std::string& name) const;
   std::vector<KernelProfile> profile(int n);
@@ -118,7 +122,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     }
     // An in-place kernel may write over an operand that dies here (never over a fed input,
     // which the caller may not re-feed before the next run).
-    if (node.kind == NodeKind::Op && node.op->inplace && node.outputs.size() == 1)
+    if (node.kind == NodeKind::Op && node.op->inplace && node.outputs.size() == 1 && !options_.check_numerics)
       for (Value v : node.inputs) {
         const Node& src = graph_.node(v.node);
         if (src.kind == NodeKind::Op && graph_.type(v) == node.type() && last_use[size_t(v.node)] == step_of[i]) {
@@ -243,9 +247,76 @@ void Executable::Impl::run() {
 }
 
 void Executable::Impl::execute() {
+  if (options_.check_numerics) return execute_checked();  // one test per run, none per kernel
   for (auto& k : kernels_) k->run(stream_);
   for (const WriteBack& w : writebacks_)
     if (w.dst != w.src) std::memmove(w.dst, w.src, w.count * sizeof(float));
+}
+
+namespace {
+
+struct Range {
+  double lo = 0, hi = 0;
+  size_t nan = 0, inf = 0, finite = 0;
+};
+
+Range range_of(const float* p, size_t n) {
+  Range r;
+  for (size_t i = 0; i < n; ++i) {
+    const float v = p[i];
+    if (std::isnan(v)) {
+      ++r.nan;
+    } else if (std::isinf(v)) {
+      ++r.inf;
+    } else {
+      r.lo = r.finite ? std::min(r.lo, double(v)) : v;
+      r.hi = r.finite ? std::max(r.hi, double(v)) : v;
+      ++r.finite;
+    }
+  }
+  return r;
+}
+
+std::string range_str(const Range& r) {
+  std::string s = r.finite ? fmt::format("[{:.6g}, {:.6g}]", r.lo, r.hi) : "no finite values";
+  if (r.nan) s += fmt::format(", {} NaN", r.nan);
+  if (r.inf) s += fmt::format(", {} Inf", r.inf);
+  return s;
+}
+
+}  // namespace
+
+// The guarded loop of CompileOptions::check_numerics: a separate copy of execute(), so the
+// plain loop keeps no per-kernel test.
+void Executable::Impl::execute_checked() {
+  for (size_t i = 0; i < kernels_.size(); ++i) {
+    kernels_[i]->run(stream_);
+    const Node& node = graph_.node(kernel_nodes_[i]);
+    for (size_t k = 0; k < node.outputs.size(); ++k) {
+      if (node.outputs[k].dtype != DType::f32) continue;
+      const Range r = range_of(static_cast<const float*>(ptrs_[size_t(node.id)][k]), size_t(node.outputs[k].numel()));
+      if (r.nan || r.inf) report_non_finite(i, k, r.nan, r.inf);
+    }
+  }
+  for (const WriteBack& w : writebacks_)
+    if (w.dst != w.src) std::memmove(w.dst, w.src, w.count * sizeof(float));
+}
+
+void Executable::Impl::report_non_finite(size_t kernel, size_t output, size_t nan, size_t inf) const {
+  const Node& node = graph_.node(kernel_nodes_[kernel]);
+  std::string inputs;
+  for (size_t j = 0; j < node.inputs.size(); ++j) {
+    const Value v = node.inputs[j];
+    const TensorType& t = graph_.type(v);
+    std::string what = t.dtype == DType::f32
+                           ? range_str(range_of(static_cast<const float*>(value_ptr(v)), size_t(t.numel())))
+                           : "i32";
+    inputs += fmt::format("{}input {} {} {}: {}", j ? "; " : "", j, graph_.describe(v.node), type_str(t), what);
+  }
+  const size_t n = size_t(node.outputs[output].numel());
+  throw RuntimeError(fmt::format("check-numerics: {} (op {}) wrote {} NaN and {} Inf of {} values to output {} ({}); {}",
+                                 graph_.describe(node.id), node.op->name, nan, inf, n, output,
+                                 type_str(node.outputs[output]), inputs.empty() ? "no inputs" : inputs));
 }
 
 std::span<const float> Executable::Impl::fetch(size_t index) const {

@@ -7,9 +7,11 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 #include <sys/wait.h>
 
+#include "meta/data/image_folders.h"
 #include "tests/cli_run.h"
 
 namespace {
@@ -17,6 +19,19 @@ namespace {
 using metagrad::testing::CliRun;
 using metagrad::testing::lines;
 using metagrad::testing::run;
+
+// The JSON every bench command writes: {"command", "config", "timing", "result"}.
+void expect_header(const nlohmann::json& j, const std::string& command) {
+  EXPECT_EQ(j.value("command", ""), command);
+  for (const char* k : {"config", "timing", "result"}) EXPECT_TRUE(j.contains(k) && j[k].is_object()) << command << ": " << k;
+}
+
+// The driver's two times: a whole step (data included) and run() alone.
+void expect_two_times(const nlohmann::json& timing) {
+  ASSERT_TRUE(timing.contains("ms_per_iter") && timing.contains("ms_per_run")) << timing.dump();
+  EXPECT_GT(timing["ms_per_run"].get<double>(), 0.0);
+  EXPECT_GE(timing["ms_per_iter"].get<double>(), timing["ms_per_run"].get<double>());
+}
 
 TEST(Cli, HelpEverywhere) {
   for (const char* args : {"--help", "bench --help", "bench sinusoid --help", "dump --help", "dump sinusoid --help"}) {
@@ -43,10 +58,11 @@ TEST(Cli, BenchSinusoidWritesTheSummary) {
   EXPECT_NE(r.out.find("post-adaptation MSE"), std::string::npos);
   std::ifstream in(json);
   auto j = nlohmann::json::parse(in);
-  for (const char* k : {"pre_adapt_mse", "post_adapt_mse", "ms_per_meta_iter", "peak_bytes", "iters"})
-    EXPECT_TRUE(j.contains(k)) << k;
-  EXPECT_EQ(j["iters"], 50);
-  EXPECT_GT(j["ms_per_meta_iter"].get<double>(), 0.0);
+  expect_header(j, "bench sinusoid");
+  for (const char* k : {"pre_adapt_mse", "post_adapt_mse", "peak_bytes", "mse_by_step"}) EXPECT_TRUE(j["result"].contains(k)) << k;
+  EXPECT_EQ(j["config"]["iters"], 50);
+  EXPECT_EQ(j["timing"]["iters"], 50);
+  expect_two_times(j["timing"]);
   std::filesystem::remove(json);
 }
 
@@ -57,10 +73,11 @@ TEST(Cli, BenchConvMamlSyntheticWritesTheSummaryAndNeedsItsDataSource) {
   EXPECT_NE(r.out.find("ms per meta-iteration"), std::string::npos);
   std::ifstream in(json);
   auto j = nlohmann::json::parse(in);
-  for (const char* k : {"pre_adapt_accuracy", "post_adapt_accuracy", "ms_per_meta_iter", "peak_bytes", "naive_bytes",
-                        "working_bytes", "kernels", "iters"})
-    EXPECT_TRUE(j.contains(k)) << k;
-  EXPECT_LT(j["peak_bytes"].get<double>(), j["naive_bytes"].get<double>());
+  expect_header(j, "bench conv-maml");
+  for (const char* k : {"pre_adapt_accuracy", "post_adapt_accuracy", "peak_bytes", "naive_bytes", "working_bytes", "kernels"})
+    EXPECT_TRUE(j["result"].contains(k)) << k;
+  expect_two_times(j["timing"]);
+  EXPECT_LT(j["result"]["peak_bytes"].get<double>(), j["result"]["naive_bytes"].get<double>());
   std::filesystem::remove(json);
 
   CliRun no_data = run("bench conv-maml --iters 1");
@@ -146,7 +163,10 @@ TEST(Cli, BenchFashionMnistTrainsAndReportsEpochs) {
   CliRun r = run("bench fashion-mnist --model mlp --epochs 2 --max-train 1280 --schedule exp:rate=0.5,steps=20 --quiet --json " + json);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("epoch 2: train loss"), std::string::npos) << r.out;
-  auto j = read_json(json);
+  const auto all = read_json(json);
+  expect_header(all, "bench fashion-mnist");
+  expect_two_times(all["timing"]);
+  const auto& j = all["result"];
   ASSERT_EQ(j["epochs"].size(), 2u);
   for (const char* k : {"train_loss", "test_accuracy", "seconds", "lr"}) EXPECT_TRUE(j["epochs"][0].contains(k)) << k;
   EXPECT_GT(j["best_test_accuracy"].get<double>(), 0.5);
@@ -187,7 +207,11 @@ TEST(Cli, OptimizerTableWritesTableJsonAndPlot) {
   EXPECT_NE(table.str().find("| optimizer | learning rate |"), std::string::npos);
   EXPECT_NE(table.str().find("| sgd | 0.1 |"), std::string::npos) << table.str();
   EXPECT_NE(table.str().find("| adam_hd (lr0 x10) | 0.01 |"), std::string::npos) << table.str();
-  EXPECT_EQ(read_json(json).size(), 4u);  // sgd, adam_hd and its two sweep runs
+  const auto tj = read_json(json);
+  expect_header(tj, "bench optimizer-table");
+  ASSERT_EQ(tj["result"]["rows"].size(), 4u);  // sgd, adam_hd and its two sweep runs
+  expect_header(tj["result"]["rows"][0], "");  // each row: config, timing, result (and its name)
+  EXPECT_EQ(tj["result"]["rows"][0]["name"], "sgd");
   std::ifstream plot(svg);
   std::stringstream p;
   p << plot.rdbuf();
@@ -201,7 +225,10 @@ TEST(Cli, LearnedScheduleReportsBothSchedules) {
   CliRun r = run("bench learned-schedule --unroll 3 --meta-iters 5 --eval-unrolls 2 --val-batch 50 --hidden 8 --quiet --json " + json);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("best constant lr"), std::string::npos);
-  auto j = read_json(json);
+  const auto all = read_json(json);
+  expect_header(all, "bench learned-schedule");
+  expect_two_times(all["timing"]);
+  const auto& j = all["result"];
   EXPECT_EQ(j["learned_schedule"].size(), 3u);
   EXPECT_EQ(j["meta_loss_curve"].size(), 5u);
   EXPECT_TRUE(j.contains("learned_val_loss") && j.contains("best_constant_val_loss"));
@@ -225,9 +252,12 @@ TEST(Cli, OmniglotTrainsSavesAndEvaluatesOneShotRuns) {
                  " --save " + ckpt + " --json " + json);
   ASSERT_EQ(r.status, 0) << r.err;
   std::ifstream in(json);
-  nlohmann::json j = nlohmann::json::parse(in);
-  EXPECT_EQ(j["iters"], 60);
-  EXPECT_EQ(j["eval_episodes"], 40);
+  nlohmann::json all = nlohmann::json::parse(in);
+  expect_header(all, "bench omniglot");
+  expect_two_times(all["timing"]);
+  EXPECT_EQ(all["config"]["iters"], 60);
+  EXPECT_EQ(all["config"]["eval_episodes"], 40);
+  const nlohmann::json& j = all["result"];
   EXPECT_GT(j["accuracy"].get<double>(), 0.4) << "5-way chance is 0.2";
   EXPECT_GT(j["accuracy_ci95"].get<double>(), 0.0);
   EXPECT_TRUE(std::filesystem::exists(ckpt));
@@ -240,7 +270,9 @@ TEST(Cli, OmniglotTrainsSavesAndEvaluatesOneShotRuns) {
   EXPECT_NE(r.out.find("run01: 5 classes, 5 items, error"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("mean error over 5 runs"), std::string::npos) << r.out;
   std::ifstream ein(ejson);
-  nlohmann::json e = nlohmann::json::parse(ein);
+  nlohmann::json eall = nlohmann::json::parse(ein);
+  expect_header(eall, "eval-episodes");
+  const nlohmann::json& e = eall["result"];
   ASSERT_EQ(e["runs"].size(), 5u);
   EXPECT_LT(e["mean_error"].get<double>(), 0.8);
   double total = 0;
@@ -310,7 +342,9 @@ TEST(Cli, OmniglotInputErrorsNameTheFile) {
 namespace {
 
 TEST(Cli, BenchTransferReportsEveryStrategyAndIsReproducible) {
-  const std::string dir = std::filesystem::temp_directory_path().string();
+  // Per-process names: other checkouts' suites may run at the same time on this machine.
+  const std::string dir = temp_path("metagrad_transfer");
+  std::filesystem::create_directories(dir);
   const std::string args =
       " --seeds 1 --max-source 640 --max-test 200 --source-epochs 1 --target-samples 5 --epochs 2 --batch 5"
       " --search-epochs 1 --search-budget 3 --unlabelled-batch 5 --threads 1 --json ";
@@ -323,9 +357,9 @@ TEST(Cli, BenchTransferReportsEveryStrategyAndIsReproducible) {
   EXPECT_EQ(b.err, "");
   auto read = [&](const std::string& name) {
     nlohmann::json j = nlohmann::json::parse(std::ifstream(dir + "/" + name));
-    for (auto& s : j["strategies"]) s.erase("seconds");  // wall-clock time differs between runs
-    j.erase("pretrain_seconds");
-    return j;
+    expect_header(j, "bench transfer");
+    j.erase("timing");  // wall-clock time differs between runs
+    return j["result"];
   };
   nlohmann::json ja = read("metagrad_transfer_a.json");
   EXPECT_EQ(ja, read("metagrad_transfer_b.json"));
@@ -340,6 +374,7 @@ TEST(Cli, BenchTransferReportsEveryStrategyAndIsReproducible) {
       EXPECT_EQ(s["chosen"].size(), 1u);
     }
   }
+  std::filesystem::remove_all(dir);
 }
 
 TEST(Cli, BenchTransferInputErrorsAreOneLine) {
@@ -353,6 +388,100 @@ TEST(Cli, BenchTransferInputErrorsAreOneLine) {
   EXPECT_EQ(run("bench transfer --strategy best").status, 2);
   EXPECT_EQ(run("bench transfer --target-samples 2").status, 2);
   EXPECT_NE(run("bench transfer --help").out.find("--strategy"), std::string::npos);
+}
+
+}  // namespace
+
+namespace {
+
+const char* const kCommands[] = {"bench sinusoid",   "bench conv-maml", "bench fashion-mnist", "bench optimizer-table",
+                                 "bench learned-schedule", "bench omniglot", "bench fewshot", "bench multitask",
+                                 "bench transfer",   "dump sinusoid",   "dump conv-maml",      "inspect",
+                                 "eval-episodes",    "make-runs"};
+
+TEST(Cli, EveryCommandHasHelpAndABadFlagExitsTwoWithOneLine) {
+  for (const char* cmd : kCommands) {
+    CliRun help = run(std::string(cmd) + " --help");
+    EXPECT_EQ(help.status, 0) << cmd;
+    EXPECT_NE(help.out.find("Usage"), std::string::npos) << cmd;
+    CliRun bad = run(std::string(cmd) + " --no-such-flag 1");
+    EXPECT_EQ(bad.status, 2) << cmd;
+    EXPECT_EQ(lines(bad.err), 1u) << cmd << ": " << bad.err;
+  }
+}
+
+TEST(Cli, TheCommonFlagsAreOnEveryBenchCommand) {
+  for (const char* cmd : kCommands) {
+    if (std::string(cmd).rfind("bench ", 0) != 0) continue;
+    const std::string help = run(std::string(cmd) + " --help").out;
+    for (const char* flag : {"--threads", "--json", "--quiet", "--seed"})
+      EXPECT_NE(help.find(flag), std::string::npos) << cmd << " " << flag;
+    EXPECT_EQ(run(std::string(cmd) + " --threads 0").status, 2) << cmd;
+  }
+}
+
+// `classes` class folders of `images` random PNGs each (RGB and grey mixed, sizes differing).
+std::string image_folders(const std::string& name, int classes, int images) {
+  const auto dir = std::filesystem::temp_directory_path() / (name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> u(0, 1);
+  for (int c = 0; c < classes; ++c) {
+    std::filesystem::create_directories(dir / ("class" + std::to_string(c)));
+    for (int i = 0; i < images; ++i) {
+      const int channels = (c + i) % 2 ? 3 : 1, side = 20 + 3 * i;
+      std::vector<float> px(size_t(side * side * channels));
+      for (float& v : px) v = u(rng) < 0.1f * float(c + 1) ? 1.f : 0.f;
+      metagrad::write_png((dir / ("class" + std::to_string(c)) / (std::to_string(i) + ".png")).string(), px, side, side,
+                          channels);
+    }
+  }
+  return dir.string();
+}
+
+TEST(Cli, FewShotOnImageFoldersOfYourOwn) {
+  const std::string dir = image_folders("metagrad_cli_folders", 6, 4), json = temp_path("folders_json");
+  const std::string episode = " --ways 2 --shots 1 --eval-query 2 --meta-batch 1 --filters 4"
+                              " --iters 3 --eval-episodes 4 --held-out 0.4 --quiet --threads 1";
+  CliRun r = run("bench fewshot --algo protonet --query 1 --data " + dir + episode + " --json " + json);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("held-out: 4 episodes"), std::string::npos) << r.out;
+  nlohmann::json j = nlohmann::json::parse(std::ifstream(json));
+  expect_header(j, "bench fewshot");
+  EXPECT_EQ(j["result"]["train_classes"].get<int>() + j["result"]["eval_classes"].get<int>(), 6);
+  EXPECT_EQ(j["result"]["eval_classes"], 2) << "0.4 of 6 classes held out";
+  const double acc = j["result"]["accuracy"];
+  EXPECT_GE(acc, 0.0);
+  EXPECT_LE(acc, 1.0);
+  // The same through bench omniglot, for every algorithm family (head, metric, adaptation).
+  for (const char* algo : {"maml", "protomaml-metric"}) {
+    r = run("bench omniglot --format folders --query 1 --data " + dir + episode + " --algo " + algo + " --eval-inner-steps 1");
+    EXPECT_EQ(r.status, 0) << algo << ": " << r.err;
+  }
+  // Errors name the folder at fault.
+  r = run("bench fewshot --data " + dir + "/missing" + episode);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(dir + "/missing: no such folder"), std::string::npos) << r.err;
+  r = run("bench fewshot --data " + dir + episode + " --query 4");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.err.find(dir + "/class"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("an episode needs 5 per class"), std::string::npos) << r.err;
+  EXPECT_EQ(lines(r.err), 1u);
+  EXPECT_EQ(run("bench fewshot --iters 1").status, 2) << "--data is required";
+  std::filesystem::remove_all(dir);
+  std::filesystem::remove(json);
+}
+
+TEST(Cli, SaveEveryWritesACheckpointThatLoads) {
+  const std::string ckpt = temp_path("every_ckpt");
+  const std::string common = "bench omniglot --algo protonet --filters 4 --meta-batch 1 --eval-episodes 1 --quiet --threads 1 --data " + kOmniglot;
+  CliRun r = run(common + " --iters 3 --save " + ckpt + " --save-every 2");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_TRUE(std::filesystem::exists(ckpt) && std::filesystem::exists(ckpt + ".json"));
+  EXPECT_EQ(run(common + " --iters 0 --load " + ckpt).status, 0);
+  EXPECT_EQ(run(common + " --iters 3 --save-every 2").status, 2) << "--save-every needs --save";
+  std::filesystem::remove(ckpt);
+  std::filesystem::remove(ckpt + ".json");
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "metagrad/executable.h"
 #include "metagrad/ops.h"
 #include "metagrad/reference.h"
+#include "tests/accuracy_sweep.h"
 #include "tests/test_util.h"
 
 namespace metagrad {
@@ -113,9 +114,15 @@ TEST_P(OpCheck, KernelAndGradients) {
     for (size_t k = 0; k < outs.size(); ++k) {
       auto got = exe.fetch(k);
       std::vector<double> gd(got.begin(), got.end());
-      for (size_t e = 0; e < gd.size(); ++e)
-        ASSERT_NEAR(gd[e], ref[k].data[e], 2e-4 * std::max(1.0, std::abs(ref[k].data[e])))
-            << "f32 kernel (" << id.op << ") output " << k << " element " << e;
+      for (size_t e = 0; e < gd.size(); ++e) {
+        if (c.kernel_ulp >= 0)
+          ASSERT_LE(accuracy::ulp_distance(got[e], float(ref[k].data[e])), c.kernel_ulp)
+              << "f32 kernel (" << id.op << ") output " << k << " element " << e << ": " << gd[e] << " vs f64 "
+              << ref[k].data[e];
+        else
+          ASSERT_NEAR(gd[e], ref[k].data[e], c.kernel_tolerance * std::max(1.0, std::abs(ref[k].data[e])))
+              << "f32 kernel (" << id.op << ") output " << k << " element " << e;
+      }
     }
   }
 

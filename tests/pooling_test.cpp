@@ -220,6 +220,31 @@ TEST(Pooling, DerivativeOpsAreAdjointPairs) {
   }
 }
 
+// The f32 winners (four-float vector steps) equal the f64 ones (scalar) over a sweep of window
+// geometries and row lengths, on buffers of exactly the plane's size, so that the sanitizer
+// build sees any read past a row's last value.
+TEST(Pooling, VectorWinnersEqualScalarWinnersOnExactBuffers) {
+  size_t checked = 0;
+  for (int64_t k = 1; k <= 3; ++k)
+    for (int64_t st = 1; st <= 3; ++st)
+      for (int64_t pad = 0; pad < k; ++pad)
+        for (int64_t w = k; w <= 30; w += 3) {
+          const Shape xs{1, 1, 4, w};
+          const Attrs a{{"kernel", IntList{k, k}}, {"stride", IntList{st, st}}, {"padding", IntList{pad, pad}}};
+          const PoolGeom geo = pool_geom(xs, a);
+          RefTensor r = testing::random_ref(xs, uint64_t(100 * k + 10 * st + w));
+          for (double& v : r.data) v = std::round(2 * v);  // ties
+          std::vector<float> xf(r.data.begin(), r.data.end()), topf(size_t(geo.ow));
+          std::vector<double> topd(size_t(geo.ow));
+          std::vector<int32_t> wf(size_t(geo.oh * geo.ow)), wd(wf.size());
+          plane_winners(geo, xf.data(), topf.data(), wf.data());
+          plane_winners(geo, r.data.data(), topd.data(), wd.data());
+          ASSERT_EQ(wf, wd) << "kernel " << k << " stride " << st << " padding " << pad << " width " << w;
+          ++checked;
+        }
+  EXPECT_EQ(checked, 3u * 6 * 10);
+}
+
 TEST(Pooling, BadWindowsAreShapeErrors) {
   Graph g;
   Tensor x = input(g, "x", {1, 2, 5, 5});

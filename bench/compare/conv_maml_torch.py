@@ -126,16 +126,16 @@ def main():
     print(f"PyTorch {torch.__version__} (2 threads, task loop): {med(torch_ms):8.1f} ms/iter (median of {a.rounds} rounds: "
           f"{' '.join(f'{x:.1f}' for x in torch_ms)}), working memory {mib(min(torch_mem)):7.1f} MiB")
     for name, rs in (("metagrad -O1 (default)", mg), ("metagrad -O0", mg0)):
-        ms = [r["ms_per_meta_iter"] for r in rs]
-        r = max(rs, key=lambda r: r["working_bytes"])
+        ms = [r["timing"]["ms_per_iter"] for r in rs]
+        r = max(rs, key=lambda r: r["result"]["working_bytes"])["result"]
         print(f"{name:32s}: {med(ms):8.1f} ms/iter ({' '.join(f'{x:.1f}' for x in ms)}), working memory "
               f"{mib(r['working_bytes']):7.1f} MiB (arena {mib(r['peak_bytes']):.1f} MiB of {mib(r['naive_bytes']):.1f} naive, "
               f"{r['kernels']} kernels)")
-    ratios = [m["ms_per_meta_iter"] / t for m, t in zip(mg, torch_ms)]
-    ratios0 = [m["ms_per_meta_iter"] / m0["ms_per_meta_iter"] for m, m0 in zip(mg, mg0)]
+    ratios = [m["timing"]["ms_per_iter"] / t for m, t in zip(mg, torch_ms)]
+    ratios0 = [m["timing"]["ms_per_iter"] / m0["timing"]["ms_per_iter"] for m, m0 in zip(mg, mg0)]
     print(f"time:   metagrad/PyTorch = {med(ratios):.2f} (median of per-round ratios {' '.join(f'{x:.2f}' for x in ratios)}; "
           f"target <= 0.5); -O1/-O0 = {med(ratios0):.2f}")
-    mem = max(r["working_bytes"] for r in mg) / min(torch_mem)
+    mem = max(r["result"]["working_bytes"] for r in mg) / min(torch_mem)
     print(f"memory: metagrad/PyTorch = {mem:.2f} (target <= 0.5)")
 
 

@@ -86,7 +86,7 @@ def main():
                         "--epochs", str(a.epochs), "--batch", str(a.batch), "--threads", str(a.threads), "--quiet",
                         "--json", out], check=True, stdout=subprocess.DEVNULL)
         m = json.load(open(out))
-    m_times = [e["seconds"] for e in m["epochs"]]
+    m_times = [e["seconds"] for e in m["result"]["epochs"]]
     t_ep, m_ep = min(t_times), min(m_times)  # best epoch of each: the least disturbed by other load
     print(f"LeNet-5 + Adam, batch {a.batch}, {a.threads} threads, {a.epochs} epochs each")
     print(f"PyTorch {torch.__version__}: {t_ep:.2f} s per epoch (epochs: {', '.join(f'{t:.2f}' for t in t_times)}), "

@@ -90,7 +90,7 @@ def metagrad_ms_per_iter(binary, iters, first_order):
                "--algo", "fomaml" if first_order else "maml"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         with open(out) as f:
-            return json.load(f)["ms_per_meta_iter"]
+            return json.load(f)["timing"]["ms_per_iter"]
 
 
 def main():

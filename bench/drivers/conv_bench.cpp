@@ -2,26 +2,12 @@
 #include "bench/drivers/conv_bench.h"
 
 #include <fmt/format.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <fstream>
 
-#include "meta/train/progress.h"
 #include "metagrad/error.h"
-#include "metagrad/executable.h"
-#include "metagrad/pipeline.h"
 
 namespace metagrad {
-
-size_t resident_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  size_t pages = 0, resident = 0;
-  if (!(statm >> pages >> resident)) return 0;
-  return resident * size_t(sysconf(_SC_PAGESIZE));
-}
 
 void SyntheticEpisodes::sample(Batch& b, int64_t tasks, int64_t query) {
   const ConvNetConfig& n = cfg_.net;
@@ -52,116 +38,63 @@ void SyntheticEpisodes::sample(Batch& b, int64_t tasks, int64_t query) {
 
 namespace {
 
-struct Slots {
-  int xs, ys, xq, yq;
-};
-Slots slots_of(const Executable& e) {
-  return {e.input_slot("xs"), e.input_slot("ys"), e.input_slot("xq"), e.input_slot("yq")};
-}
-void feed(Executable& e, const Slots& s, const EpisodeBatch& b) {
-  e.set_input(s.xs, std::span<const float>(b.xs));
-  e.set_input(s.ys, std::span<const int32_t>(b.ys));
-  e.set_input(s.xq, std::span<const float>(b.xq));
-  e.set_input(s.yq, std::span<const int32_t>(b.yq));
+void feed(Executable& e, const EpisodeBatch& b) {
+  e.set_input(e.input_slot("xs"), std::span<const float>(b.xs));
+  e.set_input(e.input_slot("ys"), std::span<const int32_t>(b.ys));
+  e.set_input(e.input_slot("xq"), std::span<const float>(b.xq));
+  e.set_input(e.input_slot("yq"), std::span<const int32_t>(b.yq));
 }
 
 }  // namespace
 
-ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg, std::ostream* progress) {
+ConvBenchResult run_conv_bench(const ConvBenchConfig& cfg) {
   ParamStore store;
   SyntheticEpisodes train(cfg.maml, cfg.maml.net.seed * 1000003 + 17);
   SyntheticEpisodes fresh(cfg.maml, cfg.maml.net.seed * 7919 + 1000003);
   return run_fewshot_episodes(
-      cfg, store, [&](EpisodeBatch& b, int64_t tasks, int64_t query, int64_t) { train.sample(b, tasks, query); },
-      [&](EpisodeBatch& b, int64_t tasks, int64_t query, int64_t) { fresh.sample(b, tasks, query); }, progress);
+      cfg, store, [&](EpisodeBatch& b, TaskRange tasks, int64_t query, int64_t) { train.sample(b, tasks.size(), query); },
+      [&](EpisodeBatch& b, TaskRange tasks, int64_t query, int64_t) { fresh.sample(b, tasks.size(), query); });
 }
 
-ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& store, const EpisodeSampler& train,
-                                     const EpisodeSampler& eval_sampler, std::ostream* progress) {
-  if (cfg.iters < 0 || cfg.eval_tasks < 0) throw Error("iters and eval-tasks must be non-negative");
+ConvBenchResult run_fewshot_episodes(const ConvBenchConfig& cfg, ParamStore& store, const EpisodeSampler& train_sampler,
+                                     const EpisodeSampler& eval_sampler) {
+  if (cfg.run.iters < 0 || cfg.eval_tasks < 0) throw Error("iters and eval-tasks must be non-negative");
+  const FewShotAlgorithm& algo = fewshot_algorithm(cfg.maml.algo);
   ConvBenchResult res;
-  const size_t rss0 = resident_bytes();
-  PipelineOptions popts;
-  popts.opt_level = cfg.opt_level;
-  Graph step = build_fewshot_step(cfg.maml);
-  res.nodes_raw = step.size();
-  auto p0 = std::chrono::steady_clock::now();
-  optimize(step, popts);
-  res.pass_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - p0).count();
-  res.nodes_optimized = step.size();
-
   EpisodeBatch batch;
-  const int64_t T = cfg.maml.meta_batch;
-  {
-    Executable exe(step, store, {"loss", "accuracy"});
-    res.peak_bytes = exe.arena_bytes();
-    res.naive_bytes = exe.naive_bytes();
-    res.workspace_bytes = exe.workspace_bytes();
-    res.kernels = exe.kernel_count();
-    Slots slots = slots_of(exe);
-    // The Adam step counter says how many meta-iterations the stored state has seen already.
-    const int64_t done_before = store.has("adam.t") ? int64_t(store.data("adam.t")[0]) : 0;
-    ProgressBar bar(progress, cfg.iters, "meta-train");
-    const int64_t tail = std::max<int64_t>(1, cfg.iters / 10);
-    double tail_loss = 0, tail_acc = 0, seconds = 0;
-    for (int64_t it = 0; it < cfg.iters; ++it) {
-      train(batch, T, cfg.maml.query, done_before + it);
-      feed(exe, slots, batch);
-      auto t0 = std::chrono::steady_clock::now();
-      exe.run();
-      seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      const float loss = exe.fetch(0)[0], acc = exe.fetch(1)[0];
-      if (!std::isfinite(loss)) throw RuntimeError(fmt::format("training diverged at iteration {} (loss {})", it, loss));
-      if (it >= cfg.iters - tail) {
-        tail_loss += loss;
-        tail_acc += acc;
-      }
-      bar.update(it + 1, fmt::format("loss {:.3f} acc {:.2f}", loss, acc));
-    }
-    bar.finish();
-    res.working_bytes = resident_bytes() - std::min(rss0, resident_bytes());
-    res.train_seconds = seconds;
-    res.ms_per_meta_iter = cfg.iters > 0 ? 1e3 * seconds / double(cfg.iters) : 0.0;
-    const double n_tail = double(std::min(tail, cfg.iters));
-    res.final_loss = cfg.iters > 0 ? tail_loss / n_tail : 0.0;
-    res.final_accuracy = cfg.iters > 0 ? tail_acc / n_tail : 0.0;
-  }
+  TrainSpec step;
+  step.build_step = [&](const GradientCombiner& combine) {
+    FewShotConfig m = cfg.maml;
+    m.combine = combine;
+    return build_fewshot_step(m);
+  };
+  step.metrics = {"loss", "accuracy"};
+  step.batch = cfg.maml.meta_batch;
+  step.feed = [&](Executable& exe, int64_t index, TaskRange tasks) {
+    train_sampler(batch, tasks, cfg.maml.query, index);
+    feed(exe, batch);
+  };
+  res.train = train_loop(cfg.run, step, store);
 
-  if (cfg.on_trained) cfg.on_trained(store);
-
-  auto e0 = std::chrono::steady_clock::now();
-  const int64_t steps = adapts_by_gradient(cfg.maml.algo) ? (cfg.eval_steps >= 0 ? cfg.eval_steps : cfg.maml.inner_steps) : 0;
+  const int64_t steps = algo.adapts_by_gradient() ? (cfg.eval_steps >= 0 ? cfg.eval_steps : cfg.maml.inner_steps) : 0;
   FewShotConfig eval_cfg = cfg.maml;
   if (cfg.eval_query > 0) eval_cfg.query = cfg.eval_query;
-  const int64_t per_batch = std::min<int64_t>(std::max<int64_t>(cfg.eval_tasks, 1), 4);
-  Graph eval = build_fewshot_eval(eval_cfg, per_batch, steps);
-  optimize(eval, popts);
-  Executable ev(eval, store);
-  Slots es = slots_of(ev);
-  std::vector<double> pre_acc, post_acc, pre_loss, post_loss;
-  ProgressBar ebar(progress, cfg.eval_tasks, "evaluate  ");
-  for (int64_t done = 0; done < cfg.eval_tasks; done += per_batch) {
-    eval_sampler(batch, per_batch, eval_cfg.query, done / per_batch);
-    feed(ev, es, batch);
-    ev.run();
-    const int64_t take = std::min(per_batch, cfg.eval_tasks - done);
-    auto add = [&](std::vector<double>& v, const std::string& name) {
-      auto x = ev.fetch(name);
-      v.insert(v.end(), x.begin(), x.begin() + take);
-    };
-    add(pre_acc, "accuracy_0");
-    add(post_acc, fmt::format("accuracy_{}", steps));
-    add(pre_loss, "loss_0");
-    add(post_loss, fmt::format("loss_{}", steps));
-    ebar.update(done + take, fmt::format("acc {:.4f}", mean_ci(post_acc).mean));
-  }
-  ebar.finish();
+  EvalSpec ev;
+  ev.episodes = cfg.eval_tasks;
+  ev.per_batch = std::min<int64_t>(std::max<int64_t>(cfg.eval_tasks, 1), 4);
+  ev.build = [&](int64_t tasks) { return build_fewshot_eval(eval_cfg, tasks, steps); };
+  ev.outputs = {"accuracy_0", fmt::format("accuracy_{}", steps), "loss_0", fmt::format("loss_{}", steps)};
+  ev.feed = [&](Executable& exe, int64_t index, TaskRange tasks) {
+    eval_sampler(batch, tasks, eval_cfg.query, index);
+    feed(exe, batch);
+  };
+  const EvalReport e = eval_loop(cfg.run, ev, store);
   res.eval_steps = steps;
-  res.eval_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - e0).count();
-  res.pre_accuracy = mean_ci(pre_acc);
-  res.post_accuracy = mean_ci(post_acc);
-  res.pre_loss = mean_ci(pre_loss);
-  res.post_loss = mean_ci(post_loss);
+  res.eval_seconds = e.seconds;
+  res.pre_accuracy = e.summary[0];
+  res.post_accuracy = e.summary[1];
+  res.pre_loss = e.summary[2];
+  res.post_loss = e.summary[3];
   return res;
 }
 

@@ -6,7 +6,6 @@
 #include <cmath>
 #include <random>
 
-#include "bench/drivers/sinusoid_bench.h"
 #include "meta/train/progress.h"
 #include "metagrad/autodiff.h"
 #include "metagrad/error.h"
@@ -99,7 +98,7 @@ class Scorer {
       s.draw(train, test);
       t.push_back(run(s, l));
     }
-    MeanCI mv = mean_ci(v), mt = mean_ci(t);
+    const MeanCi mv = mean_ci95(v), mt = mean_ci95(t);
     return {mv.mean, mv.ci95, mt.mean};
   }
 
@@ -119,14 +118,14 @@ class Scorer {
 }  // namespace
 
 LearnedScheduleResult learn_schedule(const LearnedScheduleConfig& cfg, const ImageSet& train, const ImageSet& val,
-                                     const ImageSet& test, std::ostream* progress) {
+                                     const ImageSet& test) {
   if (cfg.unroll <= 0 || cfg.batch <= 0 || cfg.val_batch <= 0 || cfg.eval_unrolls <= 0 || cfg.grid.empty())
     throw Error("learned schedule: unroll, batch, val-batch, eval-unrolls must be positive and the grid non-empty");
   auto t0 = std::chrono::steady_clock::now();
   ParamStore store;
   Scorer scorer(cfg, store);
   LearnedScheduleResult r;
-  ProgressBar gbar(progress, int64_t(cfg.grid.size()), "constant-rate grid");
+  ProgressBar gbar(cfg.run.progress, int64_t(cfg.grid.size()), "constant-rate grid");
   for (size_t i = 0; i < cfg.grid.size(); ++i) {
     ScheduleScore s = scorer.score(std::vector<double>(size_t(cfg.unroll), cfg.grid[i]), train, val, test);
     r.grid_val_loss.push_back(s.val_loss);
@@ -137,27 +136,25 @@ LearnedScheduleResult learn_schedule(const LearnedScheduleConfig& cfg, const Ima
 
   // Meta-training: rates parameterised by their logarithm (positive, scale-free steps),
   // started from the best constant, trained by Adam on the unrolled validation loss.
-  Graph g;
-  Tensor log_lr = parameter(g, "schedule.log_lr", {cfg.unroll}, Init::constant(std::log(r.best_constant_lr)));
-  Tensor loss = unrolled_val_loss(g, cfg, exp(log_lr));
-  OptimizerConfig adam;
-  adam.lr = cfg.meta_lr;
-  add_updates(g, {log_lr}, optimizer_step(g, adam, {log_lr}, grad(loss, {log_lr}), {}, "meta"));
-  g.add_output("loss", loss.value());
-  optimize(g);
-  Executable meta(g, store);
+  TrainSpec step;
+  step.build_step = [&](const GradientCombiner& combine) {
+    Graph g;
+    Tensor log_lr = parameter(g, "schedule.log_lr", {cfg.unroll}, Init::constant(std::log(r.best_constant_lr)));
+    Tensor loss = unrolled_val_loss(g, cfg, exp(log_lr));
+    OptimizerConfig adam;
+    adam.lr = cfg.meta_lr;
+    adam.combine_gradients = combine;
+    add_updates(g, {log_lr}, optimizer_step(g, adam, {log_lr}, grad(loss, {log_lr}), {}, "meta"));
+    g.add_output("loss", loss.value());
+    return g;
+  };
   Sampler s{cfg, std::mt19937_64(cfg.seed * 104729 + 3), {}, {}, {}, {}};
-  ProgressBar bar(progress, cfg.meta_iters, "meta-train schedule");
-  for (int64_t it = 0; it < cfg.meta_iters; ++it) {
+  step.feed = [&](Executable& exe, int64_t, TaskRange) {
     s.draw(train, val);
-    s.feed(meta);
-    meta.run();
-    const double l = meta.fetch(0)[0];
-    if (!std::isfinite(l)) throw RuntimeError(fmt::format("schedule meta-training diverged at iteration {}", it + 1));
-    r.meta_loss_curve.push_back(l);
-    bar.update(it + 1, fmt::format("val loss {:.4f}", l));
-  }
-  bar.finish();
+    s.feed(exe);
+  };
+  step.after_step = [&](int64_t, const std::vector<double>& m) { r.meta_loss_curve.push_back(m[0]); };
+  r.train = train_loop(cfg.run, step, store);
   for (float v : store.data("schedule.log_lr")) r.schedule.push_back(std::exp(double(v)));
   r.learned = scorer.score(r.schedule, train, val, test);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -7,6 +7,7 @@
 
 #include "meta/data/idx.h"
 #include "meta/models/classifier.h"
+#include "metagrad/driver.h"
 
 namespace metagrad {
 
@@ -15,12 +16,17 @@ struct LearnedScheduleConfig {
   int64_t unroll = 20;      // SGD steps differentiated through
   int64_t batch = 32;       // training minibatch of each unrolled step
   int64_t val_batch = 500;  // validation images scoring one unroll
-  int64_t meta_iters = 500;
+  DriverConfig run;         // run.iters: meta-iterations; progress bars go to run.progress
   double meta_lr = 0.03;    // Adam on the log learning rates
   int64_t eval_unrolls = 100;  // fresh unrolls scoring each schedule
   std::vector<double> grid = {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2};
   uint64_t seed = 1;
   bool inner_loop = false;  // the unrolled SGD steps as one loop node (scan)
+  LearnedScheduleConfig() {
+    run.iters = 500;
+    run.step_counter = "meta.t";
+    run.label = "meta-train schedule";
+  }
 };
 
 struct ScheduleScore {
@@ -34,11 +40,12 @@ struct LearnedScheduleResult {
   std::vector<double> schedule;        // the learned rate of each unrolled step
   std::vector<double> meta_loss_curve; // meta-objective per meta-iteration
   double seconds = 0;
+  TrainResult train;                   // the meta-training's timing
 };
 
 // `train` provides the unrolled minibatches, `val` the meta-objective (and the grid search),
 // `test` an independent check of both schedules.
 LearnedScheduleResult learn_schedule(const LearnedScheduleConfig& cfg, const ImageSet& train, const ImageSet& val,
-                                     const ImageSet& test, std::ostream* progress);
+                                     const ImageSet& test);
 
 }  // namespace metagrad

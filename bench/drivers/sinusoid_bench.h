@@ -4,32 +4,27 @@
 #include <vector>
 
 #include "meta/learn/maml.h"
+#include "metagrad/driver.h"
 
 namespace metagrad {
 
 struct SinusoidBenchConfig {
   MamlConfig maml;
-  int64_t iters = 70000;
+  DriverConfig run;  // run.iters: meta-iterations; its combiner reaches the meta-update
   int64_t eval_tasks = 600;
   int64_t eval_shots = 10;
   int64_t eval_steps = 1;
-  int opt_level = 1;
+  SinusoidBenchConfig() { run.iters = 70000; }
 };
-
-struct MeanCI {
-  double mean = 0, ci95 = 0;  // mean and half-width of its 95% interval (1.96 standard errors)
-};
-MeanCI mean_ci(const std::vector<double>& values);
 
 struct SinusoidBenchResult {
-  std::vector<MeanCI> mse_by_step;  // query MSE after 0..eval_steps steps
-  MeanCI pre, post;                 // first and last of mse_by_step
-  double ms_per_meta_iter = 0, train_seconds = 0, eval_seconds = 0;
-  double final_loss = 0;            // mean training query loss over the last 1% of iterations
-  size_t peak_bytes = 0, naive_bytes = 0, kernels = 0, nodes_raw = 0, nodes_optimized = 0;
+  std::vector<MeanCi> mse_by_step;  // query MSE after 0..eval_steps steps
+  MeanCi pre, post;                 // first and last of mse_by_step
+  TrainResult train;                // timing, compile statistics; final_metrics[0]: the last 10%'s query loss
+  double eval_seconds = 0;
 };
 
-// Trains and evaluates; progress goes to `progress` (null: silent).
-SinusoidBenchResult run_sinusoid_bench(const SinusoidBenchConfig& cfg, std::ostream* progress);
+// Trains and evaluates through the driver; progress goes to cfg.run.progress.
+SinusoidBenchResult run_sinusoid_bench(const SinusoidBenchConfig& cfg);
 
 }  // namespace metagrad

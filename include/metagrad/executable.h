@@ -38,7 +38,17 @@ struct KernelProfile {
 };
 
 // How a graph is compiled; the defaults are what every benchmark uses.
-struct CompileOptions {};
+struct CompileOptions {
+  // After every kernel, scan its f32 outputs and stop at the first NaN or Inf with a
+  // RuntimeError naming the node, its op, the output and the ranges of its inputs. Off: the run
+  // loop is the plain one, no cost. On: the planner gives no kernel an in-place partner, so the
+  // inputs of the kernel at fault are still intact to be reported (the arena may grow).
+  bool check_numerics = false;
+};
+
+// For trainers' divergence messages when the guard was off.
+inline constexpr const char* kCheckNumericsHint =
+    "run again with --check-numerics to name the first kernel that produced a NaN or Inf";
 
 class Executable {
  public:

@@ -12,6 +12,7 @@ namespace metagrad {
 
 struct OpDef;
 class Graph;
+class Tensor;  // builder.h
 
 enum class NodeKind : uint8_t {
   Input,      // fed by the caller on every run
@@ -80,6 +81,12 @@ class Graph {
   // Lookup of inputs and parameters by name; -1 when absent.
   int find(const std::string& name) const;
 
+  // What a user calls: a named output and a parameter's new value after a step, as Tensors of
+  // this graph (defined in builder.cpp). Both throw GraphError naming the output or parameter.
+  void add_output(const std::string& name, const Tensor& t);
+  void add_update(const Tensor& param, const Tensor& new_value);
+
+  // The same by node id and Value, for passes and the parser that rebuild graphs.
   void add_output(const std::string& name, Value v);
   const std::vector<NamedOutput>& outputs() const { return outputs_; }
   Value output(const std::string& name) const;  // throws when absent

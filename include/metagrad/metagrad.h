@@ -17,5 +17,7 @@
 #include "metagrad/checkpoint.h"
 #include "metagrad/learner.h"
 #include "metagrad/optimizers.h"
+#include "metagrad/hypergradient.h"
 #include "metagrad/schedules.h"
 #include "metagrad/stats.h"
+#include "metagrad/driver.h"

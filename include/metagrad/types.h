@@ -16,7 +16,15 @@ inline size_t dtype_size(DType) { return 4; }
 
 using Shape = std::vector<int64_t>;
 
+// Throws GraphError if the product overflows int64 (or a dimension is negative).
 int64_t num_elements(const Shape& s);
+// The most elements one tensor may have (16 GiB of f32): shapes read from files (graph text,
+// checkpoints, model descriptions) are checked against it before anything is allocated.
+inline constexpr int64_t kMaxTensorElements = int64_t(1) << 32;
+// Whether `s` is a shape a file may declare: rank at most kMaxDeclaredRank, no negative dimension and at
+// most kMaxTensorElements elements. Returns "" or the reason, for the reader to put in its error.
+inline constexpr size_t kMaxDeclaredRank = 16;
+std::string tensor_size_problem(const Shape& s);
 std::string shape_str(const Shape& s);  // "[2,3]"; "[]" for scalars
 
 struct TensorType {

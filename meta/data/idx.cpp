@@ -9,10 +9,13 @@
 #include <memory>
 
 #include "metagrad/error.h"
+#include "metagrad/types.h"
 
 namespace metagrad {
 
 namespace {
+
+constexpr size_t kMaxInflated = size_t(1) << 30;
 
 // The whole file, inflated when gzip-compressed (gzread passes plain files through unchanged).
 std::vector<uint8_t> read_maybe_gz(const std::string& path) {
@@ -29,6 +32,9 @@ std::vector<uint8_t> read_maybe_gz(const std::string& path) {
     }
     if (n == 0) break;
     out.insert(out.end(), buf, buf + n);
+    // A small gzip file can inflate to any size; no IDX file of ours is near this.
+    if (out.size() > kMaxInflated)
+      throw RuntimeError(fmt::format("{}: more than {} MiB once inflated (not an IDX file of images)", path, kMaxInflated >> 20));
   }
   return out;
 }
@@ -46,9 +52,13 @@ std::vector<uint32_t> idx_header(const std::vector<uint8_t>& b, uint32_t dims, c
     throw RuntimeError(fmt::format("{}: not an IDX file of {}-dimensional unsigned bytes (magic 0x{:08x}, expected 0x{:08x})",
                                    path, dims, magic, expected));
   std::vector<uint32_t> d;
-  size_t total = 1;
+  uint64_t total = 1;
   for (uint32_t i = 0; i < dims; ++i) {
     d.push_back(be32(b, 4 + 4 * i));
+    // Three 32-bit dimensions can wrap a 64-bit product around to a small size that matches the file.
+    if (d.back() != 0 && total > uint64_t(kMaxTensorElements) / d.back())
+      throw RuntimeError(fmt::format("{}: the header declares {} dimensions whose product is beyond {} elements", path,
+                                     dims, kMaxTensorElements));
     total *= d.back();
   }
   if (b.size() != header + total)

@@ -16,19 +16,39 @@
 
 namespace metagrad {
 
+const std::vector<FewShotAlgorithm>& fewshot_algorithm_table() {
+  using A = Adapts;
+  static const std::vector<FewShotAlgorithm> table = {
+      {.name = "maml", .sinusoid = true},
+      {.name = "fomaml", .first_order = true, .sinusoid = true, .ms_per_iter = 76},
+      {.name = "metasgd", .learned_rates = true, .sinusoid = true, .ms_per_iter = 100},
+      {.name = "anil", .adapts = A::head, .sinusoid = true, .ms_per_iter = 76},
+      {.name = "reptile", .first_order = true, .reptile = true, .sinusoid = true, .ms_per_iter = 86, .min_eval_steps = 10},
+      {.name = "protonet", .adapts = A::nothing, .head = false, .ms_per_iter = 76, .min_eval_steps = 0},
+      {.name = "protonet-metric", .adapts = A::nothing, .head = false, .metric = true, .ms_per_iter = 76, .min_eval_steps = 0},
+      {.name = "protomaml-metric", .adapts = A::network_and_prototypes, .head = false, .metric = true, .ms_per_iter = 124},
+  };
+  return table;
+}
+
 const std::vector<std::string>& fewshot_algorithms() {
-  static const std::vector<std::string> names = {"maml",     "fomaml",          "metasgd",         "anil",
-                                                 "reptile",  "protonet",        "protonet-metric", "protomaml-metric"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const FewShotAlgorithm& a : fewshot_algorithm_table()) v.push_back(a.name);
+    return v;
+  }();
   return names;
 }
 
-bool adapts_by_gradient(const std::string& algo) { return algo != "protonet" && algo != "protonet-metric"; }
+const FewShotAlgorithm& fewshot_algorithm(const std::string& name) {
+  for (const FewShotAlgorithm& a : fewshot_algorithm_table())
+    if (a.name == name) return a;
+  throw GraphError(fmt::format("unknown few-shot algorithm '{}' (expected one of: {})", name, fmt::join(fewshot_algorithms(), ", ")));
+}
+
+bool adapts_by_gradient(const std::string& algo) { return fewshot_algorithm(algo).adapts_by_gradient(); }
 
 namespace {
-
-bool uses_metric(const std::string& algo) { return algo == "protonet-metric" || algo == "protomaml-metric"; }
-// Prototype methods embed; the others classify with a linear head.
-bool has_head(const std::string& algo) { return algo != "protonet" && !uses_metric(algo); }
 
 struct Task {
   Tensor xs, ys, xq, yq;
@@ -60,18 +80,15 @@ Task task_of(const EpisodeInputs& in, int64_t t) {
 
 ConvNetConfig net_of(const FewShotConfig& cfg) {
   ConvNetConfig n = cfg.net;
-  n.classes = has_head(cfg.algo) ? cfg.ways : 0;
+  n.classes = fewshot_algorithm(cfg.algo).head ? cfg.ways : 0;
   return n;
 }
 
 void check(const FewShotConfig& cfg) {
-  const auto& names = fewshot_algorithms();
-  if (std::find(names.begin(), names.end(), cfg.algo) == names.end())
-    throw GraphError(fmt::format("unknown few-shot algorithm '{}' (expected one of: {})", cfg.algo,
-                                 fmt::join(names, ", ")));
+  const FewShotAlgorithm& a = fewshot_algorithm(cfg.algo);
   if (cfg.ways < 2 || cfg.shots <= 0 || cfg.query <= 0 || cfg.meta_batch <= 0 || cfg.inner_steps < 0)
     throw GraphError("few-shot: ways must be >= 2, shots, query and meta-batch positive, inner steps non-negative");
-  if (uses_metric(cfg.algo) && cfg.metric_rank < 0) throw GraphError("few-shot: metric rank must be non-negative");
+  if (a.metric && cfg.metric_rank < 0) throw GraphError("few-shot: metric rank must be non-negative");
 }
 
 // The learned metric d(q, c) = (q - c)^T (diag(s) + L L^T) (q - c), scaled by a temperature. Writing
@@ -101,16 +118,17 @@ struct MetaParams {
 
 MetaParams meta_params(Graph& g, const FewShotConfig& cfg) {
   MetaParams p;
+  const FewShotAlgorithm& a = fewshot_algorithm(cfg.algo);
   const ConvNetConfig net = net_of(cfg);
   p.net = convnet_params(g, net);
-  if (cfg.algo == "metasgd") p.rates = metasgd_rates(g, p.net, Init::constant(cfg.inner_lr));
-  if (uses_metric(cfg.algo)) {
+  if (a.learned_rates) p.rates = metasgd_rates(g, p.net, Init::constant(cfg.inner_lr));
+  if (a.metric) {
     const int64_t d = convnet_feature_size(net);
     p.metric.log_scale = parameter(g, "metric.log_scale", {1, d}, Init::zeros());
     // Small but not zero: at L = 0 the gradient of L L^T vanishes and the low-rank term could never grow.
     if (cfg.metric_rank > 0)
       p.metric.proj = parameter(g, "metric.proj", {d, cfg.metric_rank},
-                                Init::normal(0.0, 0.05, int64_t(cfg.net.seed) * 64 + 62));
+                                Init::normal(0.0, 0.05, int64_t(cfg.net.seed * 64 + 62)));
     p.metric.log_temp = parameter(g, "metric.log_temp", {1, 1}, Init::zeros());
   }
   return p;
@@ -133,14 +151,15 @@ Tensor prototypes(const Tensor& emb, const Tensor& labels, int64_t ways, int64_t
 Learner make_learner(const MetaParams& p, const Task& t, const FewShotConfig& cfg) {
   const ConvNetConfig net = net_of(cfg);
   Learner l;
-  if (cfg.algo == "anil") {
+  const Adapts adapts = fewshot_algorithm(cfg.algo).adapts;
+  if (adapts == Adapts::head) {
     // The body is not adapted, so its features are computed once per task.
     std::vector<Tensor> body(p.net.begin(), p.net.end() - 2);
     Tensor fs = convnet_features(t.xs, body, net), fq = convnet_features(t.xq, body, net);
     l.initial = {p.net[p.net.size() - 2], p.net.back()};
     l.support_loss = [fs, ys = t.ys](const std::vector<Tensor>& w) { return cross_entropy(linear(fs, w[0], w[1]), ys); };
     l.predict = [fq](const std::vector<Tensor>& w) { return linear(fq, w[0], w[1]); };
-  } else if (cfg.algo == "protomaml-metric") {
+  } else if (adapts == Adapts::network_and_prototypes) {
     // Proto-MAML: the prototypes become adapted weights next to the embedding network, and the
     // inner loop descends the learned-metric prototype loss.
     // The adapted network starts from copies of the weights: the prototypes are made from the
@@ -199,18 +218,18 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
   Objective o;
   o.params = meta_params(g, cfg);
   const double inv = 1.0 / double(T);
-  const bool first_order = cfg.algo == "fomaml" || cfg.algo == "reptile";
+  const FewShotAlgorithm& a = fewshot_algorithm(cfg.algo);
   std::vector<Tensor> pseudo;  // Reptile: mean over tasks of (parameters - adapted weights)
   for (int64_t ti = 0; ti < T; ++ti) {
     Task t = task_of(in, ti);
     Tensor logits;
-    if (!adapts_by_gradient(cfg.algo)) {
+    if (!a.adapts_by_gradient()) {
       logits = protonet_logits(o.params, t, cfg);
     } else {
-      Learner l = cfg.algo == "reptile" ? reptile_training_learner(o.params, t, cfg) : make_learner(o.params, t, cfg);
-      std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, first_order, cfg.inner_loop);
+      Learner l = a.reptile ? reptile_training_learner(o.params, t, cfg) : make_learner(o.params, t, cfg);
+      std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, a.first_order, cfg.inner_loop);
       logits = l.predict(fast);
-      if (cfg.algo == "reptile") {
+      if (a.reptile) {
         std::vector<Tensor> d = reptile_direction(l.initial, fast, T);
         pseudo.resize(d.size());
         for (size_t i = 0; i < d.size(); ++i) pseudo[i] = accumulate(pseudo[i], d[i]);
@@ -221,7 +240,7 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
   }
   o.loss = o.loss * inv;
   o.accuracy = o.accuracy * inv;
-  if (cfg.algo == "reptile") {
+  if (a.reptile) {
     o.grads = pseudo;
   } else {
     o.grads = grad(o.loss, o.params.all());
@@ -239,7 +258,7 @@ Tensor classification_accuracy(const Tensor& logits, const Tensor& labels) {
 Graph build_fewshot_step(const FewShotConfig& cfg) {
   Graph g;
   Objective o = build_objective(g, cfg);
-  add_meta_update(g, o.params.all(), o.grads, cfg.meta_lr);
+  add_meta_update(g, o.params.all(), o.grads, cfg.meta_lr, cfg.combine);
   g.add_output("loss", o.loss.value());
   g.add_output("accuracy", o.accuracy.value());
   return g;

@@ -9,8 +9,36 @@
 
 #include "meta/models/convnet.h"
 #include "metagrad/graph.h"
+#include "metagrad/optimizers.h"
 
 namespace metagrad {
+
+// What the inner loop adapts: nothing (prototypical networks classify by distance to class means),
+// the whole network, only its linear head (ANIL), or the network and the prototypes (Proto-MAML).
+enum class Adapts { nothing, network, head, network_and_prototypes };
+
+// One row per algorithm: everything the step builders, the benchmarks and the command line derive
+// from an algorithm's name is read from here.
+struct FewShotAlgorithm {
+  std::string name;
+  Adapts adapts = Adapts::network;
+  bool head = true;            // a linear head sized for `ways` (false: an embedding, any number of ways)
+  bool metric = false;         // the learned Mahalanobis metric between embeddings and prototypes
+  bool first_order = false;    // inner gradients cut out of the outer derivative
+  bool learned_rates = false;  // Meta-SGD: a learned step size per element
+  bool reptile = false;        // outer direction parameters - adapted weights, adapted on support and query
+  bool sinusoid = false;       // also built for the sinusoid MLP (meta/learn/maml.h)
+  // Default budget: measured ms per Omniglot meta-iteration at 5-way 1-shot, 5 queries per class,
+  // meta-batch 4 (docs/ARCHITECTURE.md, "Budgets"); Reptile's is per inner step.
+  double ms_per_iter = 98;
+  int64_t min_eval_steps = 3;  // inner steps at evaluation: at least this many, at least the training's
+  bool adapts_by_gradient() const { return adapts != Adapts::nothing; }
+};
+
+// maml fomaml metasgd anil reptile protonet protonet-metric protomaml-metric
+const std::vector<FewShotAlgorithm>& fewshot_algorithm_table();
+// The row of `name`; GraphError listing the known names otherwise.
+const FewShotAlgorithm& fewshot_algorithm(const std::string& name);
 
 struct FewShotConfig {
   std::string algo = "maml";  // one of fewshot_algorithms()
@@ -21,9 +49,10 @@ struct FewShotConfig {
   int64_t metric_rank = 8;    // learned metric: rank of its low-rank Mahalanobis term
   ConvNetConfig net;          // net.classes is set to `ways` (0, an embedding, for the prototype methods)
   bool inner_loop = false;    // each task's inner steps as one loop node (scan) instead of unrolled
+  GradientCombiner combine;   // applied to the meta-gradients before the Adam update (DriverConfig::combine_gradients)
 };
 
-// maml fomaml metasgd anil reptile protonet protonet-metric protomaml-metric
+// The names of fewshot_algorithm_table(), in its order.
 const std::vector<std::string>& fewshot_algorithms();
 // Whether the algorithm adapts by inner gradient steps (everything but the prototypical networks).
 bool adapts_by_gradient(const std::string& algo);

@@ -1,6 +1,8 @@
 // MAML meta-step and evaluation graphs.
 #include "meta/learn/maml.h"
 
+#include "meta/learn/fewshot.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -17,12 +19,12 @@ namespace metagrad {
 
 std::vector<Tensor> sinusoid_mlp_params(Graph& g, int64_t hidden, uint64_t seed) {
   // Finn et al.'s initialisation: truncated normal (std 0.01) weights, zero biases.
-  const int64_t s = int64_t(seed) * 16;
-  return {parameter(g, "w1", {1, hidden}, Init::truncated_normal(0, 0.01, s + 1)),
+  const uint64_t s = seed * 16;  // unsigned: any seed wraps instead of overflowing
+  return {parameter(g, "w1", {1, hidden}, Init::truncated_normal(0, 0.01, int64_t(s + 1))),
           parameter(g, "b1", {1, hidden}, Init::zeros()),
-          parameter(g, "w2", {hidden, hidden}, Init::truncated_normal(0, 0.01, s + 2)),
+          parameter(g, "w2", {hidden, hidden}, Init::truncated_normal(0, 0.01, int64_t(s + 2))),
           parameter(g, "b2", {1, hidden}, Init::zeros()),
-          parameter(g, "w3", {hidden, 1}, Init::truncated_normal(0, 0.01, s + 3)),
+          parameter(g, "w3", {hidden, 1}, Init::truncated_normal(0, 0.01, int64_t(s + 3))),
           parameter(g, "b3", {1, 1}, Init::zeros())};
 }
 
@@ -33,7 +35,12 @@ Tensor sinusoid_mlp(const Tensor& x, const std::vector<Tensor>& w) {
 }
 
 const std::vector<std::string>& sinusoid_algorithms() {
-  static const std::vector<std::string> names = {"maml", "fomaml", "metasgd", "anil", "reptile"};
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const FewShotAlgorithm& a : fewshot_algorithm_table())
+      if (a.sinusoid) v.push_back(a.name);
+    return v;
+  }();
   return names;
 }
 
@@ -66,7 +73,7 @@ SinusoidMeta sinusoid_meta(Graph& g, const MamlConfig& cfg) {
   SinusoidMeta m;
   m.weights = sinusoid_mlp_params(g, cfg.hidden, cfg.seed);
   // Li et al. draw Meta-SGD's initial rates uniformly from [0.005, 0.1].
-  if (cfg.algo == "metasgd") m.rates = metasgd_rates(g, m.weights, Init::uniform(0.005, 0.1, int64_t(cfg.seed) * 16 + 8));
+  if (fewshot_algorithm(cfg.algo).learned_rates) m.rates = metasgd_rates(g, m.weights, Init::uniform(0.005, 0.1, int64_t(cfg.seed * 16 + 8)));
   return m;
 }
 
@@ -76,7 +83,7 @@ Learner sinusoid_learner(const SinusoidMeta& m, const std::string& algo, const T
                          const Tensor& xq) {
   const int64_t tasks = xs.dim(0);
   Learner l;
-  if (algo == "anil") {
+  if (fewshot_algorithm(algo).adapts == Adapts::head) {
     // Only the output layer adapts; the hidden features are shared by every task and step.
     std::vector<Tensor> body(m.weights.begin(), m.weights.begin() + 4);
     auto features = [body](const Tensor& x) {
@@ -118,7 +125,8 @@ SinusoidObjective sinusoid_objective(Graph& g, const MamlConfig& cfg) {
   SinusoidObjective o;
   o.meta = sinusoid_meta(g, cfg);
   o.pre_loss = mean(square(sinusoid_mlp(xq, o.meta.weights) - yq));
-  if (cfg.algo == "reptile") {
+  const FewShotAlgorithm& a = fewshot_algorithm(cfg.algo);
+  if (a.reptile) {
     // Reptile has no support/query split to respect in training: it adapts on all of a task's points.
     Learner l = sinusoid_learner(o.meta, cfg.algo, concat({xs, xq}, 1), concat({ys, yq}, 1), xq);
     std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, true, cfg.inner_loop);
@@ -127,7 +135,7 @@ SinusoidObjective sinusoid_objective(Graph& g, const MamlConfig& cfg) {
     return o;
   }
   Learner l = sinusoid_learner(o.meta, cfg.algo, xs, ys, xq);
-  std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, cfg.algo == "fomaml", cfg.inner_loop);
+  std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, a.first_order, cfg.inner_loop);
   o.loss = mean(square(l.predict(fast) - yq));
   o.grads = grad(o.loss, o.meta.all());
   return o;
@@ -145,7 +153,7 @@ std::vector<Tensor> adapt(const std::vector<Tensor>& params, const Tensor& xs, c
 Graph build_meta_step(const MamlConfig& cfg) {
   Graph g;
   SinusoidObjective o = sinusoid_objective(g, cfg);
-  add_meta_update(g, o.meta.all(), o.grads, cfg.meta_lr);
+  add_meta_update(g, o.meta.all(), o.grads, cfg.meta_lr, cfg.combine);
   g.add_output("loss", o.loss.value());
   g.add_output("pre_loss", o.pre_loss.value());
   return g;

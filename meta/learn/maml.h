@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "metagrad/builder.h"
+#include "metagrad/optimizers.h"
 
 namespace metagrad {
 
@@ -20,9 +21,10 @@ struct MamlConfig {
   int64_t hidden = 40;
   uint64_t seed = 1;
   bool inner_loop = false;  // the inner steps as one loop node (scan) instead of unrolled
+  GradientCombiner combine;  // applied to the meta-gradients before the Adam update (DriverConfig::combine_gradients)
 };
 
-// maml fomaml metasgd anil reptile
+// The rows of fewshot_algorithm_table() built for the MLP: maml fomaml metasgd anil reptile
 const std::vector<std::string>& sinusoid_algorithms();
 
 // Parameters of the 1-hidden-hidden-1 ReLU MLP, biases shaped [1, width] so a per-task copy is

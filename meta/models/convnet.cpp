@@ -27,13 +27,14 @@ std::vector<Tensor> convnet_params(Graph& g, const ConvNetConfig& cfg, const std
     throw GraphError(fmt::format("convnet: {} blocks do not fit a {}x{} image (or a size is not positive)", cfg.blocks,
                                  cfg.image, cfg.image));
   std::vector<Tensor> params;
-  const int64_t s = int64_t(cfg.seed) * 64;
+  // Unsigned, so any 64-bit seed wraps (defined) instead of overflowing int64 (found by fuzzing CKPT.json).
+  const uint64_t s = cfg.seed * 64;
   int64_t in = cfg.channels;
   for (int64_t b = 0; b < cfg.blocks; ++b) {
     // Glorot-uniform, as the reference MAML implementation initialises its convolutions.
     double limit = std::sqrt(6.0 / double((in + cfg.filters) * 9));
     params.push_back(parameter(g, fmt::format("{}.{}.w", prefix, b), {cfg.filters, in, 3, 3},
-                               Init::uniform(-limit, limit, s + b)));
+                               Init::uniform(-limit, limit, int64_t(s + uint64_t(b)))));
     params.push_back(parameter(g, fmt::format("{}.{}.gamma", prefix, b), {cfg.filters}, Init::ones()));
     params.push_back(parameter(g, fmt::format("{}.{}.beta", prefix, b), {cfg.filters}, Init::zeros()));
     in = cfg.filters;
@@ -41,7 +42,7 @@ std::vector<Tensor> convnet_params(Graph& g, const ConvNetConfig& cfg, const std
   if (cfg.classes > 0) {
     const int64_t f = convnet_feature_size(cfg);
     double limit = std::sqrt(6.0 / double(f + cfg.classes));
-    params.push_back(parameter(g, prefix + ".head.w", {f, cfg.classes}, Init::uniform(-limit, limit, s + 63)));
+    params.push_back(parameter(g, prefix + ".head.w", {f, cfg.classes}, Init::uniform(-limit, limit, int64_t(s + 63))));
     params.push_back(parameter(g, prefix + ".head.b", {1, cfg.classes}, Init::zeros()));
   }
   return params;

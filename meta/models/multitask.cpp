@@ -17,13 +17,6 @@ namespace metagrad {
 
 namespace {
 
-bool is_mode(const std::string& mode) {
-  const auto& m = multitask_modes();
-  return std::find(m.begin(), m.end(), mode) != m.end();
-}
-
-bool hard_mode(const std::string& mode) { return mode == "hard" || mode == "hard-uncertainty"; }
-
 // Leading convolutions, which the moe mode keeps as its trunk (the MLP has none).
 size_t conv_layers(const ClassifierConfig& model) { return model.model == "lenet5" ? 2 : 0; }
 
@@ -68,9 +61,32 @@ const std::vector<TaskSpec>& fashion_tasks() {
   return tasks;
 }
 
+const std::vector<MultitaskMode>& multitask_mode_table() {
+  using T = TrunkSharing;
+  static const std::vector<MultitaskMode> table = {
+      {.name = "single"},
+      {.name = "hard", .trunk = T::shared},
+      {.name = "hard-uncertainty", .trunk = T::shared, .uncertainty = true},
+      {.name = "soft", .tie = true},
+      {.name = "cross-stitch", .cross_stitch = true},
+      {.name = "moe", .trunk = T::convolutions_then_experts},
+  };
+  return table;
+}
+
 const std::vector<std::string>& multitask_modes() {
-  static const std::vector<std::string> modes = {"single", "hard", "hard-uncertainty", "soft", "cross-stitch", "moe"};
-  return modes;
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const MultitaskMode& m : multitask_mode_table()) v.push_back(m.name);
+    return v;
+  }();
+  return names;
+}
+
+const MultitaskMode& multitask_mode(const std::string& name) {
+  for (const MultitaskMode& m : multitask_mode_table())
+    if (m.name == name) return m;
+  throw GraphError(fmt::format("unknown multi-task mode '{}' (expected {})", name, fmt::join(multitask_modes(), ", ")));
 }
 
 Tensor task_targets(const Tensor& y, const TaskSpec& task) {
@@ -105,15 +121,13 @@ ClassifierConfig task_model(const MultitaskConfig& cfg, size_t task) {
 }
 
 MultitaskWeights multitask_weights(Graph& g, const MultitaskConfig& cfg) {
-  if (!is_mode(cfg.mode))
-    throw GraphError(
-        fmt::format("unknown multi-task mode '{}' (expected {})", cfg.mode, fmt::join(multitask_modes(), ", ")));
+  const MultitaskMode& mode = multitask_mode(cfg.mode);
   if (cfg.tasks.empty()) throw GraphError("multi-task model without tasks");
   const size_t layers = classifier_layers(cfg.model).size();
   MultitaskWeights w;
-  if (hard_mode(cfg.mode)) {
+  if (mode.trunk == TrunkSharing::shared) {
     w.trunks.push_back(layer_params(g, task_model(cfg, 0), "net.trunk", 0, layers - 1));
-  } else if (cfg.mode == "moe") {
+  } else if (mode.trunk == TrunkSharing::convolutions_then_experts) {
     if (conv_layers(cfg.model) == 0)
       throw GraphError(
           fmt::format("multi-task mode 'moe' needs a convolutional trunk; model '{}' has none", cfg.model.model));
@@ -136,13 +150,14 @@ MultitaskModel multitask_model(Graph& g, const Tensor& x, const Tensor& y, const
   auto trunk_layer = [&](const Tensor& h, size_t trunk, size_t i) {
     return classifier_layer(h, w.trunks[trunk][2 * i], w.trunks[trunk][2 * i + 1], cfg.model, i);
   };
+  const MultitaskMode& mode = multitask_mode(cfg.mode);
   std::vector<Tensor> h(tasks, x);  // each task's activation
   Tensor extra;                     // tie penalty or balance loss
-  if (hard_mode(cfg.mode)) {
+  if (mode.trunk == TrunkSharing::shared) {
     Tensor s = x;
     for (size_t i = 0; i + 1 < layers; ++i) s = trunk_layer(s, 0, i);
     h.assign(tasks, s);
-  } else if (cfg.mode == "moe") {
+  } else if (mode.trunk == TrunkSharing::convolutions_then_experts) {
     Tensor s = x;
     for (size_t i = 0; i < conv_layers(cfg.model); ++i) s = trunk_layer(s, 0, i);
     if (s.rank() != 2) s = reshape(s, {s.dim(0), -1});
@@ -157,10 +172,10 @@ MultitaskModel multitask_model(Graph& g, const Tensor& x, const Tensor& y, const
                                    w.trunks.size(), tasks));
     for (size_t i = 0; i + 1 < layers; ++i) {
       for (size_t t = 0; t < tasks; ++t) h[t] = trunk_layer(h[t], t, i);
-      if (cfg.mode == "cross-stitch")
+      if (mode.cross_stitch)
         h = cross_stitch(g, h, fmt::format("net.stitch{}", i + 1), cfg.stitch_self_weight);
     }
-    if (cfg.mode == "soft") extra = l2_tie_penalty(w.trunks, cfg.tie_strength);
+    if (mode.tie) extra = l2_tie_penalty(w.trunks, cfg.tie_strength);
   }
   MultitaskModel m;
   for (size_t t = 0; t < tasks; ++t) {
@@ -172,7 +187,7 @@ MultitaskModel multitask_model(Graph& g, const Tensor& x, const Tensor& y, const
   }
   // Towers that share nothing ("single") train exactly as separate networks under the summed loss:
   // each tower's gradient is its own task's, and the optimizer acts elementwise.
-  m.loss = weighted_task_loss(g, m.losses, cfg.mode == "hard-uncertainty" ? "uncertainty" : "fixed", {}, "net.mtl");
+  m.loss = weighted_task_loss(g, m.losses, mode.uncertainty ? "uncertainty" : "fixed", {}, "net.mtl");
   if (extra.defined()) m.loss = m.loss + extra;
   return m;
 }
@@ -216,20 +231,23 @@ MultitaskResult train_multitask(const MultitaskConfig& cfg, const ImageSet& trai
   check_labels(test, cfg, "test");
   ParamStore local;
   ParamStore& store = external ? *external : local;
-  Graph g;
-  MultitaskModel m = model_on_inputs(g, cfg, cfg.batch);
-  // Every trainable parameter, including those the sharing blocks created.
-  std::vector<Tensor> params;
-  for (const Node& n : g.nodes())
-    if (n.kind == NodeKind::Parameter && n.trainable) params.emplace_back(&g, Value{n.id, 0});
-  Hyper h;
-  h.loss = m.loss;
-  OptimizerStep step = optimizer_step(g, cfg.opt, params, grad(m.loss, params), h, "opt");
-  add_updates(g, params, step);
-  g.add_output("loss", m.loss.value());
-  g.add_output("lr", step.lr.value());
-  optimize(g);
-  Executable exe(g, store, {"loss", "lr"});
+  auto build = [&](const GradientCombiner& combine) {
+    Graph g;
+    MultitaskModel m = model_on_inputs(g, cfg, cfg.batch);
+    // Every trainable parameter, including those the sharing blocks created.
+    std::vector<Tensor> params;
+    for (const Node& n : g.nodes())
+      if (n.kind == NodeKind::Parameter && n.trainable) params.emplace_back(&g, Value{n.id, 0});
+    Hyper h;
+    h.loss = m.loss;
+    OptimizerConfig opt = cfg.opt;
+    if (combine) opt.combine_gradients = combine;
+    OptimizerStep step = optimizer_step(g, opt, params, grad(m.loss, params), h, "opt");
+    add_updates(g, params, step);
+    g.add_output("loss", m.loss.value());
+    g.add_output("lr", step.lr.value());
+    return g;
+  };
 
   MultitaskResult res;
   LoopConfig loop;
@@ -237,14 +255,15 @@ MultitaskResult train_multitask(const MultitaskConfig& cfg, const ImageSet& trai
   loop.batch = cfg.batch;
   loop.seed = cfg.seed;
   loop.label = cfg.label;
-  res.training = run_training(exe, train, loop, progress, [&](int64_t, EpochRecord& rec) {
+  loop.combine = cfg.combine;
+  res.training = run_training(build, store, train, loop, progress, [&](int64_t, EpochRecord& rec) {
     res.epoch_test.push_back(evaluate_multitask(cfg, store, test));
     rec.test_loss = res.epoch_test.back().loss[0];
     rec.test_accuracy = res.epoch_test.back().accuracy[0];
   });
   res.test = res.epoch_test.empty() ? evaluate_multitask(cfg, store, test) : res.epoch_test.back();
   res.parameters = res.training.parameters = count_parameters(store, "net.");
-  if (cfg.mode == "hard-uncertainty")
+  if (multitask_mode(cfg.mode).uncertainty)
     for (size_t t = 0; t < cfg.tasks.size(); ++t)
       res.task_weights.push_back(std::exp(-double(store.data(fmt::format("net.mtl.log_var.{}", t))[0])));
   return res;

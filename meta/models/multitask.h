@@ -29,7 +29,25 @@ struct TaskSpec {
 // body (T-shirt, pullover, coat, shirt) 1, other (trouser, dress, bag) 2.
 const std::vector<TaskSpec>& fashion_tasks();
 
+// How the towers' trunks are shared: one trunk per task, one trunk for all (hard sharing), or one
+// trunk of the convolutions followed by a mixture-of-experts layer in place of the dense layers.
+enum class TrunkSharing { per_task, shared, convolutions_then_experts };
+
+// One row per multi-task mode: everything the model builder and the command line derive from a
+// mode's name is read from here.
+struct MultitaskMode {
+  std::string name;
+  TrunkSharing trunk = TrunkSharing::per_task;
+  bool cross_stitch = false;  // cross-stitch units mix the towers after every trunk layer
+  bool tie = false;           // an L2 tie between the towers' trunks (tie_strength)
+  bool uncertainty = false;   // learned-uncertainty task weights instead of fixed ones
+};
+
 // single hard hard-uncertainty soft cross-stitch moe
+const std::vector<MultitaskMode>& multitask_mode_table();
+// The row of `name`; GraphError listing the known modes otherwise.
+const MultitaskMode& multitask_mode(const std::string& name);
+// The names of multitask_mode_table(), in its order.
 const std::vector<std::string>& multitask_modes();
 
 // One-hot task targets [N, task.classes] of i32 dataset labels y [N]: one_hot(y) @ the 0/1 label map.
@@ -53,6 +71,7 @@ struct MultitaskConfig {
   int64_t epochs = 1, batch = 64, eval_batch = 1000;
   uint64_t seed = 1;  // data order (initialisation: model.seed)
   std::string label;  // progress-bar label
+  GradientCombiner combine;  // set into opt.combine_gradients when the step is built (DriverConfig::combine_gradients)
 };
 
 // Tower t's classifier: the task's class count, and its own initialisation seed model.seed * T + t

@@ -69,7 +69,10 @@ std::pair<const RuleRow*, const RuleRow*> rule_of(const std::string& name) {
 
 OptimizerStep optimizer_step(Graph& g, const OptimizerConfig& cfg, const std::vector<Tensor>& params,
                              const std::vector<Tensor>& grads_in, Hyper h, const std::string& prefix) {
-  const auto [row, rule] = rule_of(cfg.name);
+  // Not a structured binding: clang 14 (the fuzz build) cannot capture those in the lambdas below.
+  const std::pair<const RuleRow*, const RuleRow*> row_rule = rule_of(cfg.name);
+  const RuleRow* const row = row_rule.first;
+  const RuleRow* const rule = row_rule.second;
   if (params.size() != grads_in.size())
     throw GraphError(fmt::format("optimizer: {} parameters but {} gradients", params.size(), grads_in.size()));
   for (size_t i = 0; i < params.size(); ++i)

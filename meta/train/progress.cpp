@@ -13,11 +13,13 @@ double ProgressBar::seconds() const {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
 }
 
+bool ProgressBar::due(int64_t done) const {
+  return out_ && (done >= total_ || std::chrono::steady_clock::now() - last_ >= std::chrono::milliseconds(100));
+}
+
 void ProgressBar::update(int64_t done, const std::string& status) {
-  if (!out_) return;
-  auto now = std::chrono::steady_clock::now();
-  if (done < total_ && now - last_ < std::chrono::milliseconds(100)) return;
-  last_ = now;
+  if (!due(done)) return;
+  last_ = std::chrono::steady_clock::now();
   draw(done, status);
 }
 

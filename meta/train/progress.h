@@ -13,6 +13,8 @@ class ProgressBar {
   ProgressBar(std::ostream* out, int64_t total, std::string label);
   // Redraws if enough time passed (or when done == total); `status` is appended verbatim.
   void update(int64_t done, const std::string& status = "");
+  // Whether update(done) would redraw: lets a caller skip formatting a status nobody sees.
+  bool due(int64_t done) const;
   void finish(const std::string& status = "");
   double seconds() const;
 

@@ -12,6 +12,7 @@
 #include "meta/learn/fewshot.h"
 #include "meta/train/progress.h"
 #include "metagrad/autodiff.h"
+#include "metagrad/driver.h"
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
 #include "metagrad/ops.h"
@@ -115,63 +116,80 @@ EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store,
   return {m[0], m[1]};
 }
 
-SupervisedResult run_training(Executable& exe, const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
+SupervisedResult run_training(const std::function<Graph(const GradientCombiner&)>& build_step, ParamStore& store,
+                              const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
                               const EpochHook& after_epoch, const StepHook& before_step) {
   if (cfg.batch <= 0 || cfg.batch > train.count)
     throw Error(fmt::format("batch size {} must be between 1 and the {} training images", cfg.batch, train.count));
   SupervisedResult res;
-  const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
   const int64_t ppi = train.pixels_per_image(), steps = train.count / cfg.batch;
   std::vector<int64_t> order(size_t(train.count));
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(cfg.seed);
   std::vector<float> bx(size_t(cfg.batch * ppi));
   std::vector<int32_t> by(size_t(cfg.batch));
-  double window = 0;
-  int64_t in_window = 0, global_step = 0;
+  double window = 0, loss_sum = 0;
+  int64_t in_window = 0;
   res.curve_window = std::max<int64_t>(1, std::min(cfg.curve_every, steps / 5));
-  for (int64_t epoch = 1; epoch <= cfg.epochs; ++epoch) {
-    // Epoch time covers shuffling, batch copies and steps; evaluation is excluded.
-    const auto epoch_start = std::chrono::steady_clock::now();
-    std::shuffle(order.begin(), order.end(), rng);
-    ProgressBar bar(progress, steps, fmt::format("{}epoch {}/{}", cfg.label.empty() ? "" : cfg.label + " ", epoch, cfg.epochs));
-    double loss_sum = 0;
-    for (int64_t s = 0; s < steps; ++s, ++global_step) {
-      for (int64_t i = 0; i < cfg.batch; ++i) {
-        const int64_t src = order[size_t(s * cfg.batch + i)];
-        std::copy_n(train.pixels.begin() + src * ppi, ppi, bx.begin() + i * ppi);
-        by[size_t(i)] = train.labels[size_t(src)];
-      }
-      exe.set_input(xs, std::span<const float>(bx));
-      exe.set_input(ys, std::span<const int32_t>(by));
-      if (before_step) before_step(global_step);
-      exe.run();
-      const float loss = exe.fetch(0)[0];
-      if (!std::isfinite(loss))
-        throw RuntimeError(fmt::format("training diverged in epoch {} at step {} (loss {}, lr {})", epoch, s + 1, loss,
-                                       exe.fetch(1)[0]));
-      loss_sum += loss;
-      window += loss;
-      if (++in_window == res.curve_window) {
-        res.loss_curve.push_back(window / double(in_window));
-        window = 0;
-        in_window = 0;
-      }
-      if (progress && (s % 16 == 0 || s + 1 == steps)) bar.update(s + 1, fmt::format("loss {:.4f}", loss_sum / double(s + 1)));
+  // An epoch's time covers shuffling, batch copies and steps; evaluation is excluded.
+  auto epoch_start = std::chrono::steady_clock::now();
+
+  DriverConfig run;
+  run.iters = cfg.epochs * steps;
+  run.opt_level = cfg.opt_level;
+  run.step_counter = "";  // data order is one shuffled stream: a run always starts at step 0
+  run.combine_gradients = cfg.combine;
+  run.label = cfg.label.empty() ? "train" : cfg.label;
+  run.progress = progress;
+  TrainSpec spec;
+  spec.build_step = build_step;
+  spec.metrics = {"loss", "lr"};
+  spec.batch = cfg.batch;
+  spec.describe = [&](int64_t step) { return fmt::format("epoch {} of {}, its step {}", step / steps + 1, cfg.epochs, step % steps + 1); };
+  spec.feed = [&](Executable& exe, int64_t step, TaskRange) {
+    const int64_t s = step % steps;
+    if (s == 0) {
+      epoch_start = std::chrono::steady_clock::now();
+      std::shuffle(order.begin(), order.end(), rng);
     }
+    for (int64_t i = 0; i < cfg.batch; ++i) {
+      const int64_t src = order[size_t(s * cfg.batch + i)];
+      std::copy_n(train.pixels.begin() + src * ppi, ppi, bx.begin() + i * ppi);
+      by[size_t(i)] = train.labels[size_t(src)];
+    }
+    exe.set_input(exe.input_slot("x"), std::span<const float>(bx));
+    exe.set_input(exe.input_slot("y"), std::span<const int32_t>(by));
+    if (before_step) before_step(exe, step);
+  };
+  spec.after_step = [&](int64_t step, const std::vector<double>& m) {
+    loss_sum += m[0];
+    window += m[0];
+    if (++in_window == res.curve_window) {
+      res.loss_curve.push_back(window / double(in_window));
+      window = 0;
+      in_window = 0;
+    }
+    if (step % steps + 1 < steps) return;
+    const int64_t epoch = step / steps + 1;
     EpochRecord rec;
     rec.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - epoch_start).count();
-    rec.train_loss = loss_sum / double(std::max<int64_t>(steps, 1));
-    rec.lr = exe.fetch(1)[0];
+    rec.train_loss = loss_sum / double(steps);
+    rec.lr = m[1];
+    loss_sum = 0;
     if (after_epoch) after_epoch(epoch, rec);
-    bar.finish(std::isnan(rec.test_accuracy)
-                   ? fmt::format("loss {:.4f} ({:.1f} s)", rec.train_loss, rec.seconds)
-                   : fmt::format("loss {:.4f} test acc {:.4f} ({:.1f} s)", rec.train_loss, rec.test_accuracy, rec.seconds));
+    if (progress)
+      *progress << fmt::format("\r{} epoch {}/{}: loss {:.4f}{} ({:.1f} s)\x1b[K\n", run.label, epoch, cfg.epochs,
+                               rec.train_loss,
+                               std::isnan(rec.test_accuracy) ? "" : fmt::format(" test acc {:.4f}", rec.test_accuracy),
+                               rec.seconds);
     res.train_seconds += rec.seconds;
     res.best_accuracy = std::max(res.best_accuracy, rec.test_accuracy);
     if (res.epochs_to_85 < 0 && rec.test_accuracy >= 0.85) res.epochs_to_85 = epoch;
     res.epochs.push_back(rec);
-  }
+  };
+  const TrainResult t = train_loop(run, spec, store);
+  res.ms_per_iter = t.ms_per_iter;
+  res.ms_per_run = t.ms_per_run;
   return res;
 }
 
@@ -202,38 +220,38 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
   if (tr.unlabelled_batch > 0 && (!tr.unlabelled || tr.unlabelled->count < tr.unlabelled_batch))
     throw Error(fmt::format("{} unlabelled images per step asked for, {} available", tr.unlabelled_batch,
                             tr.unlabelled ? tr.unlabelled->count : 0));
-  Graph step = train_step_graph(cfg, cfg.model.image);
-  PipelineOptions popts;
-  popts.opt_level = cfg.opt_level;
-  optimize(step, popts);
-  Executable exe(step, store, {"loss", "lr"});
   std::unique_ptr<Executable> plateau;
   if (cfg.schedule.kind == "plateau") plateau = std::make_unique<Executable>(plateau_update(cfg.schedule, "sched"), store);
 
-  // L2-SP anchors hold the weights training starts from.
-  if (tr.l2sp_alpha > 0) {
+  // L2-SP anchors hold the weights training starts from; they exist once the step is compiled.
+  bool anchored = tr.l2sp_alpha <= 0;
+  auto set_anchors = [&] {
     Graph g;
     std::vector<Tensor> params = classifier_params(g, cfg.model);
     for (size_t i = 0; i < params.size(); ++i)
       if (!tr.params.empty() && tr.params[i].pretrained) store.set(anchor_name(params[i]), store.data(params[i].node().name));
-  }
-  StepHook feed_unlabelled;
+    anchored = true;
+  };
   std::vector<float> xu;
   std::mt19937_64 pick(cfg.seed ^ 0x5eedu);
-  int xu_slot = -1;
-  if (tr.distilling() && tr.unlabelled_batch > 0) {
-    xu.resize(size_t(tr.unlabelled_batch * train.pixels_per_image()));
-    xu_slot = exe.input_slot("xu");
-    feed_unlabelled = [&](int64_t) {
-      const ImageSet& u = *tr.unlabelled;
-      const int64_t ppi = u.pixels_per_image();
-      for (int64_t i = 0; i < tr.unlabelled_batch; ++i)
-        std::copy_n(u.pixels.begin() + int64_t(pick() % uint64_t(u.count)) * ppi, ppi, xu.begin() + i * ppi);
-      exe.set_input(xu_slot, std::span<const float>(xu));
-    };
-  }
-  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every};
-  SupervisedResult res = run_training(exe, train, loop, progress, [&](int64_t epoch, EpochRecord& rec) {
+  const bool feed_unlabelled = tr.distilling() && tr.unlabelled_batch > 0;
+  if (feed_unlabelled) xu.resize(size_t(tr.unlabelled_batch * train.pixels_per_image()));
+  StepHook before_step = [&](Executable& exe, int64_t) {
+    if (!anchored) set_anchors();
+    if (!feed_unlabelled) return;
+    const ImageSet& u = *tr.unlabelled;
+    const int64_t ppi = u.pixels_per_image();
+    for (int64_t i = 0; i < tr.unlabelled_batch; ++i)
+      std::copy_n(u.pixels.begin() + int64_t(pick() % uint64_t(u.count)) * ppi, ppi, xu.begin() + i * ppi);
+    exe.set_input(exe.input_slot("xu"), std::span<const float>(xu));
+  };
+  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every, cfg.opt_level, cfg.combine};
+  auto build = [&](const GradientCombiner& combine) {
+    SupervisedConfig c = cfg;
+    if (combine) c.opt.combine_gradients = combine;
+    return train_step_graph(c, cfg.model.image);
+  };
+  SupervisedResult res = run_training(build, store, train, loop, progress, [&](int64_t epoch, EpochRecord& rec) {
     if (epoch != cfg.epochs && (cfg.eval_every <= 0 || epoch % cfg.eval_every != 0)) {
       rec.test_loss = rec.test_accuracy = std::numeric_limits<double>::quiet_NaN();
       return;
@@ -246,7 +264,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       const float metric = float(rec.train_loss);
       plateau->run({Feed::f32("metric", {}, std::span<const float>(&metric, 1))});
     }
-  }, feed_unlabelled);
+  }, before_step);
   res.parameters = count_parameters(store, "net.");
   if (store.has("opt.hd_cuts")) res.hd_guard_cuts = int64_t(store.data("opt.hd_cuts")[0]);
   return res;

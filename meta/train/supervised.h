@@ -40,6 +40,9 @@ struct SupervisedConfig {
   int64_t curve_every = 50;  // record the mean training loss of every this many steps
   int64_t eval_every = 1;    // evaluate every this many epochs (0: only after the last); NaN in the others
   TransferOptions transfer;
+  // Set into opt.combine_gradients when the step is built (DriverConfig::combine_gradients); empty:
+  // opt's own combiner, if any.
+  GradientCombiner combine;
 };
 
 struct EpochRecord {
@@ -53,6 +56,7 @@ struct SupervisedResult {
   int64_t epochs_to_85 = -1;  // first epoch (1-based) reaching 85% test accuracy, -1 if none
   int64_t parameters = 0;
   double train_seconds = 0;   // time of the training epochs (shuffling, batch copies, steps; no evaluation)
+  double ms_per_iter = 0, ms_per_run = 0;  // the driver's timing: a whole step (batch copy included), and run() alone
   std::vector<double> loss_curve;  // mean training loss per window of curve_window steps
   int64_t curve_window = 0;        // curve_every, shortened so that each epoch gives at least 5 points
   int64_t hd_guard_cuts = 0;       // HD optimizers with hd_guard: steps on which the guard cut the rate
@@ -78,16 +82,20 @@ struct LoopConfig {
   uint64_t seed = 1;  // data order
   std::string label;
   int64_t curve_every = 50;
+  int opt_level = 1;
+  GradientCombiner combine;  // handed to the step builder (DriverConfig::combine_gradients)
 };
 // Called after each epoch's steps, before the record is kept: evaluate, fill test_loss/test_accuracy.
 using EpochHook = std::function<void(int64_t epoch, EpochRecord& record)>;
 // Called before each step (0-based over the whole run) once "x" and "y" are set: feed extra inputs.
-using StepHook = std::function<void(int64_t step)>;
+using StepHook = std::function<void(class Executable& exe, int64_t step)>;
 
-// Shuffled minibatch epochs through a compiled step whose inputs include "x" [batch, 1, H, W] and
-// "y" [batch] i32 and whose first two fetched outputs are the loss and the learning rate. Fills
-// everything but `parameters`; a non-finite loss throws RuntimeError naming the epoch and step.
-SupervisedResult run_training(class Executable& exe, const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
+// Shuffled minibatch epochs through the driver (metagrad/driver.h): compiles build_step(combine) once
+// against `store`, a step whose inputs include "x" [batch, 1, H, W] and "y" [batch] i32 and whose
+// outputs include "loss" and "lr". Fills everything but `parameters`; a non-finite loss throws
+// RuntimeError naming the epoch and step.
+SupervisedResult run_training(const std::function<class Graph(const GradientCombiner&)>& build_step, class ParamStore& store,
+                              const ImageSet& train, const LoopConfig& cfg, std::ostream* progress,
                               const EpochHook& after_epoch, const StepHook& before_step = {});
 
 // Means over `set` of the scalar outputs `names` of make_graph(n), a graph with inputs "x" [n, 1, H, W]

@@ -34,7 +34,42 @@ CLI::Validator at_least(double lo, bool strict) {
 }
 const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
 
-void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
+std::ostream* CommonFlags::start() const {
+  // These commands train through loops that take no DriverConfig yet (supervised, multitask).
+  if (check_numerics) throw Error("--check-numerics: not available for this command yet (bench sinusoid, conv-maml, omniglot, fewshot, learned-schedule and eval-episodes have it)");
+  return progress();
+}
+
+void CommonFlags::apply(DriverConfig& d) const {
+  d.progress = progress();
+  d.compile.check_numerics = check_numerics;
+}
+
+std::ostream* CommonFlags::progress() const {
+  if (threads > 0) set_threads(threads);
+  return quiet ? nullptr : &std::cerr;
+}
+
+nlohmann::json summary_json(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result) {
+  return {{"command", command}, {"config", std::move(config)}, {"timing", std::move(timing)}, {"result", std::move(result)}};
+}
+
+nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
+  return {{"iters", t.iters},           {"ms_per_iter", t.ms_per_iter}, {"ms_per_run", t.ms_per_run},
+          {"train_seconds", t.seconds}, {"run_seconds", t.run_seconds}, {"eval_seconds", eval_seconds},
+          {"pass_seconds", t.compile.pass_seconds}};
+}
+
+nlohmann::json compile_json(const CompileStats& c) {
+  return {{"nodes_raw", c.nodes_raw},     {"nodes_optimized", c.nodes_optimized}, {"kernels", c.kernels},
+          {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes}};
+}
+
+void write_summary(const CommonFlags& f, const nlohmann::json& summary) {
+  if (!f.json_path.empty()) write_output(f.json_path, summary.dump(2) + "\n");
+}
+
+void add_maml_flags(CLI::App* cmd, MamlConfig& m, bool with_seed) {
   cmd->add_option("--algo", m.algo, fmt::format("{}", fmt::join(sinusoid_algorithms(), ", ")))
       ->check(CLI::IsMember(sinusoid_algorithms()))
       ->capture_default_str();
@@ -44,14 +79,14 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m) {
   cmd->add_option("--inner-lr", m.inner_lr, "inner SGD step size")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
-  cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
+  if (with_seed) cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
   cmd->add_option_function<std::string>(
          "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
          "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")
       ->check(CLI::IsMember({"unrolled", "scan"}));
 }
 
-void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos) {
+void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos, bool with_seed) {
   cmd->add_option("--algo", m.algo, fmt::format("{}", fmt::join(algos, ", ")))
       ->check(CLI::IsMember(algos))
       ->capture_default_str();
@@ -65,7 +100,7 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
   cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--filters", m.net.filters, "convolution filters per block")->check(kPositive)->capture_default_str();
-  cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
+  if (with_seed) cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
   cmd->add_option_function<std::string>(
          "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
          "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")

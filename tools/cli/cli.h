@@ -7,8 +7,11 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "meta/learn/fewshot.h"
 #include "meta/learn/maml.h"
+#include "metagrad/driver.h"
 
 namespace metagrad {
 
@@ -36,11 +39,44 @@ void register_multitask_commands(Cli& cli);
 CLI::Validator at_least(double lo, bool strict);
 extern const CLI::Validator kPositive, kNonNegative;
 
+// The flags every bench command takes, declared once: --threads, --json, --quiet and (given a
+// target) --seed.
+struct CommonFlags {
+  int threads = 0;
+  std::string json_path;
+  bool quiet = false;
+  bool check_numerics = false;  // --check-numerics: CompileOptions::check_numerics of the driver
+  // Applies --threads; the progress stream (null with --quiet).
+  std::ostream* start() const;
+  std::ostream* progress() const;  // start() for commands that honour --check-numerics themselves
+  // Applies --threads and sets the progress stream of a benchmark's driver configuration: the one
+  // place a distributed run would set its shard and gradient combiner for every benchmark.
+  void apply(DriverConfig& d) const;
+};
+template <class Seed>
+void add_common_flags(CLI::App* cmd, CommonFlags& f, Seed* seed, const std::string& seed_help) {
+  cmd->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(at_least(0, true));
+  cmd->add_option("--json", f.json_path, "write a JSON summary to this file (command, config, timing, result)");
+  cmd->add_flag("--quiet", f.quiet, "no progress output");
+  cmd->add_flag("--check-numerics", f.check_numerics,
+                "stop at the first kernel that writes a NaN or Inf and name it (slower; for debugging divergence)");
+  if (seed) cmd->add_option("--seed", *seed, seed_help)->capture_default_str();
+}
+inline void add_common_flags(CLI::App* cmd, CommonFlags& f) { add_common_flags<int>(cmd, f, nullptr, ""); }
+
+// The JSON every bench command writes: {"command", "config", "timing", "result"}.
+nlohmann::json summary_json(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result);
+// The driver's timing and compile statistics ("timing" of summary_json, plus eval seconds).
+nlohmann::json timing_json(const TrainResult& t, double eval_seconds);
+nlohmann::json compile_json(const CompileStats& c);
+// Writes summary_json to --json, if given.
+void write_summary(const CommonFlags& f, const nlohmann::json& summary);
+
 // MAML flags shared by the sinusoid commands (and any MAML-style workload).
-void add_maml_flags(CLI::App* cmd, MamlConfig& m);
+void add_maml_flags(CLI::App* cmd, MamlConfig& m, bool with_seed = true);
 
 // Few-shot flags shared by conv-maml and omniglot: --algo (one of `algos`), --ways, --shots, ...
-void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos);
+void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos, bool with_seed = true);
 
 // Sets the oneDNN/OpenMP thread count (n > 0); throws if this build has no OpenMP runtime.
 void set_threads(int n);

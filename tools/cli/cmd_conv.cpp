@@ -16,62 +16,51 @@ namespace {
 
 struct ConvFlags {
   ConvBenchConfig cfg;
-  bool synthetic = false, quiet = false;
-  std::string json_path;
-  int threads = 0;
+  bool synthetic = false;
+  CommonFlags common;
 };
 
 nlohmann::json to_json(const ConvFlags& f, const ConvBenchResult& r) {
   const FewShotConfig& m = f.cfg.maml;
-  nlohmann::json j;
-  j["workload"] = "conv-maml";
-  j["data"] = "synthetic";
-  j["config"] = {{"algo", m.algo},           {"ways", m.ways},           {"shots", m.shots},
-                 {"query", m.query},         {"inner_steps", m.inner_steps}, {"inner_lr", m.inner_lr},
-                 {"meta_batch", m.meta_batch}, {"meta_lr", m.meta_lr},   {"seed", m.net.seed},
-                 {"eval_tasks", f.cfg.eval_tasks}, {"opt_level", f.cfg.opt_level}};
-  j["iters"] = f.cfg.iters;
-  j["pre_adapt_accuracy"] = r.pre_accuracy.mean;
-  j["pre_adapt_accuracy_ci95"] = r.pre_accuracy.ci95;
-  j["post_adapt_accuracy"] = r.post_accuracy.mean;
-  j["post_adapt_accuracy_ci95"] = r.post_accuracy.ci95;
-  j["pre_adapt_loss"] = r.pre_loss.mean;
-  j["post_adapt_loss"] = r.post_loss.mean;
-  j["ms_per_meta_iter"] = r.ms_per_meta_iter;
-  j["train_seconds"] = r.train_seconds;
-  j["eval_seconds"] = r.eval_seconds;
-  j["pass_seconds"] = r.pass_seconds;
-  j["final_train_loss"] = r.final_loss;
-  j["peak_bytes"] = r.peak_bytes;
-  j["naive_bytes"] = r.naive_bytes;
-  j["workspace_bytes"] = r.workspace_bytes;
-  j["working_bytes"] = r.working_bytes;
-  j["kernels"] = r.kernels;
-  j["nodes_raw"] = r.nodes_raw;
-  j["nodes_optimized"] = r.nodes_optimized;
-  return j;
+  nlohmann::json config = {{"algo", m.algo},           {"ways", m.ways},           {"shots", m.shots},
+                           {"query", m.query},         {"inner_steps", m.inner_steps}, {"inner_lr", m.inner_lr},
+                           {"meta_batch", m.meta_batch}, {"meta_lr", m.meta_lr},   {"seed", m.net.seed},
+                           {"iters", f.cfg.run.iters},   {"eval_tasks", f.cfg.eval_tasks},
+                           {"opt_level", f.cfg.run.opt_level}, {"data", "synthetic"}};
+  nlohmann::json result = compile_json(r.train.compile);
+  result["pre_adapt_accuracy"] = r.pre_accuracy.mean;
+  result["pre_adapt_accuracy_ci95"] = r.pre_accuracy.ci95;
+  result["post_adapt_accuracy"] = r.post_accuracy.mean;
+  result["post_adapt_accuracy_ci95"] = r.post_accuracy.ci95;
+  result["pre_adapt_loss"] = r.pre_loss.mean;
+  result["post_adapt_loss"] = r.post_loss.mean;
+  result["final_train_loss"] = r.train.final_metrics[0];
+  result["working_bytes"] = r.train.working_bytes;
+  return summary_json("bench conv-maml", config, timing_json(r.train, r.eval_seconds), result);
 }
 
 int run_conv(ConvFlags& f) {
   if (!f.synthetic)
     throw Error("conv-maml runs on synthetic episodes only: pass --synthetic (Omniglot: metagrad bench omniglot)");
-  if (f.threads > 0) set_threads(f.threads);
+  f.common.apply(f.cfg.run);
   const FewShotConfig& m = f.cfg.maml;
   std::cout << fmt::format("conv-MAML (synthetic): algo={} {}-way {}-shot, {} query/class, inner_steps={} inner_lr={} "
                            "meta_batch={} iters={} -O{}\n",
-                           m.algo, m.ways, m.shots, m.query, m.inner_steps, m.inner_lr, m.meta_batch, f.cfg.iters,
-                           f.cfg.opt_level);
-  ConvBenchResult r = run_conv_bench(f.cfg, f.quiet ? nullptr : &std::cerr);
-  std::cout << fmt::format("graph: {} nodes -> {} after passes ({:.3f} s), {} kernels\n", r.nodes_raw, r.nodes_optimized,
-                           r.pass_seconds, r.kernels);
+                           m.algo, m.ways, m.shots, m.query, m.inner_steps, m.inner_lr, m.meta_batch, f.cfg.run.iters,
+                           f.cfg.run.opt_level);
+  ConvBenchResult r = run_conv_bench(f.cfg);
+  const CompileStats& c = r.train.compile;
+  std::cout << fmt::format("graph: {} nodes -> {} after passes ({:.3f} s), {} kernels\n", c.nodes_raw, c.nodes_optimized,
+                           c.pass_seconds, c.kernels);
   std::cout << fmt::format("memory: arena {:.1f} MiB (naive {:.1f} MiB), workspace {:.1f} MiB, working set {:.1f} MiB\n",
-                           r.peak_bytes / 1048576.0, r.naive_bytes / 1048576.0, r.workspace_bytes / 1048576.0,
-                           r.working_bytes / 1048576.0);
-  std::cout << fmt::format("speed: {:.1f} ms per meta-iteration\n", r.ms_per_meta_iter);
+                           c.arena_bytes / 1048576.0, c.naive_bytes / 1048576.0, c.workspace_bytes / 1048576.0,
+                           r.train.working_bytes / 1048576.0);
+  std::cout << fmt::format("speed: {:.1f} ms per meta-iteration, {:.1f} ms of it in run()\n", r.train.ms_per_iter,
+                           r.train.ms_per_run);
   std::cout << fmt::format("evaluation on {} fresh tasks: accuracy {:.3f} ± {:.3f} before adaptation, {:.3f} ± {:.3f} after\n",
                            f.cfg.eval_tasks, r.pre_accuracy.mean, r.pre_accuracy.ci95, r.post_accuracy.mean,
                            r.post_accuracy.ci95);
-  if (!f.json_path.empty()) write_output(f.json_path, to_json(f, r).dump(2) + "\n");
+  write_summary(f.common, to_json(f, r));
   return 0;
 }
 
@@ -86,15 +75,13 @@ void register_conv_commands(Cli& cli) {
   auto fp = std::make_shared<ConvFlags>();
   ConvFlags& f = *fp;
   CLI::App* b = cli.bench->add_subcommand("conv-maml", "second-order MAML with the 4-block conv network (Finn et al. 2017)");
-  add_fewshot_flags(b, f.cfg.maml, {"maml", "fomaml"});
+  add_fewshot_flags(b, f.cfg.maml, {"maml", "fomaml"}, false);
+  add_common_flags(b, f.common, &f.cfg.maml.net.seed, "seed of initialisation and episode sampling");
   b->add_flag("--synthetic", f.synthetic, "random 28x28 episodes (required: the only data source of this workload)");
-  b->add_option("--iters", f.cfg.iters, "meta-iterations")->check(kNonNegative)->capture_default_str();
+  b->add_option("--iters", f.cfg.run.iters, "meta-iterations")->check(kNonNegative)->capture_default_str();
   b->add_option("--eval-tasks", f.cfg.eval_tasks, "fresh tasks to evaluate on")->check(kNonNegative)->capture_default_str();
   b->add_option("--eval-steps", f.cfg.eval_steps, "adaptation steps at evaluation (default: --inner-steps)")->check(kNonNegative);
-  b->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
-  b->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  b->add_option("--json", f.json_path, "write a JSON summary to this file");
-  b->add_flag("--quiet", f.quiet, "no progress bar");
+  b->add_option("--opt-level", f.cfg.run.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
   cli.on_parsed(b, [fp] { return run_conv(*fp); });
 
   auto dp = std::make_shared<DumpFlags>();

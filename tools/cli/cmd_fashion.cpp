@@ -20,10 +20,9 @@ namespace {
 // Whether a run's output reports how often the HD guard cut the rate.
 bool reports_guard_cuts(const OptimizerConfig& opt) { return is_hypergradient(opt.name) && opt.hd.guard > 0; }
 
-// Learning rates that work for both models here with batch 64 (chosen on a short sweep; see
-// docs/ARCHITECTURE.md); the HD variants start from their base optimizer's. SGD: LeNet-5 at 5
-// epochs reached 86.6 / 88.2 / 88.9 / 88.9% with 0.02 / 0.05 / 0.1 / 0.2, the MLP at 3 epochs
-// 86.3 / 87.3 / 87.1% with 0.05 / 0.1 / 0.2.
+// Learning rates that work for both models here with batch 64, chosen on a short sweep (the
+// figures are in docs/ARCHITECTURE.md, "Supervised training"); the HD variants start from their
+// base optimizer's.
 double default_lr(const std::string& opt) {
   if (opt == "sgd" || opt == "sgd_hd") return 0.1;
   if (opt == "momentum" || opt == "nesterov" || opt == "sgdn_hd") return 0.01;
@@ -34,11 +33,10 @@ double default_lr(const std::string& opt) {
 
 struct TrainFlags {
   SupervisedConfig cfg;
-  std::string data = kFashionMnistDir, json_path, schedule = "constant";
+  std::string data = kFashionMnistDir, schedule = "constant";
   double lr = -1;
   int64_t max_train = 0;
-  int threads = 0;
-  bool quiet = false;
+  CommonFlags common;
 };
 
 void add_train_flags(CLI::App* c, TrainFlags& f) {
@@ -49,7 +47,6 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
       ->capture_default_str();
   c->add_option("--epochs", f.cfg.epochs, "passes over the training set")->check(kPositive)->capture_default_str();
   c->add_option("--batch", f.cfg.batch, "minibatch size")->check(kPositive)->capture_default_str();
-  c->add_option("--seed", f.cfg.seed, "seed of initialisation and data order")->capture_default_str();
   c->add_option("--data", f.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
   c->add_option("--max-train", f.max_train, "use only the first N training images (0: all)")->check(kNonNegative);
   c->add_option("--weight-decay", f.cfg.opt.weight_decay, "L2 weight decay (decoupled for adamw)")->check(kNonNegative);
@@ -70,8 +67,7 @@ void add_train_flags(CLI::App* c, TrainFlags& f) {
   c->add_flag("--hd-multiplicative", f.cfg.opt.hd.multiplicative,
               "HD optimizers: lr *= exp(beta*cos(g, previous direction)) rather than lr += beta*g.(previous direction)");
   c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
-  c->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  c->add_flag("--quiet", f.quiet, "no progress bars");
+  add_common_flags(c, f.common, &f.cfg.seed, "seed of initialisation and data order");
 }
 
 struct Data {
@@ -86,30 +82,34 @@ void standardise_inputs(ClassifierConfig& model, const ImageSet& train) {
   std::tie(model.input_mean, model.input_std) = pixel_mean_std(train);
 }
 
-nlohmann::json result_json(const SupervisedConfig& cfg, const SupervisedResult& r) {
+nlohmann::json config_json(const SupervisedConfig& cfg) {
+  return {{"model", cfg.model.model}, {"optimizer", cfg.opt.name}, {"lr", cfg.opt.lr}, {"schedule", schedule_str(cfg.schedule)},
+          {"batch", cfg.batch},       {"epochs", cfg.epochs},      {"seed", cfg.seed}};
+}
+
+nlohmann::json timing_json(const SupervisedResult& r) {
+  return {{"ms_per_iter", r.ms_per_iter},
+          {"ms_per_run", r.ms_per_run},
+          {"train_seconds", r.train_seconds},
+          {"seconds_per_epoch", r.epochs.empty() ? 0.0 : r.train_seconds / double(r.epochs.size())}};
+}
+
+nlohmann::json result_json(const SupervisedResult& r) {
   nlohmann::json epochs = nlohmann::json::array();
   for (size_t i = 0; i < r.epochs.size(); ++i) {
     const EpochRecord& e = r.epochs[i];
     epochs.push_back({{"epoch", i + 1}, {"train_loss", e.train_loss}, {"test_loss", e.test_loss},
                       {"test_accuracy", e.test_accuracy}, {"seconds", e.seconds}, {"lr", e.lr}});
   }
-  return {{"model", cfg.model.model},
-          {"optimizer", cfg.opt.name},
-          {"lr", cfg.opt.lr},
-          {"schedule", schedule_str(cfg.schedule)},
-          {"batch", cfg.batch},
-          {"seed", cfg.seed},
-          {"parameters", r.parameters},
+  return {{"parameters", r.parameters},
           {"best_test_accuracy", r.best_accuracy},
           {"epochs_to_85", r.epochs_to_85},
-          {"train_seconds", r.train_seconds},
-          {"seconds_per_epoch", r.epochs.empty() ? 0.0 : r.train_seconds / double(r.epochs.size())},
           {"epochs", epochs},
           {"hd_guard_cuts", r.hd_guard_cuts}};
 }
 
 int run_fashion(TrainFlags& f) {
-  if (f.threads > 0) set_threads(f.threads);
+  std::ostream* progress = f.common.start();
   f.cfg.schedule = parse_schedule(f.schedule);
   f.cfg.opt.lr = f.lr > 0 ? f.lr : default_lr(f.cfg.opt.name);
   Data d = load_data(f);
@@ -117,7 +117,7 @@ int run_fashion(TrainFlags& f) {
   std::cout << fmt::format("Fashion-MNIST: {} training / {} test images; {} with {} lr={} schedule={} batch={} epochs={}\n",
                            d.train.count, d.test.count, f.cfg.model.model, f.cfg.opt.name, f.cfg.opt.lr,
                            schedule_str(f.cfg.schedule), f.cfg.batch, f.cfg.epochs);
-  SupervisedResult r = train_classifier(f.cfg, d.train, d.test, f.quiet ? nullptr : &std::cerr);
+  SupervisedResult r = train_classifier(f.cfg, d.train, d.test, progress);
   for (size_t i = 0; i < r.epochs.size(); ++i)
     std::cout << fmt::format("epoch {}: train loss {:.4f}, test loss {:.4f}, test accuracy {:.4f}, {:.1f} s, lr {:.3g}\n",
                              i + 1, r.epochs[i].train_loss, r.epochs[i].test_loss, r.epochs[i].test_accuracy,
@@ -126,7 +126,7 @@ int run_fashion(TrainFlags& f) {
                            r.train_seconds / double(std::max<size_t>(r.epochs.size(), 1)), r.parameters);
   if (reports_guard_cuts(f.cfg.opt))
     std::cout << fmt::format("the HD guard cut the rate on {} steps\n", r.hd_guard_cuts);
-  if (!f.json_path.empty()) write_output(f.json_path, result_json(f.cfg, r).dump(2) + "\n");
+  write_summary(f.common, summary_json("bench fashion-mnist", config_json(f.cfg), timing_json(r), result_json(r)));
   return 0;
 }
 
@@ -170,7 +170,7 @@ void write_plot(const std::string& path, const std::vector<Row>& rows) {
 
 int run_table(TableFlags& t) {
   TrainFlags& f = t.train;
-  if (f.threads > 0) set_threads(f.threads);
+  std::ostream* progress = f.common.start();
   f.cfg.schedule = parse_schedule(f.schedule);
   for (const std::string& o : t.optimizers)
     if (std::find(optimizer_names().begin(), optimizer_names().end(), o) == optimizer_names().end())
@@ -196,7 +196,7 @@ int run_table(TableFlags& t) {
     Row& r = rows[i];
     r.cfg.label = fmt::format("[{}/{}] {}", i + 1, rows.size(), r.name);
     try {
-      r.res = train_classifier(r.cfg, d.train, d.test, f.quiet ? nullptr : &std::cerr);
+      r.res = train_classifier(r.cfg, d.train, d.test, progress);
     } catch (const RuntimeError& e) {  // a diverged run is a row of the table, not the end of it
       r.error = e.what();
       std::cerr << r.name << ": " << r.error << "\n";
@@ -207,7 +207,9 @@ int run_table(TableFlags& t) {
   md += "| optimizer | learning rate | final train loss | best test accuracy | epochs to 85% | seconds | final lr |\n";
   md += "| --- | --- | --- | --- | --- | --- | --- |\n";
   nlohmann::json j = nlohmann::json::array();
+  double seconds = 0;
   for (const Row& r : rows) {
+    seconds += r.res.train_seconds;
     if (!r.error.empty()) {
       md += fmt::format("| {} | {:.3g} | diverged | - | - | - | - |\n", r.name, r.cfg.opt.lr);
       j.push_back({{"name", r.name}, {"lr", r.cfg.opt.lr}, {"error", r.error}});
@@ -218,9 +220,7 @@ int run_table(TableFlags& t) {
     md += fmt::format("| {} | {:.3g} | {:.4f} | {:.4f} | {} | {:.1f} | {:.3g}{} |\n", r.name, r.cfg.opt.lr, last.train_loss,
                       r.res.best_accuracy, r.res.epochs_to_85 > 0 ? std::to_string(r.res.epochs_to_85) : "-",
                       r.res.train_seconds, last.lr, cuts);
-    nlohmann::json rj = result_json(r.cfg, r.res);
-    rj["name"] = r.name;
-    j.push_back(rj);
+    j.push_back({{"name", r.name}, {"config", config_json(r.cfg)}, {"timing", timing_json(r.res)}, {"result", result_json(r.res)}});
   }
   write_output(t.out, md);
   if (t.out != "-" && !t.out.empty()) std::cout << md;
@@ -231,15 +231,17 @@ int run_table(TableFlags& t) {
     if (!ok.empty()) write_plot(t.plot, ok);
     std::cout << "loss curves: " << t.plot << "\n";
   }
-  if (!f.json_path.empty()) write_output(f.json_path, j.dump(2) + "\n");
+  nlohmann::json config = config_json(f.cfg);
+  config["optimizers"] = t.optimizers;
+  config["hd_sweep"] = t.hd_sweep;
+  write_summary(f.common, summary_json("bench optimizer-table", config, {{"train_seconds", seconds}}, {{"rows", j}}));
   return 0;
 }
 
 struct ScheduleFlags {
   LearnedScheduleConfig cfg;
-  std::string data = kFashionMnistDir, json_path;
-  int threads = 0;
-  bool quiet = false;
+  std::string data = kFashionMnistDir;
+  CommonFlags common;
 };
 
 // The last `n` images of a set, and the set without them (a validation split of the training set).
@@ -256,7 +258,7 @@ std::pair<ImageSet, ImageSet> split_tail(const ImageSet& s, int64_t n) {
 }
 
 int run_learned_schedule(ScheduleFlags& f) {
-  if (f.threads > 0) set_threads(f.threads);
+  f.common.apply(f.cfg.run);
   auto [train, val] = split_tail(load_fashion_mnist(f.data, true), 10000);
   ImageSet test = load_fashion_mnist(f.data, false);
   standardise_inputs(f.cfg.model, train);
@@ -264,8 +266,8 @@ int run_learned_schedule(ScheduleFlags& f) {
   std::cout << fmt::format("learning a {}-step SGD schedule for an MLP {}-{}-{}-10 on Fashion-MNIST (batch {}, validation "
                            "batch {}, {} meta-iterations; {} evaluation unrolls per schedule)\n",
                            c.unroll, c.model.image * c.model.image, c.model.hidden, c.model.hidden / 2, c.batch,
-                           c.val_batch, c.meta_iters, c.eval_unrolls);
-  LearnedScheduleResult r = learn_schedule(c, train, val, test, f.quiet ? nullptr : &std::cerr);
+                           c.val_batch, c.run.iters, c.eval_unrolls);
+  LearnedScheduleResult r = learn_schedule(c, train, val, test);
   std::cout << "constant rates (validation loss after the unroll):";
   for (size_t i = 0; i < c.grid.size(); ++i) std::cout << fmt::format(" {}: {:.4f}", c.grid[i], r.grid_val_loss[i]);
   std::cout << "\n";
@@ -276,16 +278,16 @@ int run_learned_schedule(ScheduleFlags& f) {
                            r.best_constant.val_loss, r.best_constant.val_ci95, r.best_constant.test_loss);
   std::cout << fmt::format("learned schedule:    validation loss {:.4f} ± {:.4f}, test loss {:.4f}  ({:.1f} s)\n",
                            r.learned.val_loss, r.learned.val_ci95, r.learned.test_loss, r.seconds);
-  if (!f.json_path.empty()) {
-    nlohmann::json j{{"unroll", c.unroll}, {"batch", c.batch}, {"val_batch", c.val_batch}, {"meta_iters", c.meta_iters},
-                     {"meta_lr", c.meta_lr}, {"eval_unrolls", c.eval_unrolls}, {"seed", c.seed},
-                     {"grid", c.grid}, {"grid_val_loss", r.grid_val_loss}, {"best_constant_lr", r.best_constant_lr},
-                     {"best_constant_val_loss", r.best_constant.val_loss}, {"best_constant_val_ci95", r.best_constant.val_ci95},
-                     {"best_constant_test_loss", r.best_constant.test_loss}, {"learned_schedule", r.schedule},
-                     {"learned_val_loss", r.learned.val_loss}, {"learned_val_ci95", r.learned.val_ci95},
-                     {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve}, {"seconds", r.seconds}};
-    write_output(f.json_path, j.dump(2) + "\n");
-  }
+  nlohmann::json config{{"unroll", c.unroll}, {"batch", c.batch}, {"val_batch", c.val_batch}, {"meta_iters", c.run.iters},
+                        {"meta_lr", c.meta_lr}, {"eval_unrolls", c.eval_unrolls}, {"seed", c.seed}, {"grid", c.grid}};
+  nlohmann::json timing = timing_json(r.train, 0.0);
+  timing["seconds"] = r.seconds;
+  nlohmann::json result{{"grid_val_loss", r.grid_val_loss}, {"best_constant_lr", r.best_constant_lr},
+                        {"best_constant_val_loss", r.best_constant.val_loss}, {"best_constant_val_ci95", r.best_constant.val_ci95},
+                        {"best_constant_test_loss", r.best_constant.test_loss}, {"learned_schedule", r.schedule},
+                        {"learned_val_loss", r.learned.val_loss}, {"learned_val_ci95", r.learned.val_ci95},
+                        {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve}};
+  write_summary(f.common, summary_json("bench learned-schedule", config, timing, result));
   return 0;
 }
 
@@ -297,7 +299,6 @@ void register_fashion_commands(Cli& cli) {
   add_train_flags(b, *fp);
   b->add_option("--optimizer", fp->cfg.opt.name, "optimizer")->check(CLI::IsMember(optimizer_names()))->capture_default_str();
   b->add_option("--lr", fp->lr, "learning rate (default: a tuned value per optimizer)")->check(kPositive);
-  b->add_option("--json", fp->json_path, "write a JSON summary to this file");
   cli.on_parsed(b, [fp] { return run_fashion(*fp); });
 
   auto tp = std::make_shared<TableFlags>();
@@ -310,7 +311,6 @@ void register_fashion_commands(Cli& cli) {
       ->expected(0);
   t->add_option("-o,--output", tp->out, "Markdown table file ('-': stdout only)")->capture_default_str();
   t->add_option("--plot", tp->plot, "loss-curve plot (.svg or .png, via gnuplot; 'none' to skip)")->capture_default_str();
-  t->add_option("--json", tp->train.json_path, "write every run's summary as JSON");
   cli.on_parsed(t, [tp] { return run_table(*tp); });
 
   auto sp = std::make_shared<ScheduleFlags>();
@@ -324,15 +324,12 @@ void register_fashion_commands(Cli& cli) {
       ->check(CLI::IsMember({"unrolled", "scan"}));
   l->add_option("--batch", sf.cfg.batch, "training minibatch per step")->check(kPositive)->capture_default_str();
   l->add_option("--val-batch", sf.cfg.val_batch, "validation images per unroll")->check(kPositive)->capture_default_str();
-  l->add_option("--meta-iters", sf.cfg.meta_iters, "meta-training iterations")->check(kNonNegative)->capture_default_str();
+  l->add_option("--meta-iters", sf.cfg.run.iters, "meta-training iterations")->check(kNonNegative)->capture_default_str();
   l->add_option("--meta-lr", sf.cfg.meta_lr, "Adam step on the log learning rates")->check(kPositive)->capture_default_str();
   l->add_option("--eval-unrolls", sf.cfg.eval_unrolls, "fresh unrolls scoring each schedule")->check(kPositive)->capture_default_str();
   l->add_option("--hidden", sf.cfg.model.hidden, "MLP width")->check(kPositive)->capture_default_str();
-  l->add_option("--seed", sf.cfg.seed, "seed of initialisation and batches")->capture_default_str();
   l->add_option("--data", sf.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
-  l->add_option("--json", sf.json_path, "write a JSON summary to this file");
-  l->add_option("--threads", sf.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  l->add_flag("--quiet", sf.quiet, "no progress bars");
+  add_common_flags(l, sf.common, &sf.cfg.seed, "seed of initialisation and batches");
   cli.on_parsed(l, [sp] {
     sp->cfg.model.seed = sp->cfg.seed;
     return run_learned_schedule(*sp);

@@ -18,11 +18,10 @@ namespace {
 struct MultitaskFlags {
   MultitaskConfig cfg;
   std::vector<std::string> modes = multitask_modes();
-  std::string data = kFashionMnistDir, json_path, table_path;
+  std::string data = kFashionMnistDir, table_path;
   int64_t seeds = 3, max_train = 0, max_test = 0;
   uint64_t first_seed = 1;
-  int threads = 0;
-  bool quiet = false;
+  CommonFlags common;
 };
 
 struct ModeRuns {
@@ -96,7 +95,7 @@ std::string table(const MultitaskFlags& f, const std::vector<ModeRuns>& modes, i
 }
 
 int run_multitask(MultitaskFlags& f) {
-  if (f.threads > 0) set_threads(f.threads);
+  std::ostream* progress = f.common.start();
   const ImageSet train = first_images(load_fashion_mnist(f.data, true), f.max_train);
   const ImageSet test = first_images(load_fashion_mnist(f.data, false), f.max_test);
   std::tie(f.cfg.model.input_mean, f.cfg.model.input_std) = pixel_mean_std(train);
@@ -117,7 +116,7 @@ int run_multitask(MultitaskFlags& f) {
       cfg.seed = cfg.model.seed = f.first_seed + uint64_t(i);
       cfg.label = fmt::format("[{}/{}] {} seed {}", ++done, total, mode, cfg.seed);
       try {
-        m.runs.push_back(train_multitask(cfg, train, test, f.quiet ? nullptr : &std::cerr));
+        m.runs.push_back(train_multitask(cfg, train, test, progress));
       } catch (const RuntimeError& e) {  // a diverged mode is a row of the table, not the end of it
         m.error = e.what();
         std::cerr << mode << ": " << m.error << "\n";
@@ -135,23 +134,26 @@ int run_multitask(MultitaskFlags& f) {
   const std::string md = table(f, modes, train.count, test.count);
   std::cout << "\n" << md;
   if (!f.table_path.empty()) write_output(f.table_path, md);
-  if (!f.json_path.empty()) {
-    nlohmann::json j{{"train_images", train.count},
-                     {"test_images", test.count},
-                     {"epochs", f.cfg.epochs},
-                     {"batch", f.cfg.batch},
-                     {"lr", f.cfg.opt.lr},
-                     {"seeds", f.seeds},
-                     {"first_seed", f.first_seed},
-                     {"tie_strength", f.cfg.tie_strength},
-                     {"stitch_self_weight", f.cfg.stitch_self_weight},
-                     {"experts", f.cfg.experts},
-                     {"top_k", f.cfg.top_k},
-                     {"balance_weight", f.cfg.balance_weight},
-                     {"modes", nlohmann::json::array()}};
-    for (const ModeRuns& m : modes) j["modes"].push_back(mode_json(f, m));
-    write_output(f.json_path, j.dump(2) + "\n");
+  nlohmann::json config{{"modes", f.modes},
+                        {"train_images", train.count},
+                        {"test_images", test.count},
+                        {"epochs", f.cfg.epochs},
+                        {"batch", f.cfg.batch},
+                        {"lr", f.cfg.opt.lr},
+                        {"seeds", f.seeds},
+                        {"first_seed", f.first_seed},
+                        {"tie_strength", f.cfg.tie_strength},
+                        {"stitch_self_weight", f.cfg.stitch_self_weight},
+                        {"experts", f.cfg.experts},
+                        {"top_k", f.cfg.top_k},
+                        {"balance_weight", f.cfg.balance_weight}};
+  nlohmann::json result{{"modes", nlohmann::json::array()}};
+  double seconds = 0;
+  for (const ModeRuns& m : modes) {
+    result["modes"].push_back(mode_json(f, m));
+    for (const MultitaskResult& r : m.runs) seconds += r.training.train_seconds;
   }
+  write_summary(f.common, summary_json("bench multitask", config, {{"train_seconds", seconds}}, result));
   return 0;
 }
 
@@ -166,14 +168,13 @@ void register_multitask_commands(Cli& cli) {
                                           "soft, cross-stitch and mixture-of-experts sharing");
   c->add_option("--modes", f.modes, "modes to run, comma-separated (default: all)")
       ->delimiter(',')
-      ->check(CLI::IsMember(multitask_modes()));
+      ->check(CLI::IsMember(multitask_modes()));  // the names of multitask_mode_table()
   c->add_option("--epochs", f.cfg.epochs, "passes over the training set")->check(kPositive)->capture_default_str();
   c->add_option("--batch", f.cfg.batch, "minibatch size")->check(kPositive)->capture_default_str();
   c->add_option("--lr", f.cfg.opt.lr, "Adam learning rate")->check(kPositive)->capture_default_str();
   c->add_option("--seeds", f.seeds, "runs per mode (initialisation and data order), seeds --seed, --seed+1, ...")
       ->check(kPositive)
       ->capture_default_str();
-  c->add_option("--seed", f.first_seed, "first seed")->capture_default_str();
   c->add_option("--tie-strength", f.cfg.tie_strength, "soft: strength of the L2 tie between the towers' trunks")
       ->check(kNonNegative)
       ->capture_default_str();
@@ -189,9 +190,7 @@ void register_multitask_commands(Cli& cli) {
   c->add_option("--data", f.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
   c->add_option("--max-train", f.max_train, "use only the first N training images (0: all)")->check(kNonNegative);
   c->add_option("--max-test", f.max_test, "use only the first N test images (0: all)")->check(kNonNegative);
-  c->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  c->add_flag("--quiet", f.quiet, "no progress bars");
-  c->add_option("--json", f.json_path, "write every run's results as JSON to this file");
+  add_common_flags(c, f.common, &f.first_seed, "first seed");
   c->add_option("--table", f.table_path, "write the Markdown table to this file");
   cli.on_parsed(c, [fp] {
     if (fp->cfg.top_k > fp->cfg.experts)

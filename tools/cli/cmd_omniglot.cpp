@@ -2,6 +2,7 @@
 // `metagrad eval-episodes` (evaluate a checkpoint on one-shot run folders).
 #include <fmt/format.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -10,6 +11,7 @@
 
 #include "bench/drivers/omniglot_bench.h"
 #include "meta/data/oneshot_runs.h"
+#include "meta/learn/model_description.h"
 #include "metagrad/checkpoint.h"
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
@@ -22,97 +24,62 @@ namespace {
 
 // A checkpoint's model description lives next to it as "<checkpoint>.json", so a trained model can
 // be rebuilt without repeating its flags.
-nlohmann::json model_json(const FewShotConfig& m) {
-  return {{"algo", m.algo},         {"ways", m.ways},         {"shots", m.shots},       {"query", m.query},
-          {"meta_batch", m.meta_batch}, {"inner_steps", m.inner_steps}, {"inner_lr", m.inner_lr},
-          {"meta_lr", m.meta_lr},   {"metric_rank", m.metric_rank}, {"filters", m.net.filters},
-          {"blocks", m.net.blocks}, {"image", m.net.image},   {"seed", m.net.seed}};
-}
+nlohmann::json model_json(const FewShotConfig& m) { return model_description(m); }
 
 std::string sidecar_of(const std::string& checkpoint) { return checkpoint + ".json"; }
 
-void save_model(const ParamStore& store, const FewShotConfig& m, const std::string& path) {
-  save_checkpoint(store, path);
-  const std::string side = sidecar_of(path), tmp = side + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << model_json(m).dump(2) << "\n";
-    if (!out.flush()) throw RuntimeError(fmt::format("cannot write {}", tmp));
-  }
-  std::filesystem::rename(tmp, side);
+// Written before training (so no checkpoint ever lacks one, even if a run is killed right after
+// its first save) and after every checkpoint the driver saves, durably like the checkpoint.
+void write_sidecar(const FewShotConfig& m, const std::string& path) {
+  write_file_durably(sidecar_of(path), model_json(m).dump(2) + "\n");
 }
 
 FewShotConfig load_model_config(const std::string& checkpoint) {
   const std::string side = sidecar_of(checkpoint);
   std::ifstream in(side);
   if (!in) throw RuntimeError(fmt::format("{}: missing (the model description saved with checkpoint {})", side, checkpoint));
-  FewShotConfig m;
-  try {
-    nlohmann::json j = nlohmann::json::parse(in);
-    m.algo = j.at("algo").get<std::string>();
-    m.ways = j.at("ways");
-    m.shots = j.at("shots");
-    m.query = j.at("query");
-    m.meta_batch = j.at("meta_batch");
-    m.inner_steps = j.at("inner_steps");
-    m.inner_lr = j.at("inner_lr");
-    m.meta_lr = j.at("meta_lr");
-    m.metric_rank = j.at("metric_rank");
-    m.net.filters = j.at("filters");
-    m.net.blocks = j.at("blocks");
-    m.net.image = j.at("image");
-    m.net.seed = j.at("seed");
-  } catch (const nlohmann::json::exception& e) {
-    throw RuntimeError(fmt::format("{}: not a valid model description ({})", side, e.what()));
-  }
-  return m;
+  return parse_model_description(std::string(std::istreambuf_iterator<char>(in), {}), side);
 }
 
 struct OmniglotFlags {
   OmniglotBenchConfig cfg;
-  std::string sampling = "across", save_path, load_path, json_path;
-  int threads = 0;
-  bool quiet = false;
+  std::string command, sampling = "across", load_path;
+  CommonFlags common;
 };
 
 nlohmann::json to_json(const OmniglotFlags& f, const OmniglotBenchResult& r) {
   const ConvBenchResult& x = r.run;
-  nlohmann::json j;
-  j["workload"] = "omniglot";
-  j["config"] = model_json(f.cfg.run.maml);
-  j["sampling"] = f.sampling;
-  j["iters"] = r.iters;
-  j["eval_episodes"] = f.cfg.run.eval_tasks;
-  j["eval_inner_steps"] = x.eval_steps;
-  j["train_classes"] = r.train_classes;
-  j["eval_classes"] = r.eval_classes;
-  j["accuracy"] = x.post_accuracy.mean;
-  j["accuracy_ci95"] = x.post_accuracy.ci95;
-  j["pre_adapt_accuracy"] = x.pre_accuracy.mean;
-  j["pre_adapt_accuracy_ci95"] = x.pre_accuracy.ci95;
-  j["loss"] = x.post_loss.mean;
-  j["ms_per_meta_iter"] = x.ms_per_meta_iter;
-  j["train_seconds"] = x.train_seconds;
-  j["eval_seconds"] = x.eval_seconds;
-  j["load_seconds"] = r.load_seconds;
-  j["final_train_loss"] = x.final_loss;
-  j["final_train_accuracy"] = x.final_accuracy;
-  j["nodes_raw"] = x.nodes_raw;
-  j["nodes_optimized"] = x.nodes_optimized;
-  j["kernels"] = x.kernels;
-  j["peak_bytes"] = x.peak_bytes;
-  return j;
+  nlohmann::json config = model_json(f.cfg.run.maml);
+  config["iters"] = r.iters;
+  config["sampling"] = f.sampling;
+  config["eval_episodes"] = f.cfg.run.eval_tasks;
+  config["eval_inner_steps"] = x.eval_steps;
+  config["format"] = f.cfg.format;
+  config["data"] = f.cfg.data_dir.empty() ? default_omniglot_dir() : f.cfg.data_dir;
+  nlohmann::json timing = timing_json(x.train, x.eval_seconds);
+  timing["load_seconds"] = r.load_seconds;
+  nlohmann::json result = compile_json(x.train.compile);
+  result["train_classes"] = r.train_classes;
+  result["eval_classes"] = r.eval_classes;
+  result["accuracy"] = x.post_accuracy.mean;
+  result["accuracy_ci95"] = x.post_accuracy.ci95;
+  result["pre_adapt_accuracy"] = x.pre_accuracy.mean;
+  result["pre_adapt_accuracy_ci95"] = x.pre_accuracy.ci95;
+  result["loss"] = x.post_loss.mean;
+  result["final_train_loss"] = x.train.final_metrics[0];
+  result["final_train_accuracy"] = x.train.final_metrics[1];
+  return summary_json(f.command, config, timing, result);
 }
 
 int run_omniglot(OmniglotFlags& f) {
-  if (f.threads > 0) set_threads(f.threads);
+  f.common.apply(f.cfg.run.run);
   f.cfg.within_alphabet = f.sampling == "within";
   FewShotConfig& m = f.cfg.run.maml;
   ParamStore store;
   if (!f.load_path.empty()) {
     FewShotConfig saved = load_model_config(f.load_path);
-    // Prototype methods have no head, so a model trained N-way runs M-way episodes as it is.
-    const bool ways_matter = adapts_by_gradient(m.algo);
+    // Without a head a model trained N-way runs M-way episodes as it is.
+    const bool ways_matter = fewshot_algorithm(m.algo).head;
     if (saved.algo != m.algo || (ways_matter && saved.ways != m.ways) || saved.net.filters != m.net.filters ||
         saved.metric_rank != m.metric_rank)
       throw RuntimeError(fmt::format("{} holds a {} {}-way model with {} filters; the flags ask for {} {}-way with {}",
@@ -121,40 +88,46 @@ int run_omniglot(OmniglotFlags& f) {
     store.ensure(build_fewshot_step(m));
     load_checkpoint(store, f.load_path);
   }
-  if (!f.save_path.empty())
-    f.cfg.run.on_trained = [&](const ParamStore& s) {
-      save_model(s, m, f.save_path);
-      if (!f.quiet) std::cerr << fmt::format("saved {} (and {})\n", f.save_path, sidecar_of(f.save_path));
+  DriverConfig& run = f.cfg.run.run;
+  if (!run.checkpoint.empty()) write_sidecar(m, run.checkpoint);
+  if (!run.checkpoint.empty())
+    run.on_save = [&](const ParamStore&, const std::string& path) {
+      write_sidecar(m, path);
+      if (!f.common.quiet) std::cerr << fmt::format("\rsaved {} (and {})\x1b[K\n", path, sidecar_of(path));
     };
-  const int64_t iters = f.cfg.run.iters >= 0 ? f.cfg.run.iters : default_iters(m);
-  std::cout << fmt::format("omniglot: algo={} {}-way {}-shot, {} query/class, meta_batch={} inner_steps={} inner_lr={} "
+  const int64_t iters = run.iters >= 0 ? run.iters : default_iters(m);
+  std::cout << fmt::format("{}: algo={} {}-way {}-shot, {} query/class, meta_batch={} inner_steps={} inner_lr={} "
                            "iters={} sampling={}\n",
-                           m.algo, m.ways, m.shots, m.query, m.meta_batch, m.inner_steps, m.inner_lr, iters, f.sampling);
-  OmniglotBenchResult r = run_omniglot_bench(f.cfg, store, f.quiet ? nullptr : &std::cerr);
+                           f.command, m.algo, m.ways, m.shots, m.query, m.meta_batch, m.inner_steps, m.inner_lr, iters,
+                           f.sampling);
+  OmniglotBenchResult r = run_omniglot_bench(f.cfg, store);
   const ConvBenchResult& x = r.run;
-  std::cout << fmt::format("graph: {} nodes -> {} after passes, {} kernels; arena {:.1f} MiB\n", x.nodes_raw,
-                           x.nodes_optimized, x.kernels, x.peak_bytes / 1048576.0);
-  std::cout << fmt::format("training: {} meta-iterations in {:.1f} s ({:.1f} ms each); final query loss {:.3f}, "
-                           "accuracy {:.3f}\n",
-                           r.iters, x.train_seconds, x.ms_per_meta_iter, x.final_loss, x.final_accuracy);
+  const CompileStats& c = x.train.compile;
+  std::cout << fmt::format("graph: {} nodes -> {} after passes, {} kernels; arena {:.1f} MiB\n", c.nodes_raw,
+                           c.nodes_optimized, c.kernels, c.arena_bytes / 1048576.0);
+  std::cout << fmt::format("training: {} meta-iterations in {:.1f} s ({:.1f} ms each, {:.1f} ms of it in run()); "
+                           "final query loss {:.3f}, accuracy {:.3f}\n",
+                           r.iters, x.train.seconds, x.train.ms_per_iter, x.train.ms_per_run, x.train.final_metrics[0],
+                           x.train.final_metrics[1]);
   std::cout << fmt::format("held-out: {} episodes of {} classes, {} inner steps: accuracy {:.2f}% ± {:.2f}% (95% CI)",
                            f.cfg.run.eval_tasks, r.eval_classes, x.eval_steps, 100 * x.post_accuracy.mean,
                            100 * x.post_accuracy.ci95);
   if (adapts_by_gradient(m.algo))
     std::cout << fmt::format("; before adaptation {:.2f}%", 100 * x.pre_accuracy.mean);
   std::cout << "\n";
-  if (!f.json_path.empty()) write_output(f.json_path, to_json(f, r).dump(2) + "\n");
+  write_summary(f.common, to_json(f, r));
   return 0;
 }
 
 struct EvalRunsFlags {
-  std::string checkpoint, runs_dir, json_path;
+  std::string checkpoint, runs_dir;
   int64_t inner_steps = -1;
-  int threads = 0;
+  CommonFlags common;
 };
 
 int run_eval_episodes(const EvalRunsFlags& f) {
-  if (f.threads > 0) set_threads(f.threads);
+  f.common.progress();
+  const auto t0 = std::chrono::steady_clock::now();
   FewShotConfig m = load_model_config(f.checkpoint);
   ParamStore store;
   store.ensure(build_fewshot_step(m));
@@ -171,7 +144,7 @@ int run_eval_episodes(const EvalRunsFlags& f) {
       throw RuntimeError(fmt::format("{}: {} test items for {} classes; an equal number per class is needed",
                                      run.name, run.items(), run.classes()));
     // Prototype methods take any number of classes; a linear head is trained for exactly its ways.
-    if (m.algo != "protonet" && m.algo != "protonet-metric" && run.classes() != trained_ways)
+    if (fewshot_algorithm(m.algo).head && run.classes() != trained_ways)
       throw RuntimeError(fmt::format("{}: {} classes, but {} was trained {}-way and its {} head fixes that number "
                                      "(prototypical networks take any number)",
                                      run.name, run.classes(), f.checkpoint, trained_ways, m.algo));
@@ -181,7 +154,7 @@ int run_eval_episodes(const EvalRunsFlags& f) {
     c.query = run.items() / run.classes();
     Graph g = build_fewshot_eval(c, 1, steps);
     optimize(g);
-    Executable exe(g, store);
+    Executable exe(g, store, {}, CompileOptions{.check_numerics = f.common.check_numerics});
     std::vector<int32_t> support_labels(size_t(run.classes()));
     for (size_t i = 0; i < support_labels.size(); ++i) support_labels[i] = int32_t(i);
     exe.set_input(exe.input_slot("xs"), std::span<const float>(run.training));
@@ -192,18 +165,18 @@ int run_eval_episodes(const EvalRunsFlags& f) {
     const int64_t s = adapts_by_gradient(m.algo) ? steps : 0;
     const double error = 1.0 - double(exe.fetch(fmt::format("accuracy_{}", s))[0]);
     total_error += error;
-    std::cout << fmt::format("{}: {} classes, {} items, error {:.1f}%\n", run.name, run.classes(), run.items(),
-                             100 * error);
+    if (!f.common.quiet)
+      std::cout << fmt::format("{}: {} classes, {} items, error {:.1f}%\n", run.name, run.classes(), run.items(),
+                               100 * error);
     per_run.push_back({{"run", run.name}, {"classes", run.classes()}, {"items", run.items()}, {"error", error}});
   }
   const double mean_error = total_error / double(runs.size());
   std::cout << fmt::format("mean error over {} runs: {:.2f}%\n", runs.size(), 100 * mean_error);
-  if (!f.json_path.empty()) {
-    nlohmann::json j{{"checkpoint", f.checkpoint}, {"runs_dir", f.runs_dir}, {"model", model_json(m)},
-                     {"inner_steps", adapts_by_gradient(m.algo) ? steps : 0}, {"runs", per_run},
-                     {"mean_error", mean_error}};
-    write_output(f.json_path, j.dump(2) + "\n");
-  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  write_summary(f.common, summary_json("eval-episodes",
+                                       {{"checkpoint", f.checkpoint}, {"runs_dir", f.runs_dir}, {"model", model_json(m)},
+                                        {"inner_steps", adapts_by_gradient(m.algo) ? steps : 0}},
+                                       {{"seconds", seconds}}, {{"runs", per_run}, {"mean_error", mean_error}}));
   return 0;
 }
 
@@ -225,23 +198,27 @@ int run_make_runs(const MakeRunsFlags& f) {
   return 0;
 }
 
-}  // namespace
 
-void register_omniglot_commands(Cli& cli) {
+// `bench omniglot` (the archives by default) and `bench fewshot` (a folder of your own) are one
+// benchmark with two defaults for --format.
+void register_episode_bench(Cli& cli, const std::string& name, const std::string& format, const std::string& what) {
   auto fp = std::make_shared<OmniglotFlags>();
   OmniglotFlags& f = *fp;
-  f.cfg.run.iters = -1;
+  f.command = "bench " + name;
+  f.cfg.format = format;
+  f.cfg.run.run.iters = -1;
   f.cfg.run.eval_tasks = 1000;
   // As in Finn et al.'s code, few queries per class in training (they are most of the cost); more
   // at evaluation, where they only tighten the estimate.
   f.cfg.run.maml.query = 5;
   f.cfg.run.eval_query = 15;
-  CLI::App* b = cli.bench->add_subcommand("omniglot", "few-shot classification on Omniglot (train: small1, test: small2)");
-  add_fewshot_flags(b, f.cfg.run.maml, fewshot_algorithms());
+  CLI::App* b = cli.bench->add_subcommand(name, what);
+  add_fewshot_flags(b, f.cfg.run.maml, fewshot_algorithms(), false);
+  add_common_flags(b, f.common, &f.cfg.run.maml.net.seed, "seed of initialisation and episode sampling");
   b->add_option("--metric-rank", f.cfg.run.maml.metric_rank, "rank of the learned metric's low-rank term")
       ->check(kNonNegative)
       ->capture_default_str();
-  b->add_option("--iters", f.cfg.run.iters, "meta-iterations (default: the algorithm's budget, under 30 minutes)")
+  b->add_option("--iters", f.cfg.run.run.iters, "meta-iterations (default: the algorithm's budget, under 30 minutes)")
       ->check(kNonNegative);
   b->add_option("--eval-episodes", f.cfg.run.eval_tasks, "held-out episodes to evaluate on")
       ->check(kPositive)
@@ -254,17 +231,36 @@ void register_omniglot_commands(Cli& cli) {
   b->add_option("--sampling", f.sampling, "across: classes from any alphabet; within: from one alphabet")
       ->check(CLI::IsMember({"across", "within"}))
       ->capture_default_str();
-  b->add_option("--data", f.cfg.data_dir, "folder holding images_background_small1.zip and _small2.zip")
-      ->default_str(default_omniglot_dir());
-  b->add_option("--save", f.save_path, "write a checkpoint (and CKPT.json) after training");
+  b->add_option("--format", f.cfg.format,
+                "zip: images_background_small1.zip (training) and _small2.zip (held out) in --data; folders: "
+                "--data DIR/<class>/<image>.png or DIR/<alphabet>/<character>/<image>.png")
+      ->check(CLI::IsMember({"zip", "folders"}))
+      ->capture_default_str();
+  auto data = b->add_option("--data", f.cfg.data_dir, "folder of the data (see --format)");
+  if (format == "zip") data->default_str(default_omniglot_dir());
+  else data->required();
+  b->add_option("--eval-data", f.cfg.eval_dir, "folders: held-out classes from this folder instead of a share of --data's");
+  b->add_option("--held-out", f.cfg.held_out, "folders: share of --data's alphabets (or classes) held out for evaluation")
+      ->check(CLI::Range(0.01, 0.99))
+      ->capture_default_str();
+  b->add_flag("--invert", f.cfg.invert, "folders: dark strokes on white become ink 1 on 0 (as the zip's Omniglot)");
+  auto save = b->add_option("--save", f.cfg.run.run.checkpoint, "write a checkpoint (and CKPT.json) after training");
+  b->add_option("--save-every", f.cfg.run.run.save_every, "also write the checkpoint every N meta-iterations")
+      ->check(kPositive)
+      ->needs(save);
   b->add_option("--load", f.load_path, "start from a checkpoint saved with --save (--iters 0: evaluate only)");
-  b->add_option("--opt-level", f.cfg.run.opt_level, "0: no graph passes, 1: default pipeline")
+  b->add_option("--opt-level", f.cfg.run.run.opt_level, "0: no graph passes, 1: default pipeline")
       ->check(CLI::Range(0, 1))
       ->capture_default_str();
-  b->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  b->add_option("--json", f.json_path, "write a JSON summary to this file");
-  b->add_flag("--quiet", f.quiet, "no progress bar");
   cli.on_parsed(b, [fp] { return run_omniglot(*fp); });
+}
+
+}  // namespace
+
+void register_omniglot_commands(Cli& cli) {
+  register_episode_bench(cli, "omniglot", "zip", "few-shot classification on Omniglot (train: small1, test: small2)");
+  register_episode_bench(cli, "fewshot", "folders",
+                         "few-shot classification on a folder of your own images (DIR/<class>/<image>.png)");
 
   auto ep = std::make_shared<EvalRunsFlags>();
   CLI::App* e = cli.app.add_subcommand(
@@ -273,8 +269,7 @@ void register_omniglot_commands(Cli& cli) {
   e->add_option("--runs", ep->runs_dir, "folder holding run01, run02, ...")->required();
   e->add_option("--inner-steps", ep->inner_steps, "adaptation steps (default: as bench omniglot evaluates)")
       ->check(kNonNegative);
-  e->add_option("--threads", ep->threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  e->add_option("--json", ep->json_path, "write per-run error rates and the mean as JSON");
+  add_common_flags(e, ep->common);
   cli.on_parsed(e, [ep] { return run_eval_episodes(*ep); });
 
   auto mp = std::make_shared<MakeRunsFlags>();

@@ -15,10 +15,9 @@ namespace {
 
 struct TransferFlags {
   TransferBenchConfig cfg;
-  std::string source = "fashion-mnist-0-4", target = "fashion-mnist-5-9", json_path, table_path;
+  std::string source = "fashion-mnist-0-4", target = "fashion-mnist-5-9", table_path;
   std::vector<std::string> strategies = {"all"};
-  int threads = 0;
-  bool quiet = false;
+  CommonFlags common;
 };
 
 // "fashion-mnist-A-B" -> classes A..B.
@@ -31,7 +30,7 @@ std::pair<int32_t, int32_t> parse_classes(const std::string& spec, const char* f
 }
 
 int run_transfer(TransferFlags& f) {
-  if (f.threads > 0) set_threads(f.threads);
+  std::ostream* progress = f.common.start();
   TransferBenchConfig& c = f.cfg;
   std::tie(c.source_lo, c.source_hi) = parse_classes(f.source, "--source");
   std::tie(c.target_lo, c.target_hi) = parse_classes(f.target, "--target");
@@ -41,23 +40,26 @@ int run_transfer(TransferFlags& f) {
   else c.strategies = f.strategies;
   std::cout << fmt::format("transfer: {} -> {}, {} labelled images per class, {} seeds from {}, strategies {}\n", f.source,
                            f.target, c.target_samples, c.seeds, c.first_seed, fmt::join(c.strategies, ","));
-  const TransferBenchResult r = run_transfer_bench(c, f.quiet ? nullptr : &std::cerr);
+  const TransferBenchResult r = run_transfer_bench(c, progress);
   const std::string md = transfer_table_markdown(c, r);
   std::cout << md;
   if (!f.table_path.empty()) write_output(f.table_path, md);
-  if (!f.json_path.empty()) {
-    nlohmann::json rows = nlohmann::json::array();
-    for (const StrategyResult& s : r.strategies)
-      rows.push_back({{"strategy", s.strategy}, {"accuracy", s.accuracy}, {"mean", s.mean}, {"ci95", s.ci95},
-                      {"seconds", s.seconds}, {"chosen", s.chosen}, {"search_score", s.search_score},
-                      {"evaluations", s.evaluations}});
-    nlohmann::json j{{"source", f.source}, {"target", f.target}, {"target_samples", c.target_samples},
-                     {"seeds", c.seeds}, {"first_seed", c.first_seed}, {"source_epochs", c.source_epochs},
-                     {"target_epochs", c.target_epochs}, {"target_batch", c.target_batch}, {"lr", c.lr},
-                     {"labelled", r.labelled}, {"unlabelled", r.unlabelled}, {"target_test", r.target_test},
-                     {"source_accuracy", r.source_accuracy}, {"pretrain_seconds", r.pretrain_seconds}, {"strategies", rows}};
-    write_output(f.json_path, j.dump(2) + "\n");
+  nlohmann::json rows = nlohmann::json::array();
+  double seconds = r.pretrain_seconds;
+  for (const StrategyResult& s : r.strategies) {
+    rows.push_back({{"strategy", s.strategy}, {"accuracy", s.accuracy}, {"mean", s.mean}, {"ci95", s.ci95},
+                    {"chosen", s.chosen}, {"search_score", s.search_score}, {"evaluations", s.evaluations}});
+    seconds += s.seconds;
   }
+  nlohmann::json timing{{"pretrain_seconds", r.pretrain_seconds}, {"seconds", seconds}, {"strategy_seconds", nlohmann::json::object()}};
+  for (const StrategyResult& s : r.strategies) timing["strategy_seconds"][s.strategy] = s.seconds;
+  nlohmann::json config{{"source", f.source}, {"target", f.target}, {"strategies", c.strategies},
+                        {"target_samples", c.target_samples}, {"seeds", c.seeds}, {"first_seed", c.first_seed},
+                        {"source_epochs", c.source_epochs}, {"target_epochs", c.target_epochs},
+                        {"target_batch", c.target_batch}, {"lr", c.lr}};
+  nlohmann::json result{{"labelled", r.labelled}, {"unlabelled", r.unlabelled}, {"target_test", r.target_test},
+                        {"source_accuracy", r.source_accuracy}, {"strategies", rows}};
+  write_summary(f.common, summary_json("bench transfer", config, timing, result));
   return 0;
 }
 
@@ -81,7 +83,6 @@ void register_transfer_commands(Cli& cli) {
       ->capture_default_str();
   b->add_option("--target-samples", c.target_samples, "labelled target images per class")->check(at_least(5, false))->capture_default_str();
   b->add_option("--seeds", c.seeds, "independent runs (pre-training, sample, initialisation)")->check(kPositive)->capture_default_str();
-  b->add_option("--seed", c.first_seed, "first seed")->capture_default_str();
   b->add_option("--source-epochs", c.source_epochs, "pre-training epochs")->check(kPositive)->capture_default_str();
   b->add_option("--epochs", c.target_epochs, "fine-tuning epochs over the labelled target images")->check(kPositive)->capture_default_str();
   b->add_option("--batch", c.target_batch, "fine-tuning minibatch")->check(kPositive)->capture_default_str();
@@ -98,10 +99,8 @@ void register_transfer_commands(Cli& cli) {
   b->add_option("--max-source", c.max_source, "pre-train on only the first N source images (0: all)")->check(kNonNegative);
   b->add_option("--max-test", c.max_test, "test on only the first N images (0: all)")->check(kNonNegative);
   b->add_option("--data", c.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();
-  b->add_option("--json", f.json_path, "write the results as JSON");
   b->add_option("--table", f.table_path, "also write the Markdown table to this file");
-  b->add_option("--threads", f.threads, "oneDNN/OpenMP threads (default: all cores)")->check(kPositive);
-  b->add_flag("--quiet", f.quiet, "no progress output");
+  add_common_flags(b, f.common, &c.first_seed, "first seed");
   cli.on_parsed(b, [fp] { return run_transfer(*fp); });
 }
 

@@ -1,0 +1,136 @@
+// Crash safety of --save: a training run is killed with SIGKILL at random moments around its
+// save, over and over, and after every kill the checkpoint under the real name must load; the
+// chain of completed saves must equal one uninterrupted run.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "meta/learn/model_description.h"
+#include "metagrad/checkpoint.h"
+#include "metagrad/error.h"
+#include "tests/cli_run.h"
+
+namespace metagrad {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+std::vector<std::string> split(const std::string& s) {
+  std::istringstream in(s);
+  std::vector<std::string> out;
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+// Starts the CLI with `args`, its stderr into `err_fd` (or /dev/null when -1), stdout discarded.
+pid_t spawn(const std::string& args, int err_fd = -1) {
+  std::vector<std::string> words = split(args);
+  words.insert(words.begin(), METAGRAD_CLI);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const int null = ::open("/dev/null", O_WRONLY);
+    ::dup2(null, 1);
+    ::dup2(err_fd >= 0 ? err_fd : null, 2);
+    std::vector<char*> argv;
+    for (std::string& w : words) argv.push_back(w.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+int wait_for(pid_t pid) {
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return st;
+}
+
+std::string bytes_of(const std::string& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+TEST(CheckpointKill, SigkillDuringSaveNeverLosesTheLastCheckpoint) {
+  const std::string dir = ::testing::TempDir() + "metagrad_kill_" + std::to_string(::getpid());
+  fs::create_directories(dir);
+  const std::string ckpt = dir + "/ckpt", straight = dir + "/straight";
+  const std::string common = "bench omniglot --algo maml --filters 32 --meta-batch 1 --eval-episodes 1 --threads 1 --data " METAGRAD_SOURCE_DIR "/data/omniglot";
+  ASSERT_EQ(testing::run(common + " --quiet --iters 1 --save " + ckpt).status, 0);
+  // Three meta-iterations per run, a checkpoint after each (--save-every 1): three saves to land in.
+  const std::string resume = common + " --quiet --iters 3 --save-every 1 --load " + ckpt + " --save " + ckpt;
+
+  // Calibration: when, after the start, does a resumed run report its save ("saved ..." on stderr)?
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  const auto c0 = Clock::now();
+  const pid_t cal = spawn(common + " --iters 3 --save-every 1 --load " + ckpt + " --save " + ckpt, fds[1]);
+  ::close(fds[1]);
+  std::string err;
+  double saved_at = -1;
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) {
+    err.append(buf, size_t(n));
+    if (saved_at < 0 && err.find("saved ") != std::string::npos)
+      saved_at = std::chrono::duration<double>(Clock::now() - c0).count();
+  }
+  ::close(fds[0]);
+  ASSERT_EQ(wait_for(cal), 0) << err;
+  ASSERT_GT(saved_at, 0) << err;
+  int64_t state = 4;  // meta-iterations the checkpoint holds (its Adam step counter)
+
+  const FewShotConfig model = parse_model_description(bytes_of(ckpt + ".json"), ckpt + ".json");
+  const Graph step = build_fewshot_step(model);
+  std::mt19937_64 rng(12345);
+  // From just before the first save's report to past the last save.
+  std::uniform_real_distribution<double> delay(saved_at - 0.08, saved_at + 0.25);
+  const int kAttempts = 100;
+  int killed = 0, lost = 0, killed_mid_write = 0;
+  const int64_t start_state = state;
+  for (int a = 0; a < kAttempts; ++a) {
+    const pid_t pid = spawn(resume);
+    std::this_thread::sleep_for(std::chrono::duration<double>(std::max(0.0, delay(rng))));
+    ::kill(pid, SIGKILL);
+    const int st = wait_for(pid);
+    if (WIFSIGNALED(st)) ++killed;
+    if (fs::exists(ckpt + ".tmp")) ++killed_mid_write;  // killed inside the write, before the rename
+    try {
+      ParamStore store;
+      store.ensure(step);
+      parse_model_description(bytes_of(ckpt + ".json"), ckpt + ".json");
+      load_checkpoint(store, ckpt);
+      const int64_t now = int64_t(store.data("adam.t")[0]);
+      EXPECT_GE(now, state) << "attempt " << a << ": the checkpoint went back in time";
+      state = now;
+    } catch (const Error& e) {
+      ++lost;
+      ADD_FAILURE() << "attempt " << a << ": " << e.what();
+      break;
+    }
+  }
+  std::cout << "[ kill test ] " << kAttempts << " runs, " << killed << " killed (" << killed_mid_write
+            << " inside the checkpoint write), " << state - start_state << " saved meta-iterations, " << lost
+            << " checkpoints lost; save reported " << saved_at << " s after the start\n";
+  EXPECT_EQ(lost, 0);
+  EXPECT_GE(killed, kAttempts / 2) << "most runs must really be killed";
+
+  // The surviving chain of saves equals an uninterrupted run of as many meta-iterations.
+  ASSERT_EQ(testing::run(common + " --quiet --iters " + std::to_string(state) + " --save " + straight).status, 0);
+  EXPECT_EQ(bytes_of(straight), bytes_of(ckpt)) << state << " iterations, resumed one at a time through kills";
+  fs::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace metagrad
