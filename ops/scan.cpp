@@ -24,13 +24,20 @@ ScanSig scan_sig(const Attrs& a, size_t num_inputs, const Graph& body) {
   s.nx = size_t(attr_int(a, "num_xs"));
   s.reverse = attr_int(a, "reverse") != 0;
   s.save = attr_int(a, "save_carries") != 0;
+  s.checkpoint = attr_int(a, "checkpoint");
+  s.slots = attr_int(a, "slots");
+  s.na = size_t(std::max<int64_t>(0, attr_int(a, "num_advance")));
   if (s.length < 1) throw ShapeError(fmt::format("scan: length {} must be at least 1", s.length));
   if (attr_int(a, "num_carry") < 0 || attr_int(a, "num_xs") < 0 || s.nc + s.nx > num_inputs)
     throw ShapeError(fmt::format("scan: num_carry {} and num_xs {} do not fit {} inputs", s.nc, s.nx, num_inputs));
   s.nk = num_inputs - s.nc - s.nx;
-  if (body.outputs().size() < s.nc)
-    throw ShapeError(fmt::format("scan: the body has {} outputs, fewer than its {} carries", body.outputs().size(), s.nc));
-  s.ny = body.outputs().size() - s.nc;
+  if (s.na > s.nx || (s.na > 0) != (s.checkpoint == 1 || s.checkpoint == 2) || (s.na > 0 && s.slots < 1))
+    throw ShapeError(fmt::format("scan: checkpoint {} with {} slots and num_advance {} (of {} slices) is not a checkpointed loop",
+                                 s.checkpoint, s.slots, s.na, s.nx));
+  if (body.outputs().size() < s.nc + s.na)
+    throw ShapeError(fmt::format("scan: the body has {} outputs, fewer than its {} carries and {} advance outputs",
+                                 body.outputs().size(), s.nc, s.na));
+  s.ny = body.outputs().size() - s.nc - s.na;
   for (const Node& n : body.nodes())
     if (n.kind == NodeKind::Input) s.body_inputs.push_back(n.id);
   return s;
@@ -50,7 +57,7 @@ std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attr
   for (size_t i = 0; i < in.size(); ++i) {
     TensorType want = in[i];
     const char* what = i < s.nc ? "carry" : i < s.nc + s.nx ? "slice" : "invariant";
-    if (i >= s.nc && i < s.nc + s.nx) {
+    if (i >= s.nc + s.na && i < s.nc + s.nx) {
       if (want.shape.empty() || want.shape[0] != s.length)
         throw ShapeError(fmt::format("scan: stacked input {} is {}, its leading dimension must be the length {}", i - s.nc,
                                      type_str(want), s.length));
@@ -60,6 +67,12 @@ std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attr
     if (got != want)
       throw ShapeError(fmt::format("scan: body input {} ({} \"{}\") is {}, the loop passes {}", i, what,
                                    body.node(s.body_inputs[i]).name, type_str(got), type_str(want)));
+  }
+  for (size_t k = 0; k < s.na; ++k) {
+    const TensorType& got = body.type(body.outputs()[s.nc + s.ny + k].value);
+    if (got != in[s.nc + k])
+      throw ShapeError(fmt::format("scan: advance output {} is {}, but the carry it recomputes is {}", k, type_str(got),
+                                   type_str(in[s.nc + k])));
   }
   std::vector<TensorType> out;
   for (size_t i = 0; i < s.nc; ++i) {
@@ -92,13 +105,35 @@ void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std:
   RefValues feeds;
   for (size_t i = 0; i < in.size(); ++i)
     if (i < s.nc || i >= s.nc + s.nx) feeds[body.node(s.body_inputs[i]).name] = *in[i];
+  auto slice = [&](size_t i, int64_t t) {
+    RefTensor& x = feeds[body.node(s.body_inputs[i]).name];
+    x.shape = body.node(s.body_inputs[i]).type().shape;
+    const size_t m = size_t(num_elements(x.shape));
+    x.data.assign(in[i]->data.begin() + ptrdiff_t(size_t(t) * m), in[i]->data.begin() + ptrdiff_t(size_t(t + 1) * m));
+  };
+  // A checkpointed loop: the forward carries it reads, every one of them (the reference need not
+  // save memory), by the advance outputs from the initial carries; forward step j is at t = j
+  // when this loop runs in reverse.
+  std::vector<std::vector<RefTensor>> states;
+  if (s.na > 0) {
+    std::vector<Value> adv;
+    for (size_t k = 0; k < s.na; ++k) adv.push_back(body.outputs()[s.nc + s.ny + k].value);
+    std::vector<RefTensor> cur;
+    for (size_t k = 0; k < s.na; ++k) cur.push_back(*in[s.nc + k]);
+    for (int64_t j = 0; j < s.length; ++j) {
+      states.push_back(cur);
+      if (j + 1 == s.length) break;
+      const int64_t t = s.reverse ? j : s.length - 1 - j;
+      for (size_t k = 0; k < s.na; ++k) feeds[body.node(s.body_inputs[s.nc + k]).name] = cur[k];
+      for (size_t i = s.nc + s.na; i < s.nc + s.nx; ++i) slice(i, t);
+      cur = reference_eval(body, adv, feeds);
+    }
+  }
   for (int64_t step = 0; step < s.length; ++step) {
     const int64_t t = s.reverse ? s.length - 1 - step : step;
-    for (size_t i = s.nc; i < s.nc + s.nx; ++i) {
-      RefTensor& x = feeds[body.node(s.body_inputs[i]).name];
-      x.shape = body.node(s.body_inputs[i]).type().shape;
-      const size_t m = size_t(num_elements(x.shape));
-      x.data.assign(in[i]->data.begin() + ptrdiff_t(size_t(t) * m), in[i]->data.begin() + ptrdiff_t(size_t(t + 1) * m));
+    for (size_t k = 0; k < s.na; ++k) feeds[body.node(s.body_inputs[s.nc + k]).name] = states[size_t(s.length - 1 - step)][k];
+    for (size_t i = s.nc + s.na; i < s.nc + s.nx; ++i) {
+      slice(i, t);
     }
     if (s.save)
       for (size_t i = 0; i < s.nc; ++i) {
@@ -144,7 +179,7 @@ class ScanKernel final : public Kernel {
       }
       outputs_.push_back(o);
     }
-    staging_.resize(std::max<size_t>(1, staging_bytes_));
+    staging_.resize(scan_staging_bytes(body, sig_));
     if (sig_.save)
       for (size_t i = 0; i < sig_.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[sig_.nc + sig_.ny + i]));
   }
@@ -169,6 +204,7 @@ class ScanKernel final : public Kernel {
     for (size_t i = 0; i < nc; ++i) std::memcpy(outputs_[i].dst, outputs_[i].src, outputs_[i].bytes);
   }
   std::string impl() const override { return fmt::format("scan:{}x{}", sig_.length, body_->kernel_count()); }
+  size_t own_bytes() const override { return body_->peak_bytes() + staging_.size(); }
 
  private:
   struct Input {
@@ -252,11 +288,17 @@ void register_scan_ops(OpRegistry& r) {
                {"num_carry", AttrKind::Int, std::nullopt},
                {"num_xs", AttrKind::Int, int64_t(0)},
                {"reverse", AttrKind::Int, int64_t(0)},
-               {"save_carries", AttrKind::Int, int64_t(0)}};
+               {"save_carries", AttrKind::Int, int64_t(0)},
+               {"checkpoint", AttrKind::Int, int64_t(0)},
+               {"slots", AttrKind::Int, int64_t(0)},
+               {"num_advance", AttrKind::Int, int64_t(0)}};
   def.body_shape = scan_shape;
   def.grad = scan_grad;
   def.reference = scan_reference;
-  def.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> { return std::make_unique<ScanKernel>(ctx); };
+  def.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+    if (attr_int(ctx.node.attrs, "num_advance") > 0) return make_checkpointed_scan_kernel(ctx);
+    return std::make_unique<ScanKernel>(ctx);
+  };
   OpTestCase one;
   one.inputs = {{DType::f32, {3}}, {DType::f32, {4, 3}}, {DType::f32, {3}}};
   one.attrs = {{"length", int64_t(4)}, {"num_carry", int64_t(1)}, {"num_xs", int64_t(1)}};

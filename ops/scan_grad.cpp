@@ -15,9 +15,6 @@
 
 namespace metagrad {
 
-namespace {
-
-// Copies the forward body into `b`, its inputs standing for `ins` (one per body input).
 std::vector<Tensor> inline_body(const Graph& body, Graph& b, const std::vector<Tensor>& ins) {
   std::vector<std::vector<Value>> map(body.size());
   size_t next_input = 0;
@@ -37,12 +34,12 @@ std::vector<Tensor> inline_body(const Graph& body, Graph& b, const std::vector<T
   return outs;
 }
 
-}  // namespace
-
 std::vector<Tensor> scan_grad(const GradCtx& ctx) {
   const Node& n = ctx.node;
   const Graph& body = *n.body;
   const ScanSig s = scan_sig(n.attrs, ctx.inputs.size(), body);
+  if (s.na > 0)
+    throw GraphError("scan: a checkpointed loop is made when compiling and is not differentiated again; differentiate the graph before compiling it");
   Graph& g = ctx.outputs.at(0).graph();
   auto needs = [&](size_t i) {
     return ctx.inputs[i].dtype() == DType::f32 && (ctx.needs.empty() || ctx.needs[i]);

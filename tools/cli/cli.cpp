@@ -5,7 +5,10 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <iostream>
 
 #include "metagrad/error.h"
@@ -37,12 +40,62 @@ const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, f
 std::ostream* CommonFlags::start() const {
   // These commands train through loops that take no DriverConfig yet (supervised, multitask).
   if (check_numerics) throw Error("--check-numerics: not available for this command yet (bench sinusoid, conv-maml, omniglot, fewshot, learned-schedule and eval-episodes have it)");
+  if (loops.memory_budget > 0 || loops.loop_checkpoint != CompileOptions::LoopCheckpoint::automatic)
+    throw Error("--memory-budget/--loop-checkpoint: not available for this command yet (the commands that train through the shared driver have them)");
   return progress();
 }
 
 void CommonFlags::apply(DriverConfig& d) const {
   d.progress = progress();
   d.compile.check_numerics = check_numerics;
+  d.compile.memory_budget = loops.memory_budget;
+  d.compile.loop_checkpoint = loops.loop_checkpoint;
+  d.compile.loop_slots = loops.loop_slots;
+}
+
+size_t parse_bytes(const std::string& text) {
+  static const std::vector<std::pair<std::string, double>> units = {
+      {"", 1}, {"b", 1}, {"k", 1024.0}, {"kib", 1024.0}, {"m", 1048576.0}, {"mib", 1048576.0},
+      {"g", 1073741824.0}, {"gib", 1073741824.0}};
+  size_t end = 0;
+  double v = -1;
+  try {
+    v = std::stod(text, &end);
+  } catch (const std::exception&) {
+    end = 0;
+  }
+  std::string unit = text.substr(std::min(end, text.size()));
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  for (const auto& [name, scale] : units)
+    if (end > 0 && unit == name && v >= 0 && std::isfinite(v)) return size_t(std::llround(v * scale));
+  throw CLI::ValidationError(fmt::format("expected bytes such as 1000, 64K, 512MiB or 1G, got '{}'", text));
+}
+
+void add_memory_flags(CLI::App* cmd, CompileOptions& o) {
+  cmd->add_option_function<std::string>(
+         "--memory-budget", [&o](const std::string& v) { o.memory_budget = parse_bytes(v); },
+         "BYTES (K/M/G suffixes): the compiled plan's peak must fit; backward loops are checkpointed to fit, "
+         "or compilation fails naming the smallest budget that would work")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            try {
+              parse_bytes(v);
+            } catch (const CLI::ValidationError& e) {
+              return std::string(e.what());
+            }
+            return std::string();
+          },
+          "BYTES"));
+  using LC = CompileOptions::LoopCheckpoint;
+  static const std::map<std::string, LC> policies = {
+      {"auto", LC::automatic}, {"all", LC::store_all}, {"every-k", LC::every_k}, {"revolve", LC::revolve}};
+  cmd->add_option_function<std::string>(
+         "--loop-checkpoint", [&o](const std::string& v) { o.loop_checkpoint = policies.at(v); },
+         "how backward loops get their forward carries: auto (every carry unless --memory-budget needs less), "
+         "all, every-k (k = --loop-slots, default sqrt(length)), revolve (--loop-slots slots, default 2 sqrt(length))")
+      ->check(CLI::IsMember({"auto", "all", "every-k", "revolve"}));
+  cmd->add_option("--loop-slots", o.loop_slots, "every-k: the segment length; revolve: the slots (0: the default)")
+      ->check(kNonNegative);
 }
 
 std::ostream* CommonFlags::progress() const {
