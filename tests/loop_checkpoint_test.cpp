@@ -17,6 +17,7 @@
 #include "ops/scan_schedule.h"
 #include "passes/checkpoint_loops.h"
 #include "runtime/arena_plan.h"
+#include "tests/cli_run.h"
 #include "tests/test_util.h"
 
 namespace metagrad {
@@ -286,6 +287,25 @@ TEST(LoopCheckpoint, BudgetPicksTheLeastRecomputationThatFits) {
   Executable fits(g, s2, {}, enough);
   EXPECT_LE(fits.peak_bytes(), least);
   EXPECT_EQ(fits.loops()[0].slots, 1);
+}
+
+// inspect reports each loop's policy; a budget under the leanest plan exits 1 with one line that
+// names the smallest budget, which then compiles; a malformed size exits 2 with one line.
+TEST(LoopCheckpoint, CliMemoryBudget) {
+  using testing::lines;
+  const std::string w = "inspect sinusoid --inner-loop scan --inner-steps 12 ";
+  testing::CliRun bad = testing::run(w + "--memory-budget 12X");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_EQ(lines(bad.err), 1u) << bad.err;
+  testing::CliRun small = testing::run(w + "--memory-budget 1K");
+  EXPECT_EQ(small.status, 1);
+  ASSERT_EQ(lines(small.err), 1u) << small.err;
+  const size_t at = small.err.find("at least ");
+  ASSERT_NE(at, std::string::npos) << small.err;
+  const std::string least = std::to_string(std::stoull(small.err.substr(at + 9)));
+  testing::CliRun ok = testing::run(w + "--memory-budget " + least);
+  EXPECT_EQ(ok.status, 0) << ok.err;
+  EXPECT_NE(ok.out.find("revolve, 1 slots"), std::string::npos) << ok.out;
 }
 
 }  // namespace
