@@ -86,7 +86,7 @@ class Scorer {
     Tensor lrs = input(g_, "lrs", {cfg.unroll});
     g_.add_output("loss", unrolled_val_loss(g_, cfg, lrs).value());
     optimize(g_);
-    exe_ = std::make_unique<Executable>(g_, store);
+    exe_ = std::make_unique<Executable>(g_, store, std::vector<std::string>{}, cfg.run.compile);
   }
   ScheduleScore score(const std::vector<double>& lrs, const ImageSet& train, const ImageSet& val, const ImageSet& test) {
     std::vector<float> l(lrs.begin(), lrs.end());

@@ -114,8 +114,13 @@ nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
 }
 
 nlohmann::json compile_json(const CompileStats& c) {
+  nlohmann::json loops = nlohmann::json::array();
+  for (const LoopReport& r : c.loops)
+    loops.push_back({{"length", r.length}, {"policy", r.policy}, {"slots", r.slots}, {"recompute_factor", r.recompute_factor}});
   return {{"nodes_raw", c.nodes_raw},     {"nodes_optimized", c.nodes_optimized}, {"kernels", c.kernels},
-          {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes}};
+          {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes},
+          {"loop_storage_bytes", c.loop_storage_bytes}, {"planned_peak_bytes", c.arena_bytes + c.loop_storage_bytes},
+          {"compile_seconds", c.compile_seconds}, {"loops", loops}};
 }
 
 void write_summary(const CommonFlags& f, const nlohmann::json& summary) {

@@ -286,7 +286,8 @@ int run_learned_schedule(ScheduleFlags& f) {
                         {"best_constant_val_loss", r.best_constant.val_loss}, {"best_constant_val_ci95", r.best_constant.val_ci95},
                         {"best_constant_test_loss", r.best_constant.test_loss}, {"learned_schedule", r.schedule},
                         {"learned_val_loss", r.learned.val_loss}, {"learned_val_ci95", r.learned.val_ci95},
-                        {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve}};
+                        {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve},
+                        {"compile", compile_json(r.train.compile)}, {"working_bytes", r.train.working_bytes}};
   write_summary(f.common, summary_json("bench learned-schedule", config, timing, result));
   return 0;
 }
