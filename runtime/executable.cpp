@@ -296,8 +296,8 @@ void Executable::Impl::report_non_finite(size_t kernel, size_t output, size_t na
     inputs += fmt::format("{}input {} {} {}: {}", j ? "; " : "", j, graph_.describe(v.node), type_str(t), what);
   }
   const size_t n = size_t(node.outputs[output].numel());
-  throw RuntimeError(fmt::format("check-numerics: {} (op {}) wrote {} NaN and {} Inf of {} values to output {} ({}); {}",
-                                 graph_.describe(node.id), node.op->name, nan, inf, n, output,
+  throw RuntimeError(fmt::format("check-numerics: {} wrote {} NaN and {} Inf of {} values to output {} ({}); {}",
+                                 graph_.describe(node.id), nan, inf, n, output,
                                  type_str(node.outputs[output]), inputs.empty() ? "no inputs" : inputs));
 }
 

@@ -57,6 +57,7 @@ struct Seed {
     c.batch = cfg.target_batch;
     c.seed = seed;
     c.eval_every = 0;
+    c.compile = cfg.compile;
     return c;
   }
 
@@ -147,6 +148,7 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
     pre.batch = std::min(cfg.source_batch, source_train.count);
     pre.seed = seed;
     pre.eval_every = 0;
+    pre.compile = cfg.compile;
     pre.label = tag + " pre-train";
     const SupervisedResult pr = train_classifier(pre, source_train, source_test, progress, &run.source);
     res.pretrain_seconds += seconds_since(t0);

@@ -7,6 +7,7 @@
 
 #include "meta/data/idx.h"
 #include "meta/transfer/transfer_search.h"
+#include "metagrad/executable.h"
 
 namespace metagrad {
 
@@ -30,6 +31,7 @@ struct TransferBenchConfig {
   // by its loss on the other 20%; the winner is retrained like the fixed strategies.
   int64_t search_epochs = 20, search_budget = 32;
   int64_t max_source = 0, max_test = 0;  // use only the first N images (0: all); for quick runs
+  CompileOptions compile;  // of every training step (pre-training, fine-tunes, search candidates)
 };
 
 struct StrategyResult {

@@ -256,6 +256,7 @@ MultitaskResult train_multitask(const MultitaskConfig& cfg, const ImageSet& trai
   loop.seed = cfg.seed;
   loop.label = cfg.label;
   loop.combine = cfg.combine;
+  loop.compile = cfg.compile;
   res.training = run_training(build, store, train, loop, progress, [&](int64_t, EpochRecord& rec) {
     res.epoch_test.push_back(evaluate_multitask(cfg, store, test));
     rec.test_loss = res.epoch_test.back().loss[0];

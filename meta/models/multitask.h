@@ -72,6 +72,7 @@ struct MultitaskConfig {
   uint64_t seed = 1;  // data order (initialisation: model.seed)
   std::string label;  // progress-bar label
   GradientCombiner combine;  // set into opt.combine_gradients when the step is built (DriverConfig::combine_gradients)
+  CompileOptions compile;    // of the training step (DriverConfig::compile)
 };
 
 // Tower t's classifier: the task's class count, and its own initialisation seed model.seed * T + t

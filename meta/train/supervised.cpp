@@ -139,6 +139,7 @@ SupervisedResult run_training(const std::function<Graph(const GradientCombiner&)
   run.opt_level = cfg.opt_level;
   run.step_counter = "";  // data order is one shuffled stream: a run always starts at step 0
   run.combine_gradients = cfg.combine;
+  run.compile = cfg.compile;
   run.label = cfg.label.empty() ? "train" : cfg.label;
   run.progress = progress;
   TrainSpec spec;
@@ -245,7 +246,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       std::copy_n(u.pixels.begin() + int64_t(pick() % uint64_t(u.count)) * ppi, ppi, xu.begin() + i * ppi);
     exe.set_input(exe.input_slot("xu"), std::span<const float>(xu));
   };
-  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every, cfg.opt_level, cfg.combine};
+  LoopConfig loop{cfg.epochs, cfg.batch, cfg.seed, cfg.label, cfg.curve_every, cfg.opt_level, cfg.combine, cfg.compile};
   auto build = [&](const GradientCombiner& combine) {
     SupervisedConfig c = cfg;
     if (combine) c.opt.combine_gradients = combine;

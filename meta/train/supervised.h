@@ -10,6 +10,7 @@
 #include "meta/data/idx.h"
 #include "meta/models/classifier.h"
 #include "meta/transfer/transfer.h"
+#include "metagrad/executable.h"
 #include "metagrad/optimizers.h"
 #include "metagrad/schedules.h"
 
@@ -43,6 +44,7 @@ struct SupervisedConfig {
   // Set into opt.combine_gradients when the step is built (DriverConfig::combine_gradients); empty:
   // opt's own combiner, if any.
   GradientCombiner combine;
+  CompileOptions compile;  // of the training step (DriverConfig::compile: --check-numerics)
 };
 
 struct EpochRecord {
@@ -84,6 +86,7 @@ struct LoopConfig {
   int64_t curve_every = 50;
   int opt_level = 1;
   GradientCombiner combine;  // handed to the step builder (DriverConfig::combine_gradients)
+  CompileOptions compile;    // of the training step (DriverConfig::compile)
 };
 // Called after each epoch's steps, before the record is kept: evaluate, fill test_loss/test_accuracy.
 using EpochHook = std::function<void(int64_t epoch, EpochRecord& record)>;

@@ -37,20 +37,18 @@ CLI::Validator at_least(double lo, bool strict) {
 }
 const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
 
-std::ostream* CommonFlags::start() const {
-  // These commands train through loops that take no DriverConfig yet (supervised, multitask).
-  if (check_numerics) throw Error("--check-numerics: not available for this command yet (bench sinusoid, conv-maml, omniglot, fewshot, learned-schedule and eval-episodes have it)");
-  if (loops.memory_budget > 0 || loops.loop_checkpoint != CompileOptions::LoopCheckpoint::automatic)
-    throw Error("--memory-budget/--loop-checkpoint: not available for this command yet (the commands that train through the shared driver have them)");
-  return progress();
+CompileOptions CommonFlags::compile_options() const {
+  CompileOptions c;
+  c.check_numerics = check_numerics;
+  c.memory_budget = loops.memory_budget;
+  c.loop_checkpoint = loops.loop_checkpoint;
+  c.loop_slots = loops.loop_slots;
+  return c;
 }
 
 void CommonFlags::apply(DriverConfig& d) const {
   d.progress = progress();
-  d.compile.check_numerics = check_numerics;
-  d.compile.memory_budget = loops.memory_budget;
-  d.compile.loop_checkpoint = loops.loop_checkpoint;
-  d.compile.loop_slots = loops.loop_slots;
+  d.compile = compile_options();
 }
 
 size_t parse_bytes(const std::string& text) {

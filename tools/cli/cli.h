@@ -54,8 +54,9 @@ struct CommonFlags {
   bool check_numerics = false;  // --check-numerics: CompileOptions::check_numerics of the driver
   CompileOptions loops;         // --memory-budget, --loop-checkpoint, --loop-slots (those fields only)
   // Applies --threads; the progress stream (null with --quiet).
-  std::ostream* start() const;
-  std::ostream* progress() const;  // start() for commands that honour --check-numerics themselves
+  std::ostream* progress() const;
+  // The compile options these flags ask for (--check-numerics), for every executable a command builds.
+  CompileOptions compile_options() const;
   // Applies --threads and sets the progress stream of a benchmark's driver configuration: the one
   // place a distributed run would set its shard and gradient combiner for every benchmark.
   void apply(DriverConfig& d) const;

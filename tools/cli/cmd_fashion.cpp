@@ -109,7 +109,8 @@ nlohmann::json result_json(const SupervisedResult& r) {
 }
 
 int run_fashion(TrainFlags& f) {
-  std::ostream* progress = f.common.start();
+  std::ostream* progress = f.common.progress();
+  f.cfg.compile = f.common.compile_options();
   f.cfg.schedule = parse_schedule(f.schedule);
   f.cfg.opt.lr = f.lr > 0 ? f.lr : default_lr(f.cfg.opt.name);
   Data d = load_data(f);
@@ -170,7 +171,8 @@ void write_plot(const std::string& path, const std::vector<Row>& rows) {
 
 int run_table(TableFlags& t) {
   TrainFlags& f = t.train;
-  std::ostream* progress = f.common.start();
+  std::ostream* progress = f.common.progress();
+  f.cfg.compile = f.common.compile_options();
   f.cfg.schedule = parse_schedule(f.schedule);
   for (const std::string& o : t.optimizers)
     if (std::find(optimizer_names().begin(), optimizer_names().end(), o) == optimizer_names().end())

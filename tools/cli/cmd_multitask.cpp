@@ -95,7 +95,8 @@ std::string table(const MultitaskFlags& f, const std::vector<ModeRuns>& modes, i
 }
 
 int run_multitask(MultitaskFlags& f) {
-  std::ostream* progress = f.common.start();
+  std::ostream* progress = f.common.progress();
+  f.cfg.compile = f.common.compile_options();
   const ImageSet train = first_images(load_fashion_mnist(f.data, true), f.max_train);
   const ImageSet test = first_images(load_fashion_mnist(f.data, false), f.max_test);
   std::tie(f.cfg.model.input_mean, f.cfg.model.input_std) = pixel_mean_std(train);

@@ -154,7 +154,7 @@ int run_eval_episodes(const EvalRunsFlags& f) {
     c.query = run.items() / run.classes();
     Graph g = build_fewshot_eval(c, 1, steps);
     optimize(g);
-    Executable exe(g, store, {}, CompileOptions{.check_numerics = f.common.check_numerics});
+    Executable exe(g, store, {}, f.common.compile_options());
     std::vector<int32_t> support_labels(size_t(run.classes()));
     for (size_t i = 0; i < support_labels.size(); ++i) support_labels[i] = int32_t(i);
     exe.set_input(exe.input_slot("xs"), std::span<const float>(run.training));

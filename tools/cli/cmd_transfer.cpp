@@ -30,8 +30,9 @@ std::pair<int32_t, int32_t> parse_classes(const std::string& spec, const char* f
 }
 
 int run_transfer(TransferFlags& f) {
-  std::ostream* progress = f.common.start();
+  std::ostream* progress = f.common.progress();
   TransferBenchConfig& c = f.cfg;
+  c.compile = f.common.compile_options();
   std::tie(c.source_lo, c.source_hi) = parse_classes(f.source, "--source");
   std::tie(c.target_lo, c.target_hi) = parse_classes(f.target, "--target");
   if (std::max(c.source_lo, c.target_lo) <= std::min(c.source_hi, c.target_hi))
