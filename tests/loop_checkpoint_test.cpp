@@ -17,6 +17,7 @@
 #include "ops/scan_schedule.h"
 #include "passes/checkpoint_loops.h"
 #include "runtime/arena_plan.h"
+#include "tests/alloc_counter.h"
 #include "tests/cli_run.h"
 #include "tests/test_util.h"
 
@@ -133,12 +134,15 @@ Fed to_feeds(const RefValues& v) {
   return f;
 }
 
+// Also checks that running again allocates nothing (the schedule runs over preallocated slots).
 std::vector<std::vector<float>> run_compiled(const Graph& g, const RefValues& feeds, const CompileOptions& o,
                                              std::vector<LoopReport>* loops = nullptr) {
   ParamStore store;
   Executable exe(g, store, {}, o);
   Fed f = to_feeds(feeds);
   exe.run(f.feeds);
+  testing::AllocCount count = testing::count_allocations([&] { exe.run(f.feeds); });
+  EXPECT_EQ(count.ours, 0) << "allocations made by the loop kernels";
   if (loops) *loops = exe.loops();
   std::vector<std::vector<float>> out;
   for (size_t i = 0; i < exe.fetch_names().size(); ++i) out.emplace_back(exe.fetch(i).begin(), exe.fetch(i).end());
