@@ -36,6 +36,9 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   };
   int64_t lo = 1, hi = max_revolve_slots(longest);
   Graph best = with_slots(lo);
+  // A checkpointed loop compiles its body twice (reverse step and advance): with few steps of a
+  // large body that costs more than the carries it saves, and storing every carry stays leaner.
+  if (planned_peak(best) >= planned_peak(g)) return false;
   if (planned_peak(best) <= budget) {
     while (lo < hi) {  // the peak grows with the slots: the most slots that fit
       const int64_t mid = (lo + hi + 1) / 2;
