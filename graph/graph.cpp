@@ -84,10 +84,22 @@ std::string types_str(const std::vector<TensorType>& ts) {
   for (size_t i = 0; i < ts.size(); ++i) s += (i ? ", " : "") + type_str(ts[i]);
   return s;
 }
+
+// The op's shape rule, or its body rule with the body's signature, for add_op_multi and verify.
+std::vector<TensorType> infer_types(const OpDef& op, const std::vector<TensorType>& in, const Attrs& attrs,
+                                    const Graph* body) {
+  if (op.body_shape) {
+    if (!body) throw GraphError(fmt::format("op {} needs a body graph", op.name));
+    return op.body_shape(in, attrs, *body);
+  }
+  if (body) throw GraphError(fmt::format("op {} takes no body graph", op.name));
+  return op.shape(in, attrs);
+}
+
 }  // namespace
 
 std::vector<Value> Graph::add_op_multi(const std::string& opname, std::vector<Value> inputs, Attrs attrs,
-                                       const std::string& name) {
+                                       const std::string& name, std::shared_ptr<const Graph> body) {
   const OpDef& op = OpRegistry::get().at(opname);
   std::string where = name.empty() ? fmt::format("op {} (new node %{})", opname, nodes_.size())
                                    : fmt::format("op {} (node \"{}\")", opname, name);
@@ -107,11 +119,12 @@ std::vector<Value> Graph::add_op_multi(const std::string& opname, std::vector<Va
   }
   std::vector<TensorType> out;
   try {
-    out = op.shape(in, attrs);
+    out = infer_types(op, in, attrs, body.get());
   } catch (const Error& e) {
     throw ShapeError(fmt::format("{}: {} (input types: {})", where, e.what(), types_str(in)));
   }
   Node n;
+  n.body = std::move(body);
   n.kind = NodeKind::Op;
   n.name = name;
   n.op = &op;
@@ -177,6 +190,13 @@ void verify(const Graph& g) {
       if (size_t(v.index) >= g.node(v.node).outputs.size()) fail(fmt::format("input %{}.{} does not exist", v.node, v.index));
       in.push_back(g.type(v));
     }
+    if (n.body) {
+      try {
+        verify(*n.body);
+      } catch (const Error& e) {
+        fail(fmt::format("in its body: {}", e.what()));
+      }
+    }
     Attrs normalized;
     try {
       normalized = normalize_attrs(op, n.attrs);
@@ -186,7 +206,7 @@ void verify(const Graph& g) {
     if (normalized != n.attrs) fail("attributes differ from the op's schema (defaults not filled?)");
     std::vector<TensorType> out;
     try {
-      out = op.shape(in, n.attrs);
+      out = infer_types(op, in, n.attrs, n.body.get());
     } catch (const Error& e) {
       fail(fmt::format("shape rule fails: {}", e.what()));
     }

@@ -33,9 +33,8 @@ json attr_json(const AttrValue& v) {
 }
 json type_json(const TensorType& t) { return {{"dtype", dtype_name(t.dtype)}, {"shape", t.shape}}; }
 json value_json(Value v) { return json::array({v.node, v.index}); }
-}  // namespace
 
-std::string to_json(const Graph& g) {
+json graph_json(const Graph& g) {
   json j;
   j["nodes"] = json::array();
   for (const Node& n : g.nodes()) {
@@ -52,6 +51,7 @@ std::string to_json(const Graph& g) {
       node["trainable"] = n.trainable;
     }
     if (n.kind == NodeKind::Constant) node["data"] = numbers_json(n.data);
+    if (n.body) node["body"] = graph_json(*n.body);  // a loop's body, as a graph of its own
     j["nodes"].push_back(std::move(node));
   }
   j["outputs"] = json::array();
@@ -59,6 +59,12 @@ std::string to_json(const Graph& g) {
   j["updates"] = json::array();
   for (const auto& u : g.updates())
     j["updates"].push_back({{"param", g.node(u.param).name}, {"param_id", u.param}, {"value", value_json(u.value)}});
+  return j;
+}
+}  // namespace
+
+std::string to_json(const Graph& g) {
+  json j = graph_json(g);
   // Names are arbitrary bytes; invalid UTF-8 is replaced rather than thrown on.
   return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
 }

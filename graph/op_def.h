@@ -23,6 +23,9 @@ struct KernelCtx;
 // Shape rule: input types and (defaults-filled) attributes -> output types; throws ShapeError
 // with a message that names the shapes (the caller prefixes op and node).
 using ShapeFn = std::function<std::vector<TensorType>(const std::vector<TensorType>& in, const Attrs& attrs)>;
+// The shape rule of an op that holds a body graph (scan): it also checks the body's signature.
+using BodyShapeFn = std::function<std::vector<TensorType>(const std::vector<TensorType>& in, const Attrs& attrs,
+                                                          const Graph& body)>;
 
 // Gradient rule: builds graph nodes for the cotangent of each input. Cotangents may have a
 // broadcast-compatible shape (the autodiff pass sums them down to the input's shape); an empty
@@ -33,6 +36,9 @@ struct GradCtx {
   std::vector<Tensor> outputs;
   std::vector<Tensor> cotangents;
   const Attrs& attrs;
+  // Per input: whether the pass will use its cotangent (it depends on a wrt value). Rules may
+  // skip the others; ops with a body use it to leave unneeded derivatives out of their loop.
+  std::vector<bool> needs;
 };
 using GradFn = std::function<std::vector<Tensor>(const GradCtx&)>;
 
@@ -60,6 +66,7 @@ struct OpTestCase {
   double kernel_ulp = -1;
   double kernel_tolerance = 1e-5;
   std::string note;
+  std::shared_ptr<const Graph> body;   // ops that hold a graph (scan)
 };
 
 // f32 math of an elementwise op over `n` contiguous elements whose inputs are already
@@ -79,6 +86,7 @@ struct OpDef {
   int num_inputs = 1;  // -1: variadic (at least one)
   std::vector<AttrSpec> attrs;
   ShapeFn shape;
+  BodyShapeFn body_shape;  // set instead of `shape` by ops that hold a body graph
   GradKind grad_kind = GradKind::Rule;
   GradFn grad;
   RefFn reference;

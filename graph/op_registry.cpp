@@ -20,7 +20,7 @@ const OpDef& OpRegistry::at(const std::string& name) const {
 void OpRegistry::add(OpDef def) {
   if (def.name.empty()) throw GraphError("op without a name");
   if (ops_.count(def.name)) throw GraphError(fmt::format("op '{}' registered twice", def.name));
-  if (!def.shape || !def.reference || !def.kernel)
+  if ((!def.shape && !def.body_shape) || !def.reference || !def.kernel)
     throw GraphError(fmt::format("op '{}' lacks a shape rule, reference or kernel", def.name));
   if (def.grad_kind == GradKind::Rule && !def.grad)
     throw GraphError(fmt::format("op '{}' declares a gradient rule but has none", def.name));

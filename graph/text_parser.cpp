@@ -316,7 +316,9 @@ std::string types_str(const std::vector<TensorType>& ts) {
   return s;
 }
 
-void parse_op(Reader& r, Graph& g, const std::string& opname, Pos op_pos, Pos stmt) {
+std::shared_ptr<const Graph> parse_body(Reader& r, int depth);
+
+void parse_op(Reader& r, Graph& g, const std::string& opname, Pos op_pos, Pos stmt, int depth) {
   if (!OpRegistry::get().find(opname)) Reader::fail_at(op_pos, fmt::format("unknown op '{}'", opname));
   r.expect('(');
   std::vector<Value> ins;
@@ -327,11 +329,12 @@ void parse_op(Reader& r, Graph& g, const std::string& opname, Pos op_pos, Pos st
   }
   Attrs a = r.peek() == '{' ? r.attrs() : Attrs{};
   std::string name = r.peek() == '"' ? r.quoted("") : "";
+  std::shared_ptr<const Graph> body = parse_body(r, depth);
   r.expect(':');
   std::vector<TensorType> types{r.type()};
   while (r.accept(',')) types.push_back(r.type());
   try {
-    g.add_op_multi(opname, ins, a, name);
+    g.add_op_multi(opname, ins, a, name, std::move(body));
   } catch (const Error& e) {
     Reader::fail_at(stmt, e.what());
   }
@@ -362,13 +365,9 @@ void parse_binding(Reader& r, Graph& g, const std::string& kw, Pos stmt) {
   }
 }
 
-}  // namespace
-
-Graph parse_text(const std::string& text) {
-  Reader r(text);
-  Graph g;
-  r.keyword("graph");
-  r.expect('{');
+// The statements of a graph up to and including its closing '}'. `depth` counts the loop
+// bodies this graph is nested in.
+void parse_statements(Reader& r, Graph& g, int depth) {
   while (!r.accept('}')) {
     if (r.at_end()) r.fail("missing '}' at the end of the graph");
     Pos stmt = r.here();
@@ -392,7 +391,7 @@ Graph parse_text(const std::string& text) {
       if (kind == "input") parse_input(r, g);
       else if (kind == "param") parse_param(r, g);
       else if (kind == "const") parse_const(r, g);
-      else parse_op(r, g, kind, kind_pos, stmt);
+      else parse_op(r, g, kind, kind_pos, stmt, depth);
     } catch (const GraphError& e) {
       if (std::string(e.what()).rfind("line ", 0) == 0) throw;
       Reader::fail_at(stmt, e.what());
@@ -400,6 +399,38 @@ Graph parse_text(const std::string& text) {
       Reader::fail_at(stmt, e.what());
     }
   }
+}
+
+// `body graph { ... }` after an op's attributes and name: a loop's body, parsed like a graph.
+// Nesting is bounded so that hostile text cannot exhaust the stack.
+std::shared_ptr<const Graph> parse_body(Reader& r, int depth) {
+  constexpr int kMaxBodyDepth = 16;
+  if (!r.at_word()) return nullptr;
+  Reader ahead = r;
+  if (ahead.word("") != "body") return nullptr;
+  Pos p = r.here();
+  r.keyword("body");
+  if (depth + 1 > kMaxBodyDepth) Reader::fail_at(p, fmt::format("loop bodies nest deeper than {}", kMaxBodyDepth));
+  r.keyword("graph");
+  r.expect('{');
+  auto body = std::make_shared<Graph>();
+  parse_statements(r, *body, depth + 1);
+  try {
+    verify(*body);
+  } catch (const Error& e) {
+    Reader::fail_at(p, fmt::format("body: {}", e.what()));
+  }
+  return body;
+}
+
+}  // namespace
+
+Graph parse_text(const std::string& text) {
+  Reader r(text);
+  Graph g;
+  r.keyword("graph");
+  r.expect('{');
+  parse_statements(r, g, 0);
   if (!r.at_end()) r.expected("the end of the text after the graph's '}'");
   verify(g);
   return g;

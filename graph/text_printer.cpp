@@ -51,13 +51,18 @@ std::string types_str(const std::vector<TensorType>& ts) {
   return s;
 }
 
-}  // namespace
+void print_graph(std::ostringstream& out, const Graph& g, const std::string& pad);
 
-std::string to_text(const Graph& g) {
-  std::ostringstream out;
+// A loop's body prints as a nested graph after the attributes and name, indented one level.
+void print_body(std::ostringstream& out, const Graph& body, const std::string& pad) {
+  out << " body ";
+  print_graph(out, body, pad + "  ");
+}
+
+void print_graph(std::ostringstream& out, const Graph& g, const std::string& pad) {
   out << "graph {\n";
   for (const Node& n : g.nodes()) {
-    out << "  %" << n.id << " = ";
+    out << pad << "  %" << n.id << " = ";
     switch (n.kind) {
       case NodeKind::Input:
         out << "input " << quote(n.name) << " : " << type_str(n.type());
@@ -78,15 +83,25 @@ std::string to_text(const Graph& g) {
         out << ")";
         if (!n.attrs.empty()) out << " " << attrs_str(n.attrs);
         if (!n.name.empty()) out << " " << quote(n.name);
+        if (n.body) print_body(out, *n.body, pad);
         out << " : " << types_str(n.outputs);
         break;
       }
     }
     out << "\n";
   }
-  for (const auto& o : g.outputs()) out << "  output " << quote(o.name) << " = " << value_str(o.value) << "\n";
-  for (const auto& u : g.updates()) out << "  update " << quote(g.node(u.param).name) << " = " << value_str(u.value) << "\n";
-  out << "}\n";
+  for (const auto& o : g.outputs()) out << pad << "  output " << quote(o.name) << " = " << value_str(o.value) << "\n";
+  for (const auto& u : g.updates())
+    out << pad << "  update " << quote(g.node(u.param).name) << " = " << value_str(u.value) << "\n";
+  out << pad << "}";
+}
+
+}  // namespace
+
+std::string to_text(const Graph& g) {
+  std::ostringstream out;
+  print_graph(out, g, "");
+  out << "\n";
   return out.str();
 }
 

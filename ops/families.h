@@ -15,4 +15,5 @@ void register_softmax_ops(OpRegistry& r);      // ops/softmax.cpp
 void register_batch_norm_ops(OpRegistry& r);  // ops/batch_norm.cpp
 void register_fused_ops(OpRegistry& r);        // ops/fused.cpp (fused_elementwise)
 void register_collective_ops(OpRegistry& r);   // ops/collective.cpp (allreduce_sum)
+void register_scan_ops(OpRegistry& r);         // ops/scan.cpp (loops)
 }  // namespace metagrad

@@ -21,6 +21,7 @@ const OpRegistry& OpRegistry::get() {
     register_batch_norm_ops(r);
     register_fused_ops(r);
     register_collective_ops(r);
+    register_scan_ops(r);
     return r;
   }();
   return registry;

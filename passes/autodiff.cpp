@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
 
 #include "graph/op_def.h"
@@ -24,11 +25,21 @@ Tensor accumulate(const Tensor& acc, const Tensor& c) {
 }  // namespace
 
 std::vector<Tensor> vjp(const Tensor& y, const Tensor& cotangent, const std::vector<Tensor>& wrt) {
-  Graph& g = y.graph();
-  if (cotangent.shape() != y.shape())
-    throw ShapeError(fmt::format("vjp: cotangent shape {} differs from output shape {}",
-                                 shape_str(cotangent.shape()), shape_str(y.shape())));
-  const int ny = y.value().node;
+  return vjp(std::vector<Tensor>{y}, std::vector<Tensor>{cotangent}, wrt);
+}
+
+std::vector<Tensor> vjp(const std::vector<Tensor>& ys, const std::vector<Tensor>& cotangents,
+                        const std::vector<Tensor>& wrt) {
+  if (ys.empty() || ys.size() != cotangents.size()) throw GraphError("vjp: need one cotangent per output, and an output");
+  Graph& g = ys[0].graph();
+  int ny = 0;
+  for (size_t i = 0; i < ys.size(); ++i) {
+    if (&ys[i].graph() != &g || &cotangents[i].graph() != &g) throw GraphError("vjp: outputs from another graph");
+    if (cotangents[i].shape() != ys[i].shape())
+      throw ShapeError(fmt::format("vjp: cotangent shape {} differs from output shape {}",
+                                   shape_str(cotangents[i].shape()), shape_str(ys[i].shape())));
+    ny = std::max(ny, ys[i].value().node);
+  }
   // Nodes that depend on some wrt value (forward reachability).
   std::vector<char> depends(size_t(ny) + 1, 0);
   std::map<Value, size_t> wrt_index;
@@ -49,7 +60,7 @@ std::vector<Tensor> vjp(const Tensor& y, const Tensor& cotangent, const std::vec
   }
 
   std::map<Value, Tensor> cot;
-  cot[y.value()] = cotangent;
+  for (size_t i = 0; i < ys.size(); ++i) cot[ys[i].value()] = accumulate(cot[ys[i].value()], cotangents[i]);
   // Nodes are appended in topological order, so a reverse scan over ids is a valid order. The
   // scan stops at the original y: nodes the rules append have larger ids and are never visited.
   for (int id = ny; id >= 0; --id) {
@@ -76,7 +87,9 @@ std::vector<Tensor> vjp(const Tensor& y, const Tensor& cotangent, const std::vec
     for (Value v : n.inputs) ins.emplace_back(&g, v);
     // Copy what the rule needs: appending nodes may reallocate the node vector.
     Node snapshot = n;
-    GradCtx ctx{snapshot, ins, outs, cots, snapshot.attrs};
+    std::vector<bool> needs;
+    for (Value v : n.inputs) needs.push_back(depends[size_t(v.node)] != 0);
+    GradCtx ctx{snapshot, ins, outs, cots, snapshot.attrs, std::move(needs)};
     std::vector<Tensor> gin = op.grad(ctx);
     if (gin.size() != ins.size())
       throw GraphError(fmt::format("grad rule of {} returned {} cotangents for {} inputs", op.name, gin.size(), ins.size()));

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
+#include <memory>
 
 #include "metagrad/error.h"
 #include "passes/common_subexpr_elim.h"
@@ -30,9 +32,41 @@ const std::vector<PassInfo>& all_passes() {
   return passes;
 }
 
+namespace {
+
+// Every loop body is optimized with the same options before the graph that holds it. Bodies are
+// shared by pointer (a forward loop and its saving twin, copies made by passes), so each is
+// optimized once and every holder gets the same result, which keeps equal loops equal for CSE.
+void optimize_bodies(Graph& g, const PipelineOptions& opts,
+                     std::map<const Graph*, std::pair<std::shared_ptr<const Graph>, std::shared_ptr<const Graph>>>& done) {
+  for (size_t i = 0; i < g.size(); ++i) {
+    Node& n = g.node(int(i));
+    if (!n.body) continue;
+    auto it = done.find(n.body.get());
+    if (it == done.end()) {
+      auto body = std::make_shared<Graph>(*n.body);
+      PipelineOptions inner = opts;
+      inner.dump = nullptr;  // dumps show the graph the caller optimizes
+      optimize_bodies(*body, inner, done);
+      try {
+        optimize(*body, inner);
+      } catch (const GraphError& e) {
+        throw GraphError(fmt::format("in the body of {}: {}", g.describe(n.id), e.what()));
+      }
+      // The old body is kept alive with its key, so its address cannot be reused meanwhile.
+      it = done.emplace(n.body.get(), std::make_pair(n.body, std::move(body))).first;
+    }
+    n.body = it->second.second;
+  }
+}
+
+}  // namespace
+
 std::vector<PassRecord> optimize(Graph& g, const PipelineOptions& opts) {
   std::vector<PassRecord> records;
   if (opts.opt_level <= 0) return records;
+  std::map<const Graph*, std::pair<std::shared_ptr<const Graph>, std::shared_ptr<const Graph>>> bodies;
+  optimize_bodies(g, opts, bodies);
   for (const auto& name : opts.disabled)
     if (std::none_of(all_passes().begin(), all_passes().end(), [&](const PassInfo& p) { return p.name == name; }))
       throw GraphError(fmt::format("unknown pass '{}'", name));

@@ -13,10 +13,44 @@
 
 #include "graph/op_def.h"
 #include "metagrad/error.h"
+#include "runtime/arena_plan.h"
 #include "runtime/kernel.h"
-#include "runtime/memory_plan.h"
+#include "runtime/memory_budget.h"
+#include "ops/scan.h"
+#include "ops/scan_schedule.h"
 
 namespace metagrad {
+
+namespace {
+
+// The backward loops among the compiled nodes: a scan that stores its carries (store-all, the
+// arena holds them) or one that recomputes them (checkpointed).
+std::vector<LoopReport> loop_reports(const Graph& g, const std::vector<int>& nodes) {
+  std::vector<LoopReport> out;
+  for (int id : nodes) {
+    const Node& n = g.node(id);
+    if (!n.body) continue;
+    const ScanSig s = scan_sig(n.attrs, n.inputs.size(), *n.body);
+    LoopReport r;
+    r.node = g.describe(id);
+    r.length = s.length;
+    if (s.na > 0) {
+      r.policy = s.checkpoint == 1 ? "every-k" : "revolve";
+      r.slots = int64_t(scan_slot_count(s));
+      r.recomputed = schedule_advances(scan_schedule(s));
+    } else if (s.save) {
+      r.policy = "store-all";
+      r.slots = s.length;
+    } else {
+      continue;
+    }
+    r.recompute_factor = double(s.length + r.recomputed) / double(s.length);
+    out.push_back(r);
+  }
+  return out;
+}
+
+}  // namespace
 
 struct Executable::Impl {
   Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches, const CompileOptions& options);
@@ -71,67 +105,15 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
                        const CompileOptions& options)
     : graph_(g), store_(store), options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
   verify(graph_);
-  std::vector<NamedOutput> wanted;
-  if (fetches.empty()) {
-    wanted = graph_.outputs();
-  } else {
-    for (const auto& f : fetches) {
-      bool found = false;
-      for (const auto& o : graph_.outputs())
-        if (o.name == f) wanted.push_back(o), found = true;
-      if (!found) {
-        std::string known;
-        for (const auto& o : graph_.outputs()) known += (known.empty() ? "" : ", ") + o.name;
-        throw RuntimeError(fmt::format("unknown fetch \"{}\" (graph outputs: {})", f, known.empty() ? "none" : known));
-      }
-    }
-  }
+  fit_memory_budget(graph_, fetches, options_);
+  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics);
+  const std::vector<NamedOutput>& wanted = ap.wanted;
+  const std::vector<char>& needed = ap.needed;
+  const std::vector<BufferRequest>& requests = ap.requests;
+  const std::map<Value, size_t>& request_of = ap.request_of;
+  const MemoryPlan& plan = ap.memory;
   store_.ensure(graph_);
-
   const size_t n = graph_.size();
-  std::vector<char> needed(n, 0);
-  for (const auto& o : wanted) needed[size_t(o.value.node)] = 1;
-  for (const auto& u : graph_.updates()) needed[size_t(u.value.node)] = 1;
-  for (size_t i = n; i-- > 0;)
-    if (needed[i])
-      for (Value v : graph_.node(int(i)).inputs) needed[size_t(v.node)] = 1;
-
-  // Schedule = node order restricted to needed nodes; buffers for inputs and op outputs.
-  std::vector<int> step_of(n, -1);
-  int steps = 0;
-  for (size_t i = 0; i < n; ++i)
-    if (needed[i]) step_of[i] = steps++;
-  std::vector<BufferRequest> requests;
-  std::map<Value, size_t> request_of;
-  std::vector<int> last_use(n, -1);
-  for (size_t i = 0; i < n; ++i)
-    if (needed[i])
-      for (Value v : graph_.node(int(i)).inputs) last_use[size_t(v.node)] = std::max(last_use[size_t(v.node)], step_of[i]);
-  for (const auto& o : wanted) last_use[size_t(o.value.node)] = steps;
-  for (const auto& u : graph_.updates()) last_use[size_t(u.value.node)] = steps;
-  for (size_t i = 0; i < n; ++i) {
-    const Node& node = graph_.node(int(i));
-    if (!needed[i] || node.kind == NodeKind::Parameter || node.kind == NodeKind::Constant) continue;
-    // Inputs are written before the first step and stay intact through the whole run, so a
-    // caller may run again without feeding again.
-    const bool fed = node.kind == NodeKind::Input;
-    const int first = fed ? -1 : step_of[i], last = fed ? steps : std::max(last_use[i], step_of[i]);
-    for (size_t k = 0; k < node.outputs.size(); ++k) {
-      request_of[{int(i), int(k)}] = requests.size();
-      requests.push_back({node.outputs[k].bytes(), first, last});
-    }
-    // An in-place kernel may write over an operand that dies here (never over a fed input,
-    // which the caller may not re-feed before the next run).
-    if (node.kind == NodeKind::Op && node.op->inplace && node.outputs.size() == 1 && !options_.check_numerics)
-      for (Value v : node.inputs) {
-        const Node& src = graph_.node(v.node);
-        if (src.kind == NodeKind::Op && graph_.type(v) == node.type() && last_use[size_t(v.node)] == step_of[i]) {
-          requests.back().inplace_of = int(request_of.at(v));
-          break;
-        }
-      }
-  }
-  MemoryPlan plan = plan_memory(requests);
   for (const auto& [v, i] : request_of)
     buffers_.push_back({v, plan.offsets[i], requests[i].bytes, requests[i].first, requests[i].last,
                         requests[i].inplace_of >= 0 && plan.offsets[i] == plan.offsets[size_t(requests[i].inplace_of)]});
@@ -364,6 +346,13 @@ size_t Executable::arena_bytes() const { return impl_->arena_bytes_; }
 size_t Executable::workspace_bytes() const { return impl_->workspace_.bytes(); }
 size_t Executable::naive_bytes() const { return impl_->naive_bytes_; }
 size_t Executable::kernel_count() const { return impl_->kernels_.size(); }
+size_t Executable::loop_storage_bytes() const {
+  size_t b = 0;
+  for (const auto& k : impl_->kernels_) b += k->own_bytes();
+  return b;
+}
+size_t Executable::peak_bytes() const { return arena_bytes() + loop_storage_bytes(); }
+std::vector<LoopReport> Executable::loops() const { return loop_reports(impl_->graph_, impl_->kernel_nodes_); }
 const std::vector<BufferInfo>& Executable::buffers() const { return impl_->buffers_; }
 const Graph& Executable::graph() const { return impl_->graph_; }
 std::vector<KernelProfile> Executable::profile(int n) { return impl_->profile(n); }

@@ -52,6 +52,8 @@ class Kernel {
   virtual ~Kernel() = default;
   virtual void run(dnnl::stream& stream) = 0;
   virtual std::string impl() const = 0;  // for profiles: "onednn:brg:avx512_core", "loop"
+  // Bytes the kernel allocated for itself beside the arena and the workspace (a loop's body plan).
+  virtual size_t own_bytes() const { return 0; }
 };
 
 // A dense row-major oneDNN memory descriptor of an f32 or i32 tensor; scalars become [1].

@@ -89,7 +89,7 @@ TEST_P(OpCheck, KernelAndGradients) {
   }
   std::vector<Value> in_vals;
   for (auto& t : ins) in_vals.push_back(t.value());
-  std::vector<Value> outs = g.add_op_multi(id.op, in_vals, c.attrs);
+  std::vector<Value> outs = g.add_op_multi(id.op, in_vals, c.attrs, "", c.body);
   for (size_t k = 0; k < outs.size(); ++k) g.add_output("y" + std::to_string(k), outs[k]);
 
   // f32 kernel against the f64 reference.

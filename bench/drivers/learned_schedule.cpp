@@ -13,6 +13,7 @@
 #include "metagrad/ops.h"
 #include "metagrad/optimizers.h"
 #include "metagrad/pipeline.h"
+#include "metagrad/scan.h"
 
 namespace metagrad {
 
@@ -26,6 +27,18 @@ Tensor unrolled_val_loss(Graph& g, const LearnedScheduleConfig& cfg, const Tenso
   Tensor xval = input(g, "xval", {cfg.val_batch, 1, H, H}), yval = input(g, "yval", {cfg.val_batch}, DType::i32);
   // The initial weights are state, not trained: every unroll starts from the same point.
   std::vector<Tensor> w = classifier_params(g, cfg.model, "init", /*trainable=*/false);
+  if (cfg.inner_loop) {
+    // One loop node over the K steps: the minibatches and rates are its stacked inputs.
+    Tensor rates = reshape(lrs, {K, 1});
+    w = scan_closure(K, w, {xtr, ytr, rates}, [&](const std::vector<Tensor>& ws, const std::vector<Tensor>& s) {
+          std::vector<Tensor> gr = grad(cross_entropy(classifier_logits(s[0], ws, cfg.model), s[1]), ws);
+          Tensor lr = reshape(s[2], {});
+          std::vector<Tensor> next;
+          for (size_t i = 0; i < ws.size(); ++i) next.push_back(ws[i] - lr * gr[i]);
+          return ScanStep{next, {}};
+        }).carries;
+    return cross_entropy(classifier_logits(xval, w, cfg.model), yval);
+  }
   for (int64_t k = 0; k < K; ++k) {
     Tensor xb = reshape(slice(xtr, {k, 0, 0, 0, 0}, {k + 1, B, 1, H, H}), {B, 1, H, H});
     Tensor yb = reshape(slice(ytr, {k, 0}, {k + 1, B}), {B});
@@ -73,7 +86,7 @@ class Scorer {
     Tensor lrs = input(g_, "lrs", {cfg.unroll});
     g_.add_output("loss", unrolled_val_loss(g_, cfg, lrs).value());
     optimize(g_);
-    exe_ = std::make_unique<Executable>(g_, store);
+    exe_ = std::make_unique<Executable>(g_, store, std::vector<std::string>{}, cfg.run.compile);
   }
   ScheduleScore score(const std::vector<double>& lrs, const ImageSet& train, const ImageSet& val, const ImageSet& test) {
     std::vector<float> l(lrs.begin(), lrs.end());

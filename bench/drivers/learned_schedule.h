@@ -21,6 +21,7 @@ struct LearnedScheduleConfig {
   int64_t eval_unrolls = 100;  // fresh unrolls scoring each schedule
   std::vector<double> grid = {0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.2};
   uint64_t seed = 1;
+  bool inner_loop = false;  // the unrolled SGD steps as one loop node (scan)
   LearnedScheduleConfig() {
     run.iters = 500;
     run.step_counter = "meta.t";

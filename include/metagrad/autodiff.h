@@ -14,6 +14,9 @@ std::vector<Tensor> grad(const Tensor& y, const std::vector<Tensor>& wrt);
 
 // Vector-Jacobian product for a non-scalar y: sum over y of cotangent * dy/dwrt.
 std::vector<Tensor> vjp(const Tensor& y, const Tensor& cotangent, const std::vector<Tensor>& wrt);
+// The same for several outputs at once: sum over i of cotangents[i] * d(ys[i])/d(wrt).
+std::vector<Tensor> vjp(const std::vector<Tensor>& ys, const std::vector<Tensor>& cotangents,
+                        const std::vector<Tensor>& wrt);
 
 // Hessian-vector products (reverse over reverse): H v, where H is the Hessian of scalar y with
 // respect to wrt and v has one tensor per wrt value.

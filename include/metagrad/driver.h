@@ -102,7 +102,10 @@ struct TrainSpec {
 struct CompileStats {
   size_t nodes_raw = 0, nodes_optimized = 0, kernels = 0;
   size_t arena_bytes = 0, naive_bytes = 0, workspace_bytes = 0;
+  size_t loop_storage_bytes = 0;   // beside the arena: the loop kernels' own (Executable::loop_storage_bytes)
+  std::vector<LoopReport> loops;   // the backward loops' checkpointing (Executable::loops)
   double pass_seconds = 0;
+  double compile_seconds = 0;      // building the executable (kernels, plans, the memory budget's search)
 };
 
 struct TrainResult {

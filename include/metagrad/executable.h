@@ -1,5 +1,7 @@
 // Compile a graph once into kernels over a pre-planned arena, then run it many times.
 #pragma once
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -49,6 +51,27 @@ struct CompileOptions {
   // loop is the plain one, no cost. On: the planner gives no kernel an in-place partner, so the
   // inputs of the kernel at fault are still intact to be reported (the arena may grow).
   bool check_numerics = false;
+  // The most the compiled plan may take (arena plus the loop kernels' own storage), in bytes; 0:
+  // no limit. Over it, the memory reducers of runtime/memory_budget.cpp are tried in turn (the
+  // loops' checkpointing first); if none brings the plan within it, compilation throws an Error
+  // that names the smallest budget that would have worked.
+  std::size_t memory_budget = 0;
+  // How the backward loops store the carries they read. automatic: every carry unless
+  // memory_budget needs less; the others force one policy on every loop that admits it.
+  enum class LoopCheckpoint { automatic, store_all, every_k, revolve };
+  LoopCheckpoint loop_checkpoint = LoopCheckpoint::automatic;
+  // every_k: the segment length k; revolve: the slots. 0: ceil(sqrt(length)) (revolve: twice that).
+  int64_t loop_slots = 0;
+};
+
+// How one backward loop of a compiled graph gets the forward carries it reads.
+struct LoopReport {
+  std::string node;       // `%12 (scan)`
+  int64_t length = 0;
+  std::string policy;     // store-all, every-k, revolve
+  int64_t slots = 0;      // carries stored (store-all: length, in the arena)
+  int64_t recomputed = 0; // forward steps the backward loop runs again
+  double recompute_factor = 1;  // (length + recomputed) / length: forward body runs per step
 };
 
 // For trainers' divergence messages when the guard was off.
@@ -83,6 +106,12 @@ class Executable {
   size_t workspace_bytes() const;
   size_t naive_bytes() const;
   size_t kernel_count() const;
+  // Storage the loop kernels hold beside the arena (their bodies' plans, checkpoint slots), and
+  // the peak a memory budget is held to: arena_bytes() + loop_storage_bytes().
+  size_t loop_storage_bytes() const;
+  size_t peak_bytes() const;
+  // The backward loops (scans whose forward carries they read), in graph order.
+  std::vector<LoopReport> loops() const;
   const std::vector<BufferInfo>& buffers() const;
   const Graph& graph() const;
   // Runs `n` times, timing each kernel.

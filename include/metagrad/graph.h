@@ -11,6 +11,7 @@
 namespace metagrad {
 
 struct OpDef;
+class Graph;
 class Tensor;  // builder.h
 
 enum class NodeKind : uint8_t {
@@ -34,6 +35,9 @@ struct Node {
   std::string init;
   bool trainable = true;
   std::vector<double> data;      // Constant nodes: row-major values
+  // Ops that hold a graph (`scan`): the body, immutable and shared by every copy of the node,
+  // so graph copies and pass rebuilds stay cheap and equal bodies are recognised by pointer.
+  std::shared_ptr<const Graph> body;
   const TensorType& type(int index = 0) const { return outputs.at(size_t(index)); }
 };
 
@@ -62,8 +66,9 @@ class Graph {
   Value add_parameter(const std::string& name, TensorType type, const std::string& init,
                       Attrs init_attrs, bool trainable = true);
   Value add_constant(TensorType type, std::vector<double> data, const std::string& name = "");
+  // `body` is required by ops that hold a graph (scan) and refused by every other op.
   std::vector<Value> add_op_multi(const std::string& op, std::vector<Value> inputs, Attrs attrs = {},
-                                  const std::string& name = "");
+                                  const std::string& name = "", std::shared_ptr<const Graph> body = nullptr);
   Value add_op(const std::string& op, std::vector<Value> inputs, Attrs attrs = {},
                const std::string& name = "");
 

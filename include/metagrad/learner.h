@@ -21,7 +21,9 @@ struct Learner {
 // One SGD step w - lr * grad (or w - rates ⊙ grad). `first_order` cuts the step's gradient out of
 // any outer derivative (first-order MAML, Reptile, evaluation).
 std::vector<Tensor> inner_step(const Learner& l, const std::vector<Tensor>& w, double lr, bool first_order);
-std::vector<Tensor> adapt(const Learner& l, int64_t steps, double lr, bool first_order);
+// `steps` inner steps. With `as_loop` they are one scan node whose body is one inner step (the
+// learner's closures are outlined into it), so kernels and compile time stay flat in `steps`.
+std::vector<Tensor> adapt(const Learner& l, int64_t steps, double lr, bool first_order, bool as_loop = false);
 
 // Meta-SGD's learned step sizes, one tensor per parameter with its shape, named "metasgd.<param>".
 std::vector<Tensor> metasgd_rates(Graph& g, const std::vector<Tensor>& params, const Init& init);

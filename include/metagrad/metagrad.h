@@ -8,6 +8,7 @@
 #include "metagrad/graph.h"
 #include "metagrad/builder.h"
 #include "metagrad/ops.h"
+#include "metagrad/scan.h"
 #include "metagrad/autodiff.h"
 #include "metagrad/pipeline.h"
 #include "metagrad/serialize.h"

@@ -162,7 +162,11 @@ Learner make_learner(const MetaParams& p, const Task& t, const FewShotConfig& cf
   } else if (adapts == Adapts::network_and_prototypes) {
     // Proto-MAML: the prototypes become adapted weights next to the embedding network, and the
     // inner loop descends the learned-metric prototype loss.
-    l.initial = p.net;
+    // The adapted network starts from copies of the weights: the prototypes are made from the
+    // weights themselves, and were the weights the inner loop's own starting values, the first
+    // inner gradient would also follow the prototypes back into them (a total derivative where
+    // every later step, and the loop form, take the partial one).
+    for (const Tensor& w : p.net) l.initial.push_back(reshape(w, w.shape()));
     l.initial.push_back(prototypes(convnet_features(t.xs, p.net, net), t.ys, cfg.ways, cfg.shots));
     const size_t n = p.net.size();
     auto logits = [net, n, m = p.metric](const Tensor& x, const std::vector<Tensor>& w) {
@@ -223,7 +227,7 @@ Objective build_objective(Graph& g, const FewShotConfig& cfg) {
       logits = protonet_logits(o.params, t, cfg);
     } else {
       Learner l = a.reptile ? reptile_training_learner(o.params, t, cfg) : make_learner(o.params, t, cfg);
-      std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, a.first_order);
+      std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, a.first_order, cfg.inner_loop);
       logits = l.predict(fast);
       if (a.reptile) {
         std::vector<Tensor> d = reptile_direction(l.initial, fast, T);

@@ -48,6 +48,7 @@ struct FewShotConfig {
   double meta_lr = 1e-3;
   int64_t metric_rank = 8;    // learned metric: rank of its low-rank Mahalanobis term
   ConvNetConfig net;          // net.classes is set to `ways` (0, an embedding, for the prototype methods)
+  bool inner_loop = false;    // each task's inner steps as one loop node (scan) instead of unrolled
   GradientCombiner combine;   // applied to the meta-gradients before the Adam update (DriverConfig::combine_gradients)
 };
 

@@ -3,6 +3,7 @@
 #include "metagrad/autodiff.h"
 #include "metagrad/ops.h"
 #include "metagrad/optimizers.h"
+#include "metagrad/scan.h"
 
 namespace metagrad {
 
@@ -16,7 +17,11 @@ std::vector<Tensor> inner_step(const Learner& l, const std::vector<Tensor>& w, d
   return next;
 }
 
-std::vector<Tensor> adapt(const Learner& l, int64_t steps, double lr, bool first_order) {
+std::vector<Tensor> adapt(const Learner& l, int64_t steps, double lr, bool first_order, bool as_loop) {
+  if (as_loop && steps > 0)
+    return scan_closure(steps, l.initial, {}, [&](const std::vector<Tensor>& w, const std::vector<Tensor>&) {
+             return ScanStep{inner_step(l, w, lr, first_order), {}};
+           }).carries;
   std::vector<Tensor> w = l.initial;
   for (int64_t s = 0; s < steps; ++s) w = inner_step(l, w, lr, first_order);
   return w;

@@ -12,6 +12,7 @@
 #include "metagrad/error.h"
 #include "metagrad/learner.h"
 #include "metagrad/ops.h"
+#include "metagrad/scan.h"
 #include "metagrad/optimizers.h"
 
 namespace metagrad {
@@ -128,13 +129,13 @@ SinusoidObjective sinusoid_objective(Graph& g, const MamlConfig& cfg) {
   if (a.reptile) {
     // Reptile has no support/query split to respect in training: it adapts on all of a task's points.
     Learner l = sinusoid_learner(o.meta, cfg.algo, concat({xs, xq}, 1), concat({ys, yq}, 1), xq);
-    std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, true);
+    std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, true, cfg.inner_loop);
     o.loss = mean(square(l.predict(fast) - yq));
     o.grads = reptile_direction(o.meta.weights, fast, B);
     return o;
   }
   Learner l = sinusoid_learner(o.meta, cfg.algo, xs, ys, xq);
-  std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, a.first_order);
+  std::vector<Tensor> fast = adapt(l, cfg.inner_steps, cfg.inner_lr, a.first_order, cfg.inner_loop);
   o.loss = mean(square(l.predict(fast) - yq));
   o.grads = grad(o.loss, o.meta.all());
   return o;
@@ -174,6 +175,17 @@ Graph build_maml_eval(const MamlConfig& cfg, int64_t tasks, int64_t shots, int64
   SinusoidMeta m = sinusoid_meta(g, cfg);
   Learner l = sinusoid_learner(m, cfg.algo, xs, ys, xq);
   std::vector<Tensor> fast = l.initial;
+  if (cfg.inner_loop && steps > 0) {
+    // Many evaluation steps stay one loop; its stacked output is the error before each step.
+    auto mse = [&](const std::vector<Tensor>& w) { return mean(square(l.predict(w) - yq), {1, 2}); };
+    ScanResult r = scan_closure(steps, fast, {}, [&](const std::vector<Tensor>& w, const std::vector<Tensor>&) {
+      return ScanStep{inner_step(l, w, cfg.inner_lr, true), {mse(w)}};
+    });
+    for (int64_t step = 0; step < steps; ++step)
+      g.add_output(fmt::format("mse_{}", step), reshape(slice(r.ys[0], {step, 0}, {step + 1, tasks}), {tasks}).value());
+    g.add_output(fmt::format("mse_{}", steps), mse(r.carries).value());
+    return g;
+  }
   for (int64_t step = 0; step <= steps; ++step) {
     g.add_output(fmt::format("mse_{}", step), mean(square(l.predict(fast) - yq), {1, 2}).value());
     if (step < steps) fast = inner_step(l, fast, cfg.inner_lr, true);

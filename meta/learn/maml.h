@@ -20,6 +20,7 @@ struct MamlConfig {
   double meta_lr = 1e-3;
   int64_t hidden = 40;
   uint64_t seed = 1;
+  bool inner_loop = false;  // the inner steps as one loop node (scan) instead of unrolled
   GradientCombiner combine;  // applied to the meta-gradients before the Adam update (DriverConfig::combine_gradients)
 };
 

@@ -54,6 +54,8 @@ void record_executable(CompileStats& s, const Executable& exe) {
   s.arena_bytes = exe.arena_bytes();
   s.naive_bytes = exe.naive_bytes();
   s.workspace_bytes = exe.workspace_bytes();
+  s.loop_storage_bytes = exe.loop_storage_bytes();
+  s.loops = exe.loops();
 }
 
 std::string metrics_str(const std::vector<std::string>& names, const std::vector<double>& values) {
@@ -94,7 +96,9 @@ TrainResult train_loop(const DriverConfig& cfg, const TrainSpec& spec, ParamStor
   const size_t rss0 = resident_bytes();
   Graph step = spec.build_step(cfg.combine_gradients);
   res.compile = optimized(step, cfg.opt_level);
+  const auto tc = Clock::now();
   Executable exe(step, store, spec.metrics, cfg.compile);
+  res.compile.compile_seconds = since(tc);
   record_executable(res.compile, exe);
 
   // Read after compiling: the executable has put every parameter (the counter at 0) into the store.

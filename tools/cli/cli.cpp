@@ -5,7 +5,10 @@
 
 #include <dlfcn.h>
 
+#include <algorithm>
+#include <cmath>
 #include <fstream>
+#include <map>
 #include <iostream>
 
 #include "meta/dist/comm.h"
@@ -39,6 +42,9 @@ const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, f
 CompileOptions CommonFlags::compile_options() const {
   CompileOptions c;
   c.check_numerics = check_numerics;
+  c.memory_budget = loops.memory_budget;
+  c.loop_checkpoint = loops.loop_checkpoint;
+  c.loop_slots = loops.loop_slots;
   return c;
 }
 
@@ -56,6 +62,51 @@ int CommonFlags::ranks() const { return comm ? comm->size() : 1; }
 
 bool CommonFlags::writes_files() const { return !comm || comm->rank() == 0; }
 
+size_t parse_bytes(const std::string& text) {
+  static const std::vector<std::pair<std::string, double>> units = {
+      {"", 1}, {"b", 1}, {"k", 1024.0}, {"kib", 1024.0}, {"m", 1048576.0}, {"mib", 1048576.0},
+      {"g", 1073741824.0}, {"gib", 1073741824.0}};
+  size_t end = 0;
+  double v = -1;
+  try {
+    v = std::stod(text, &end);
+  } catch (const std::exception&) {
+    end = 0;
+  }
+  std::string unit = text.substr(std::min(end, text.size()));
+  std::transform(unit.begin(), unit.end(), unit.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+  for (const auto& [name, scale] : units)
+    if (end > 0 && unit == name && v >= 0 && std::isfinite(v)) return size_t(std::llround(v * scale));
+  throw CLI::ValidationError(fmt::format("expected bytes such as 1000, 64K, 512MiB or 1G, got '{}'", text));
+}
+
+void add_memory_flags(CLI::App* cmd, CompileOptions& o) {
+  cmd->add_option_function<std::string>(
+         "--memory-budget", [&o](const std::string& v) { o.memory_budget = parse_bytes(v); },
+         "BYTES (K/M/G suffixes): the compiled plan's peak must fit; backward loops are checkpointed to fit, "
+         "or compilation fails naming the smallest budget that would work")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            try {
+              parse_bytes(v);
+            } catch (const CLI::ValidationError& e) {
+              return std::string(e.what());
+            }
+            return std::string();
+          },
+          "BYTES"));
+  using LC = CompileOptions::LoopCheckpoint;
+  static const std::map<std::string, LC> policies = {
+      {"auto", LC::automatic}, {"all", LC::store_all}, {"every-k", LC::every_k}, {"revolve", LC::revolve}};
+  cmd->add_option_function<std::string>(
+         "--loop-checkpoint", [&o](const std::string& v) { o.loop_checkpoint = policies.at(v); },
+         "how backward loops get their forward carries: auto (every carry unless --memory-budget needs less), "
+         "all, every-k (k = --loop-slots, default sqrt(length)), revolve (--loop-slots slots, default 2 sqrt(length))")
+      ->check(CLI::IsMember({"auto", "all", "every-k", "revolve"}));
+  cmd->add_option("--loop-slots", o.loop_slots, "every-k: the segment length; revolve: the slots (0: the default)")
+      ->check(kNonNegative);
+}
+
 std::ostream* CommonFlags::progress() const {
   if (threads > 0) set_threads(threads);
   return quiet ? nullptr : &std::cerr;
@@ -72,8 +123,13 @@ nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
 }
 
 nlohmann::json compile_json(const CompileStats& c) {
+  nlohmann::json loops = nlohmann::json::array();
+  for (const LoopReport& r : c.loops)
+    loops.push_back({{"length", r.length}, {"policy", r.policy}, {"slots", r.slots}, {"recompute_factor", r.recompute_factor}});
   return {{"nodes_raw", c.nodes_raw},     {"nodes_optimized", c.nodes_optimized}, {"kernels", c.kernels},
-          {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes}};
+          {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes},
+          {"loop_storage_bytes", c.loop_storage_bytes}, {"planned_peak_bytes", c.arena_bytes + c.loop_storage_bytes},
+          {"compile_seconds", c.compile_seconds}, {"loops", loops}};
 }
 
 void write_summary(const CommonFlags& f, const nlohmann::json& summary) {
@@ -116,6 +172,10 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m, bool with_seed) {
   cmd->add_option("--meta-batch", m.meta_batch, "tasks per meta-step")->check(kPositive)->capture_default_str();
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   if (with_seed) cmd->add_option("--seed", m.seed, "seed of initialisation and task sampling")->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
+         "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
 }
 
 void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos, bool with_seed) {
@@ -133,6 +193,10 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
   cmd->add_option("--meta-lr", m.meta_lr, "Adam learning rate of the meta-update")->check(kPositive)->capture_default_str();
   cmd->add_option("--filters", m.net.filters, "convolution filters per block")->check(kPositive)->capture_default_str();
   if (with_seed) cmd->add_option("--seed", m.net.seed, "seed of initialisation and episode sampling")->capture_default_str();
+  cmd->add_option_function<std::string>(
+         "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
+         "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
 }
 
 void write_output(const std::string& path, const std::string& text) {

@@ -46,6 +46,12 @@ void register_multitask_commands(Cli& cli);
 CLI::Validator at_least(double lo, bool strict);
 extern const CLI::Validator kPositive, kNonNegative;
 
+// "1000", "64K", "1.5MiB", "1G": bytes, the suffixes K/M/G (powers of 1024, "KiB" alike); throws
+// CLI::ValidationError otherwise.
+size_t parse_bytes(const std::string& text);
+// --memory-budget BYTES, --loop-checkpoint auto|all|every-k|revolve and --loop-slots N into `o`.
+void add_memory_flags(CLI::App* cmd, CompileOptions& o);
+
 // The flags every bench command takes, declared once: --threads, --json, --quiet and (given a
 // target) --seed; and the process group the command runs in.
 struct CommonFlags {
@@ -54,6 +60,7 @@ struct CommonFlags {
   bool quiet = false;
   bool check_numerics = false;  // --check-numerics: CompileOptions::check_numerics of the driver
   Comm* comm = nullptr;         // Cli::comm, set by add_common_flags
+  CompileOptions loops;         // --memory-budget, --loop-checkpoint, --loop-slots (those fields only)
   // Applies --threads; the progress stream (null with --quiet).
   std::ostream* progress() const;
   // The compile options these flags ask for (--check-numerics), for every executable a command builds.
@@ -76,6 +83,7 @@ void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f, Seed* seed,
   cmd->add_flag("--quiet", f.quiet, "no progress output");
   cmd->add_flag("--check-numerics", f.check_numerics,
                 "stop at the first kernel that writes a NaN or Inf and name it (slower; for debugging divergence)");
+  add_memory_flags(cmd, f.loops);
   if (seed) cmd->add_option("--seed", *seed, seed_help)->capture_default_str();
 }
 inline void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f) { add_common_flags<int>(cli, cmd, f, nullptr, ""); }

@@ -294,7 +294,8 @@ int run_learned_schedule(ScheduleFlags& f) {
                         {"best_constant_val_loss", r.best_constant.val_loss}, {"best_constant_val_ci95", r.best_constant.val_ci95},
                         {"best_constant_test_loss", r.best_constant.test_loss}, {"learned_schedule", r.schedule},
                         {"learned_val_loss", r.learned.val_loss}, {"learned_val_ci95", r.learned.val_ci95},
-                        {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve}};
+                        {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve},
+                        {"compile", compile_json(r.train.compile)}, {"working_bytes", r.train.working_bytes}};
   write_summary(f.common, summary_json("bench learned-schedule", config, timing, result));
   return 0;
 }
@@ -328,6 +329,10 @@ void register_fashion_commands(Cli& cli) {
   CLI::App* l = cli.bench->add_subcommand(
       "learned-schedule", "learn a per-step SGD learning-rate schedule through unrolled training (second order)");
   l->add_option("--unroll", sf.cfg.unroll, "SGD steps differentiated through")->check(kPositive)->capture_default_str();
+  l->add_option_function<std::string>(
+       "--inner-loop", [&sf](const std::string& v) { sf.cfg.inner_loop = v == "scan"; },
+       "unrolled (default): every SGD step in the graph; scan: the steps as one loop node")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
   l->add_option("--batch", sf.cfg.batch, "training minibatch per step")->check(kPositive)->capture_default_str();
   l->add_option("--val-batch", sf.cfg.val_batch, "validation images per unroll")->check(kPositive)->capture_default_str();
   l->add_option("--meta-iters", sf.cfg.run.iters, "meta-training iterations")->check(kNonNegative)->capture_default_str();

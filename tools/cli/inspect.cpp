@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -30,12 +31,14 @@ Graph load_workload(const InspectOptions& o) {
     MamlConfig cfg;
     cfg.algo = o.algo;
     cfg.inner_steps = o.inner_steps;
+    cfg.inner_loop = o.inner_loop;
     return build_meta_step(cfg);
   }
   if (o.workload == "conv-maml") {
     FewShotConfig cfg;
     cfg.algo = o.algo;
     cfg.inner_steps = o.inner_steps;
+    cfg.inner_loop = o.inner_loop;
     return build_fewshot_step(cfg);
   }
   std::ifstream in(o.workload);
@@ -81,10 +84,16 @@ int run_inspect(const InspectOptions& o) {
   Graph g = raw;
   PipelineOptions popts;
   popts.opt_level = o.opt_level;
+  const auto tp = std::chrono::steady_clock::now();
   auto records = optimize(g, popts);
+  const double optimize_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - tp).count();
   ParamStore store, store0;
-  Executable exe(g, store);
-  Executable exe0(raw, store0);  // -O0, for the kernel-count and result comparisons
+  const auto t0 = std::chrono::steady_clock::now();
+  Executable exe(g, store, {}, o.compile);
+  const double compile_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  CompileOptions o0 = o.compile;
+  o0.memory_budget = 0;  // the -O0 graph is the reference, not held to the budget
+  Executable exe0(raw, store0, {}, o0);  // -O0, for the kernel-count and result comparisons
   nlohmann::json j;
   j["workload"] = o.workload;
   j["opt_level"] = o.opt_level;
@@ -94,12 +103,28 @@ int run_inspect(const InspectOptions& o) {
   j["kernels_O0"] = exe0.kernel_count();
   j["peak_bytes"] = exe.arena_bytes();
   j["naive_bytes"] = exe.naive_bytes();
+  j["loop_storage_bytes"] = exe.loop_storage_bytes();
+  j["planned_peak_bytes"] = exe.peak_bytes();
+  j["memory_budget"] = o.compile.memory_budget;
+  j["compile_seconds"] = compile_seconds;
+  j["optimize_seconds"] = optimize_seconds;
+  j["loops"] = nlohmann::json::array();
+  for (const LoopReport& r : exe.loops())
+    j["loops"].push_back({{"node", r.node}, {"length", r.length}, {"policy", r.policy}, {"slots", r.slots},
+                          {"recomputed", r.recomputed}, {"recompute_factor", r.recompute_factor}});
   std::cout << fmt::format("{}: {} nodes -> {} after passes (-O{}); {} kernels ({} at -O0, {:.0f}% fewer)\n", o.workload,
                            raw.size(), g.size(), o.opt_level, exe.kernel_count(), exe0.kernel_count(),
                            100.0 * (1.0 - double(exe.kernel_count()) / double(std::max<size_t>(1, exe0.kernel_count()))));
   std::cout << fmt::format("arena: {:.1f} KiB peak, {:.1f} KiB naive (every intermediate kept): {:.0f}%\n",
                            exe.arena_bytes() / 1024.0, exe.naive_bytes() / 1024.0,
                            100.0 * double(exe.arena_bytes()) / double(std::max<size_t>(1, exe.naive_bytes())));
+  std::cout << fmt::format("planned peak: {:.1f} KiB (arena + {:.1f} KiB of loop storage){}; passes {:.2f} s, compiled in {:.2f} s\n",
+                           exe.peak_bytes() / 1024.0, exe.loop_storage_bytes() / 1024.0,
+                           o.compile.memory_budget ? fmt::format(", budget {:.1f} KiB", o.compile.memory_budget / 1024.0) : "",
+                           optimize_seconds, compile_seconds);
+  for (const LoopReport& r : exe.loops())
+    std::cout << fmt::format("loop {}: {} steps, {}, {} slots, {} steps recomputed (factor {:.2f})\n", r.node, r.length,
+                             r.policy, r.slots, r.recomputed, r.recompute_factor);
 
   // Meaning check: one step of both executables on the same inputs from the same initial
   // parameters; every output and every updated parameter compared, relative to its largest value.
@@ -236,6 +261,11 @@ void register_inspect_command(Cli& cli) {
       ->capture_default_str();
   insp->add_option("--algo", io.algo, "maml or fomaml")->check(CLI::IsMember({"maml", "fomaml"}))->capture_default_str();
   insp->add_option("--inner-steps", io.inner_steps, "inner steps of the built-in workloads")->check(CLI::NonNegativeNumber)->capture_default_str();
+  insp->add_option_function<std::string>(
+          "--inner-loop", [&io](const std::string& v) { io.inner_loop = v == "scan"; },
+          "built-in workloads: unrolled (default) or scan (the inner steps as one loop node)")
+      ->check(CLI::IsMember({"unrolled", "scan"}));
+  add_memory_flags(insp, io.compile);
   insp->add_flag("--passes", io.passes, "per pass: nodes before and after, time taken");
   insp->add_flag("--fusion", io.fusion, "fusion groups: which ops became which kernel");
   insp->add_flag("--memory-plan", io.memory_plan, "each buffer's offset, size and live range");

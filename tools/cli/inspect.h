@@ -3,6 +3,8 @@
 #pragma once
 #include <string>
 
+#include "metagrad/executable.h"
+
 namespace metagrad {
 
 struct InspectOptions {
@@ -10,6 +12,8 @@ struct InspectOptions {
   int opt_level = 1;
   int64_t inner_steps = 1;
   std::string algo = "maml";
+  bool inner_loop = false;  // the built-in workloads' inner steps as one loop (scan)
+  CompileOptions compile;   // --memory-budget, --loop-checkpoint, --loop-slots
   bool passes = false, fusion = false, memory_plan = false;
   int profile_runs = 0;
   std::string json_path;

@@ -1,0 +1,357 @@
+// The loop op `scan`: its signature rule, the f64 reference, the loop kernel (the body compiled
+// once as an executable of its own, run trip-count times) and the builder. Its derivative is in
+// ops/scan_grad.cpp.
+#include "ops/scan.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/param_store.h"
+#include "metagrad/scan.h"
+#include "ops/families.h"
+#include "runtime/kernel.h"
+
+namespace metagrad {
+
+ScanSig scan_sig(const Attrs& a, size_t num_inputs, const Graph& body) {
+  ScanSig s;
+  s.length = attr_int(a, "length");
+  s.nc = size_t(attr_int(a, "num_carry"));
+  s.nx = size_t(attr_int(a, "num_xs"));
+  s.reverse = attr_int(a, "reverse") != 0;
+  s.save = attr_int(a, "save_carries") != 0;
+  s.checkpoint = attr_int(a, "checkpoint");
+  s.slots = attr_int(a, "slots");
+  s.na = size_t(std::max<int64_t>(0, attr_int(a, "num_advance")));
+  if (s.length < 1) throw ShapeError(fmt::format("scan: length {} must be at least 1", s.length));
+  if (attr_int(a, "num_carry") < 0 || attr_int(a, "num_xs") < 0 || s.nc + s.nx > num_inputs)
+    throw ShapeError(fmt::format("scan: num_carry {} and num_xs {} do not fit {} inputs", s.nc, s.nx, num_inputs));
+  s.nk = num_inputs - s.nc - s.nx;
+  if (s.na > s.nx || (s.na > 0) != (s.checkpoint == 1 || s.checkpoint == 2) || (s.na > 0 && s.slots < 1))
+    throw ShapeError(fmt::format("scan: checkpoint {} with {} slots and num_advance {} (of {} slices) is not a checkpointed loop",
+                                 s.checkpoint, s.slots, s.na, s.nx));
+  if (body.outputs().size() < s.nc + s.na)
+    throw ShapeError(fmt::format("scan: the body has {} outputs, fewer than its {} carries and {} advance outputs",
+                                 body.outputs().size(), s.nc, s.na));
+  s.ny = body.outputs().size() - s.nc - s.na;
+  for (const Node& n : body.nodes())
+    if (n.kind == NodeKind::Input) s.body_inputs.push_back(n.id);
+  return s;
+}
+
+namespace {
+
+std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attrs& a, const Graph& body) {
+  ScanSig s = scan_sig(a, in.size(), body);
+  if (s.body_inputs.size() != in.size())
+    throw ShapeError(fmt::format("scan: the body has {} inputs, the loop passes {} ({} carries, {} slices, {} invariants)",
+                                 s.body_inputs.size(), in.size(), s.nc, s.nx, s.nk));
+  for (const Node& n : body.nodes())
+    if (n.kind == NodeKind::Parameter)
+      throw ShapeError(fmt::format("scan: the body holds parameter \"{}\"; pass it as a loop invariant", n.name));
+  if (!body.updates().empty()) throw ShapeError("scan: the body has updates");
+  for (size_t i = 0; i < in.size(); ++i) {
+    TensorType want = in[i];
+    const char* what = i < s.nc ? "carry" : i < s.nc + s.nx ? "slice" : "invariant";
+    if (i >= s.nc + s.na && i < s.nc + s.nx) {
+      if (want.shape.empty() || want.shape[0] != s.length)
+        throw ShapeError(fmt::format("scan: stacked input {} is {}, its leading dimension must be the length {}", i - s.nc,
+                                     type_str(want), s.length));
+      want.shape.erase(want.shape.begin());
+    }
+    const TensorType& got = body.node(s.body_inputs[i]).type();
+    if (got != want)
+      throw ShapeError(fmt::format("scan: body input {} ({} \"{}\") is {}, the loop passes {}", i, what,
+                                   body.node(s.body_inputs[i]).name, type_str(got), type_str(want)));
+  }
+  for (size_t k = 0; k < s.na; ++k) {
+    const TensorType& got = body.type(body.outputs()[s.nc + s.ny + k].value);
+    if (got != in[s.nc + k])
+      throw ShapeError(fmt::format("scan: advance output {} is {}, but the carry it recomputes is {}", k, type_str(got),
+                                   type_str(in[s.nc + k])));
+  }
+  std::vector<TensorType> out;
+  for (size_t i = 0; i < s.nc; ++i) {
+    const TensorType& got = body.type(body.outputs()[i].value);
+    if (got != in[i])
+      throw ShapeError(fmt::format("scan: body output {} (\"{}\") is {}, but carry {} is {}", i, body.outputs()[i].name,
+                                   type_str(got), i, type_str(in[i])));
+    out.push_back(got);
+  }
+  for (size_t k = 0; k < s.ny; ++k) {
+    TensorType t = body.type(body.outputs()[s.nc + k].value);
+    t.shape.insert(t.shape.begin(), s.length);
+    out.push_back(t);
+  }
+  if (s.save)
+    for (size_t i = 0; i < s.nc; ++i) {
+      TensorType t = in[i];
+      t.shape.insert(t.shape.begin(), s.length);
+      out.push_back(t);
+    }
+  return out;
+}
+
+// f64 reference: the body's own reference evaluation, once per iteration.
+void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std::vector<RefTensor>& out) {
+  const Graph& body = *n.body;
+  ScanSig s = scan_sig(n.attrs, in.size(), body);
+  std::vector<Value> fetch;
+  for (const auto& o : body.outputs()) fetch.push_back(o.value);
+  RefValues feeds;
+  for (size_t i = 0; i < in.size(); ++i)
+    if (i < s.nc || i >= s.nc + s.nx) feeds[body.node(s.body_inputs[i]).name] = *in[i];
+  auto slice = [&](size_t i, int64_t t) {
+    RefTensor& x = feeds[body.node(s.body_inputs[i]).name];
+    x.shape = body.node(s.body_inputs[i]).type().shape;
+    const size_t m = size_t(num_elements(x.shape));
+    x.data.assign(in[i]->data.begin() + ptrdiff_t(size_t(t) * m), in[i]->data.begin() + ptrdiff_t(size_t(t + 1) * m));
+  };
+  // A checkpointed loop: the forward carries it reads, every one of them (the reference need not
+  // save memory), by the advance outputs from the initial carries; forward step j is at t = j
+  // when this loop runs in reverse.
+  std::vector<std::vector<RefTensor>> states;
+  if (s.na > 0) {
+    std::vector<Value> adv;
+    for (size_t k = 0; k < s.na; ++k) adv.push_back(body.outputs()[s.nc + s.ny + k].value);
+    std::vector<RefTensor> cur;
+    for (size_t k = 0; k < s.na; ++k) cur.push_back(*in[s.nc + k]);
+    for (int64_t j = 0; j < s.length; ++j) {
+      states.push_back(cur);
+      if (j + 1 == s.length) break;
+      const int64_t t = s.reverse ? j : s.length - 1 - j;
+      for (size_t k = 0; k < s.na; ++k) feeds[body.node(s.body_inputs[s.nc + k]).name] = cur[k];
+      for (size_t i = s.nc + s.na; i < s.nc + s.nx; ++i) slice(i, t);
+      cur = reference_eval(body, adv, feeds);
+    }
+  }
+  for (int64_t step = 0; step < s.length; ++step) {
+    const int64_t t = s.reverse ? s.length - 1 - step : step;
+    for (size_t k = 0; k < s.na; ++k) feeds[body.node(s.body_inputs[s.nc + k]).name] = states[size_t(s.length - 1 - step)][k];
+    for (size_t i = s.nc + s.na; i < s.nc + s.nx; ++i) {
+      slice(i, t);
+    }
+    if (s.save)
+      for (size_t i = 0; i < s.nc; ++i) {
+        const auto& c = feeds[body.node(s.body_inputs[i]).name].data;
+        std::copy(c.begin(), c.end(), out[s.nc + s.ny + i].data.begin() + ptrdiff_t(size_t(t) * c.size()));
+      }
+    std::vector<RefTensor> r = reference_eval(body, fetch, feeds);
+    for (size_t k = 0; k < s.ny; ++k) {
+      const auto& y = r[s.nc + k].data;
+      std::copy(y.begin(), y.end(), out[s.nc + k].data.begin() + ptrdiff_t(size_t(t) * y.size()));
+    }
+    for (size_t i = 0; i < s.nc; ++i) feeds[body.node(s.body_inputs[i]).name].data = std::move(r[i].data);
+  }
+  for (size_t i = 0; i < s.nc; ++i) out[i].data = feeds[body.node(s.body_inputs[i]).name].data;
+}
+
+// The loop kernel. The body is compiled once, at the loop's compile time, into an executable of
+// its own (kernels, arena, workspace); a run feeds the invariants once, then per iteration
+// copies the slices in, runs the body and copies the stacked outputs out. The carry goes from
+// the body's output buffers back into its input slots; a carry output that is itself a body
+// input (a pass-through) is staged first, so that permuted carries do not overwrite each other.
+class ScanKernel final : public Kernel {
+ public:
+  explicit ScanKernel(const KernelCtx& ctx) : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)) {
+    const Graph& body = *ctx.node.body;
+    body_ = std::make_unique<Executable>(body, store_);
+    for (size_t i = 0; i < ctx.in.size(); ++i) {
+      const Node& bi = body.node(sig_.body_inputs[i]);
+      Input in{-1, bi.type().dtype, size_t(bi.type().numel()), static_cast<const char*>(ctx.in[i])};
+      try {
+        in.slot = body_->input_slot(bi.name);
+      } catch (const RuntimeError&) {
+        in.slot = -1;  // no body output reads it
+      }
+      inputs_.push_back(in);
+    }
+    for (size_t k = 0; k < sig_.nc + sig_.ny; ++k) {
+      Value v = body.outputs()[k].value;
+      Output o{body_->fetch(k).data(), body.type(v).bytes(), static_cast<char*>(ctx.out[k]), -1};
+      if (k < sig_.nc && body.node(v.node).kind == NodeKind::Input) {
+        o.stage = int(staging_bytes_);
+        staging_bytes_ += o.bytes;
+      }
+      outputs_.push_back(o);
+    }
+    staging_.resize(scan_staging_bytes(body, sig_));
+    if (sig_.save)
+      for (size_t i = 0; i < sig_.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[sig_.nc + sig_.ny + i]));
+  }
+
+  void run(dnnl::stream&) override {
+    const size_t nc = sig_.nc, nx = sig_.nx;
+    for (size_t i = 0; i < inputs_.size(); ++i)
+      if (i < nc || i >= nc + nx) feed(i, inputs_[i].src);
+    for (int64_t step = 0; step < sig_.length; ++step) {
+      const size_t t = size_t(sig_.reverse ? sig_.length - 1 - step : step);
+      for (size_t i = nc; i < nc + nx; ++i) feed(i, inputs_[i].src + t * inputs_[i].count * 4);
+      if (sig_.save)
+        for (size_t i = 0; i < nc; ++i) {
+          const char* carry = step == 0 ? inputs_[i].src : carry_src(i);
+          std::memcpy(saved_[i] + t * outputs_[i].bytes, carry, outputs_[i].bytes);
+        }
+      if (step > 0) pass_carry();
+      body_->run();
+      for (size_t k = nc; k < outputs_.size(); ++k)
+        std::memcpy(outputs_[k].dst + t * outputs_[k].bytes, outputs_[k].src, outputs_[k].bytes);
+    }
+    for (size_t i = 0; i < nc; ++i) std::memcpy(outputs_[i].dst, outputs_[i].src, outputs_[i].bytes);
+  }
+  std::string impl() const override { return fmt::format("scan:{}x{}", sig_.length, body_->kernel_count()); }
+  size_t own_bytes() const override { return body_->peak_bytes() + staging_.size(); }
+
+ private:
+  struct Input {
+    int slot;
+    DType dtype;
+    size_t count;
+    const char* src;
+  };
+  struct Output {
+    const float* src;  // the body's buffer
+    size_t bytes;
+    char* dst;         // the loop's output (stacked outputs: iteration 0)
+    int stage;         // offset in staging_, or -1
+  };
+  void feed(size_t i, const char* src) {
+    const Input& in = inputs_[i];
+    if (in.slot < 0) return;
+    if (in.dtype == DType::i32) body_->set_input(in.slot, std::span(reinterpret_cast<const int32_t*>(src), in.count));
+    else body_->set_input(in.slot, std::span(reinterpret_cast<const float*>(src), in.count));
+  }
+  const char* carry_src(size_t i) const {
+    const Output& o = outputs_[i];
+    return o.stage >= 0 ? staging_.data() + o.stage : reinterpret_cast<const char*>(o.src);
+  }
+  // The last iteration's carry outputs become the next iteration's carry inputs.
+  void pass_carry() {
+    for (size_t i = 0; i < sig_.nc; ++i)
+      if (outputs_[i].stage >= 0) std::memcpy(staging_.data() + outputs_[i].stage, outputs_[i].src, outputs_[i].bytes);
+    for (size_t i = 0; i < sig_.nc; ++i) feed(i, carry_src(i));
+  }
+
+  ScanSig sig_;
+  ParamStore store_;  // the body has no parameters; Executable wants a store
+  std::unique_ptr<Executable> body_;
+  std::vector<Input> inputs_;
+  std::vector<Output> outputs_;
+  std::vector<char*> saved_;
+  std::vector<char> staging_;
+  size_t staging_bytes_ = 0;
+};
+
+// A node of a test body, built from the registry under construction: the builder functions
+// would ask OpRegistry::get(), which is being initialised by this very registration.
+Value test_op(Graph& b, const OpRegistry& r, const std::string& name, std::vector<Value> ins) {
+  Node n;
+  n.op = r.find(name);
+  n.attrs = normalize_attrs(*n.op, {});
+  std::vector<TensorType> types;
+  for (Value v : ins) types.push_back(b.type(v));
+  n.outputs = n.op->shape(types, n.attrs);
+  n.inputs = std::move(ins);
+  return {b.append(std::move(n)), 0};
+}
+
+// A small loop for the registry's checks: c' = tanh(c * k + x) (times d, with d' = d + sin(c)
+// when there are two carries), y = c * c.
+std::shared_ptr<const Graph> test_body(const OpRegistry& r, bool two_carries) {
+  auto b = std::make_shared<Graph>();
+  TensorType t{DType::f32, {3}};
+  Value c = b->add_input("c", t);
+  Value d = two_carries ? b->add_input("d", t) : Value{};
+  Value x = b->add_input("x", t), k = b->add_input("k", t);
+  Value next = test_op(*b, r, "tanh", {test_op(*b, r, "add", {test_op(*b, r, "mul", {c, k}), x})});
+  if (two_carries) {
+    b->add_output("c'", test_op(*b, r, "mul", {next, d}));
+    b->add_output("d'", test_op(*b, r, "add", {d, test_op(*b, r, "sin", {c})}));
+  } else {
+    b->add_output("c'", next);
+  }
+  b->add_output("y", test_op(*b, r, "mul", {c, c}));
+  return b;
+}
+
+}  // namespace
+
+void register_scan_ops(OpRegistry& r) {
+  OpDef def;
+  def.name = "scan";
+  def.num_inputs = -1;
+  def.attrs = {{"length", AttrKind::Int, std::nullopt},
+               {"num_carry", AttrKind::Int, std::nullopt},
+               {"num_xs", AttrKind::Int, int64_t(0)},
+               {"reverse", AttrKind::Int, int64_t(0)},
+               {"save_carries", AttrKind::Int, int64_t(0)},
+               {"checkpoint", AttrKind::Int, int64_t(0)},
+               {"slots", AttrKind::Int, int64_t(0)},
+               {"num_advance", AttrKind::Int, int64_t(0)}};
+  def.body_shape = scan_shape;
+  def.grad = scan_grad;
+  def.reference = scan_reference;
+  def.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
+    if (attr_int(ctx.node.attrs, "num_advance") > 0) return make_checkpointed_scan_kernel(ctx);
+    return std::make_unique<ScanKernel>(ctx);
+  };
+  OpTestCase one;
+  one.inputs = {{DType::f32, {3}}, {DType::f32, {4, 3}}, {DType::f32, {3}}};
+  one.attrs = {{"length", int64_t(4)}, {"num_carry", int64_t(1)}, {"num_xs", int64_t(1)}};
+  one.lo = -1.0, one.hi = 1.0, one.body = test_body(r, false), one.note = "one carry, forward";
+  OpTestCase two;
+  two.inputs = {{DType::f32, {3}}, {DType::f32, {3}}, {DType::f32, {3, 3}}, {DType::f32, {3}}};
+  two.attrs = {{"length", int64_t(3)}, {"num_carry", int64_t(2)}, {"num_xs", int64_t(1)}, {"reverse", int64_t(1)},
+               {"save_carries", int64_t(1)}};
+  two.lo = -1.0, two.hi = 1.0, two.body = test_body(r, true), two.note = "two carries, reverse, saved carries";
+  def.tests = {one, two};
+  r.add(std::move(def));
+}
+
+ScanResult scan(int64_t length, const std::vector<Tensor>& init, const std::vector<Tensor>& xs,
+                const std::vector<Tensor>& consts, const ScanBody& body, bool reverse) {
+  Graph* outer = nullptr;
+  for (const auto* list : {&init, &xs, &consts})
+    for (const Tensor& t : *list) {
+      if (outer && &t.graph() != outer) throw GraphError("scan: the loop's inputs come from different graphs");
+      outer = &t.graph();
+    }
+  if (!outer) throw GraphError("scan: a loop needs at least one carry, stacked input or invariant");
+  auto b = std::make_shared<Graph>();
+  std::vector<Tensor> bc, bx, bk;
+  for (size_t i = 0; i < init.size(); ++i) bc.push_back(input(*b, fmt::format("c{}", i), init[i].shape(), init[i].dtype()));
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (xs[i].rank() == 0 || xs[i].dim(0) != length)
+      throw ShapeError(fmt::format("scan: stacked input {} has shape {}, its leading dimension must be the length {}", i,
+                                   shape_str(xs[i].shape()), length));
+    Shape s(xs[i].shape().begin() + 1, xs[i].shape().end());
+    bx.push_back(input(*b, fmt::format("x{}", i), s, xs[i].dtype()));
+  }
+  for (size_t i = 0; i < consts.size(); ++i) bk.push_back(input(*b, fmt::format("k{}", i), consts[i].shape(), consts[i].dtype()));
+  ScanStep step = body(bc, bx, bk);
+  if (step.carries.size() != init.size())
+    throw ShapeError(fmt::format("scan: the body returned {} carries for {}", step.carries.size(), init.size()));
+  auto add_out = [&](const std::string& name, const Tensor& t) {
+    if (!t.defined() || &t.graph() != b.get())
+      throw GraphError(fmt::format("scan: body output \"{}\" is not a value of the body graph (read enclosing values through consts)", name));
+    b->add_output(name, t.value());
+  };
+  for (size_t i = 0; i < step.carries.size(); ++i) add_out(fmt::format("c{}'", i), step.carries[i]);
+  for (size_t i = 0; i < step.ys.size(); ++i) add_out(fmt::format("y{}", i), step.ys[i]);
+  std::vector<Value> ins;
+  for (const auto* list : {&init, &xs, &consts})
+    for (const Tensor& t : *list) ins.push_back(t.value());
+  Attrs a{{"length", length}, {"num_carry", int64_t(init.size())}, {"num_xs", int64_t(xs.size())},
+          {"reverse", int64_t(reverse)}};
+  std::vector<Value> outs = outer->add_op_multi("scan", std::move(ins), std::move(a), "", std::move(b));
+  ScanResult r;
+  for (size_t i = 0; i < init.size(); ++i) r.carries.emplace_back(outer, outs[i]);
+  for (size_t i = init.size(); i < outs.size(); ++i) r.ys.emplace_back(outer, outs[i]);
+  return r;
+}
+
+}  // namespace metagrad

@@ -1,0 +1,56 @@
+// Internal pieces of the scan op shared by its entry (ops/scan.cpp) and its derivative
+// (ops/scan_grad.cpp).
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "graph/op_def.h"
+#include "metagrad/graph.h"
+#include "runtime/kernel.h"
+
+namespace metagrad {
+
+// A scan node's signature: inputs are [carries (nc), stacked slices (nx), invariants (nk)];
+// the body's inputs (ids in order) match them one to one, its outputs are [next carries (nc),
+// per-iteration outputs (ny)]; the node's outputs are [final carries, stacked outputs, and with
+// `save`, the stacked carries each iteration started from].
+//
+// A checkpointed backward loop (made at compile time by passes/checkpoint_loops.cpp) has
+// `num_advance` = na > 0: its first na slices, the forward carries it reads, are not stacked
+// inputs but the forward loop's initial carries; its body has na more outputs at the end, the
+// forward step from those carries ("advance"); and its kernel recomputes the carries it needs
+// by the schedule `checkpoint` (1 every-k, k = `slots`; 2 revolve over `slots` slots).
+struct ScanSig {
+  int64_t length = 0;
+  size_t nc = 0, nx = 0, nk = 0, ny = 0, na = 0;
+  bool reverse = false, save = false;
+  int64_t checkpoint = 0, slots = 0;
+  std::vector<int> body_inputs;
+};
+ScanSig scan_sig(const Attrs& attrs, size_t num_inputs, const Graph& body);
+
+std::vector<Tensor> scan_grad(const GradCtx& ctx);
+
+// Copies `body` into `b`, its inputs standing for `ins` (one per body input, in id order);
+// returns the copies of its outputs.
+std::vector<Tensor> inline_body(const Graph& body, Graph& b, const std::vector<Tensor>& ins);
+
+// The schedule a checkpointed loop runs, from its signature.
+struct LoopAction;
+std::vector<LoopAction> scan_schedule(const ScanSig& s);
+// The carries its kernel stores (slots), whatever the schedule: the allocation the plan counts.
+size_t scan_slot_count(const ScanSig& s);
+
+// What a scan kernel allocates beside the arena (its bodies' own plans, carry staging and
+// checkpoint slots): the kernel's own count, computed from the plans without building them.
+size_t scan_kernel_bytes(const Node& n);
+// The body outputs a checkpointed loop's two executables fetch: the reverse step and the advance.
+std::vector<std::string> scan_step_fetches(const Graph& body, const ScanSig& s);
+std::vector<std::string> scan_advance_fetches(const Graph& body, const ScanSig& s);
+// Staging a scan kernel needs for carries that pass a body input through unchanged.
+size_t scan_staging_bytes(const Graph& body, const ScanSig& s);
+
+std::unique_ptr<Kernel> make_checkpointed_scan_kernel(const KernelCtx& ctx);
+
+}  // namespace metagrad

@@ -1,0 +1,38 @@
+// Checkpointing schedules for a backward loop: the order in which a checkpointed scan kernel
+// stores, restores and advances the forward carry while it runs the reverse steps.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace metagrad {
+
+// One action over a working carry `cur` (the forward state at step `j` of the forward loop) and
+// numbered slots that each hold one stored carry.
+struct LoopAction {
+  enum Kind : uint8_t {
+    store,     // slot <- cur
+    restore,   // cur <- slot (cur becomes the forward state at step `step`)
+    advance,   // cur <- body(cur): one forward step recomputed, step + 1
+    backward,  // the reverse body at forward step `step`, reading cur
+  } kind;
+  int slot = -1;
+  int64_t step = 0;
+};
+
+// Store every k-th carry in a first sweep, then recompute each segment's carries into k - 1 more
+// slots before its reverse steps: ceil(n/k) + k - 1 slots.
+std::vector<LoopAction> every_k_schedule(int64_t n, int64_t k);
+int64_t every_k_slots(int64_t n, int64_t k);
+
+// Binomial checkpointing (Griewank and Walther's revolve) as a recursion over the split point,
+// each split chosen by dynamic programming: the least recomputation that reverses n steps with
+// `slots` stored carries (the initial carry occupies one of them).
+std::vector<LoopAction> revolve_schedule(int64_t n, int64_t slots);
+// That least number of recomputed forward steps.
+int64_t revolve_cost(int64_t n, int64_t slots);
+
+// Forward steps a schedule recomputes (its advance actions) and the slots it uses.
+int64_t schedule_advances(const std::vector<LoopAction>& s);
+int schedule_slots(const std::vector<LoopAction>& s);
+
+}  // namespace metagrad

@@ -1,0 +1,34 @@
+// The arena plan of a graph without building it: which nodes run, their buffers and offsets, and
+// the planned peak (arena plus the loop kernels' own storage) that a memory budget is held to.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "metagrad/graph.h"
+#include "runtime/memory_plan.h"
+
+namespace metagrad {
+
+struct ArenaPlan {
+  std::vector<NamedOutput> wanted;  // the fetched outputs
+  std::vector<char> needed;         // per node: runs (or is read) for the fetches and updates
+  std::vector<BufferRequest> requests;
+  std::map<Value, size_t> request_of;
+  MemoryPlan memory;
+};
+
+// The graph's outputs named by `fetches` (empty: every output); throws RuntimeError on unknown names.
+std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::string>& fetches);
+
+// What Executable plans: the schedule is node order restricted to needed nodes; fed inputs live
+// through the whole run; an in-place op may take over an operand dying at it (not when
+// `check_numerics`, which keeps a faulty kernel's operands intact).
+ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics);
+
+// The arena peak plus the storage the loop kernels allocate for themselves (their bodies' own
+// plans, checkpoint slots), as the compiled executable would report it. Workspace (oneDNN
+// scratch) is not included.
+size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics);
+
+}  // namespace metagrad

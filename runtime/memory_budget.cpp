@@ -1,0 +1,99 @@
+// The memory reducers tried under CompileOptions::memory_budget, and the forced loop policies.
+// One row per reducer, in the order they are tried: the loops' checkpointing first, as it costs
+// one recomputed body step per saved carry; straight-line rematerialization would come after.
+#include "runtime/memory_budget.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "metagrad/error.h"
+#include "passes/checkpoint_loops.h"
+#include "runtime/arena_plan.h"
+
+namespace metagrad {
+
+int64_t max_revolve_slots(int64_t length) {
+  const int64_t cap = int64_t(2e7) / std::max<int64_t>(1, length * length);
+  return std::clamp<int64_t>(cap, 1, length);
+}
+
+namespace {
+
+int64_t ceil_sqrt(int64_t n) { return std::max<int64_t>(1, int64_t(std::ceil(std::sqrt(double(n))))); }
+
+// The backward loops under revolve with the most slots (at most `s` each) whose plan fits.
+bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak) {
+  const std::vector<LoopPair> pairs = checkpointable_loops(g);
+  if (pairs.empty()) return false;
+  int64_t longest = 0;
+  for (const LoopPair& p : pairs) longest = std::max(longest, p.length);
+  auto with_slots = [&](int64_t s) {
+    Graph c = g;
+    checkpoint_loops(c, 2, [s](int64_t n) { return std::min(s, max_revolve_slots(n)); });
+    return c;
+  };
+  int64_t lo = 1, hi = max_revolve_slots(longest);
+  Graph best = with_slots(lo);
+  // A checkpointed loop compiles its body twice (reverse step and advance): with few steps of a
+  // large body that costs more than the carries it saves, and storing every carry stays leaner.
+  if (planned_peak(best) >= planned_peak(g)) return false;
+  if (planned_peak(best) <= budget) {
+    while (lo < hi) {  // the peak grows with the slots: the most slots that fit
+      const int64_t mid = (lo + hi + 1) / 2;
+      Graph c = with_slots(mid);
+      if (planned_peak(c) <= budget) lo = mid, best = std::move(c);
+      else hi = mid - 1;
+    }
+  }
+  g = std::move(best);
+  return true;
+}
+
+}  // namespace
+
+const std::vector<MemoryReducer>& memory_reducers() {
+  static const std::vector<MemoryReducer> table = {
+      {"checkpoint-loops", checkpoint_loops_to_budget},
+  };
+  return table;
+}
+
+std::string format_bytes(size_t bytes) {
+  if (bytes >= (size_t(1) << 30)) return fmt::format("{:.2f} GiB", double(bytes) / double(size_t(1) << 30));
+  if (bytes >= (size_t(1) << 20)) return fmt::format("{:.2f} MiB", double(bytes) / double(size_t(1) << 20));
+  if (bytes >= 1024) return fmt::format("{:.1f} KiB", double(bytes) / 1024.0);
+  return fmt::format("{} B", bytes);
+}
+
+void fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options) {
+  using LC = CompileOptions::LoopCheckpoint;
+  if (options.loop_checkpoint == LC::every_k || options.loop_checkpoint == LC::revolve) {
+    const bool every = options.loop_checkpoint == LC::every_k;
+    const int64_t fixed = options.loop_slots;
+    checkpoint_loops(g, every ? 1 : 2, [every, fixed](int64_t n) {
+      const int64_t s = fixed > 0 ? fixed : every ? ceil_sqrt(n) : 2 * ceil_sqrt(n);
+      return every ? std::min(s, n) : std::min(s, max_revolve_slots(n));
+    });
+  }
+  if (options.memory_budget == 0) return;
+  const bool numerics = options.check_numerics;
+  PlannedPeak peak = [&fetches, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics); };
+  size_t now = peak(g);
+  if (now <= options.memory_budget) return;
+  std::string tried;
+  if (options.loop_checkpoint == LC::automatic)
+    for (const MemoryReducer& r : memory_reducers()) {
+      if (!r.reduce(g, options.memory_budget, peak)) continue;
+      tried += fmt::format("{}{}", tried.empty() ? "" : ", ", r.name);
+      now = peak(g);
+      if (now <= options.memory_budget) return;
+    }
+  throw Error(fmt::format("memory budget {} ({} bytes) is below the smallest plan found, {} ({} bytes{}{}); "
+                          "give a budget of at least {} bytes",
+                          format_bytes(options.memory_budget), options.memory_budget, format_bytes(now), now,
+                          tried.empty() ? "" : ", after ", tried, now));
+}
+
+}  // namespace metagrad

@@ -1,0 +1,35 @@
+// Fitting a graph into CompileOptions::memory_budget by a table of memory reducers, each tried in
+// turn until the planned peak fits.
+#pragma once
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "metagrad/executable.h"
+#include "metagrad/graph.h"
+
+namespace metagrad {
+
+using PlannedPeak = std::function<size_t(const Graph&)>;
+
+// A reducer rewrites `g` towards `budget` (least recomputation that fits, or, when nothing it can
+// do fits, its leanest form) and returns whether it changed `g`.
+struct MemoryReducer {
+  const char* name;
+  bool (*reduce)(Graph& g, size_t budget, const PlannedPeak& planned_peak);
+};
+const std::vector<MemoryReducer>& memory_reducers();
+
+// Applies a forced loop_checkpoint policy, then, with a budget over the planned peak, the
+// reducers in table order. Throws Error naming the smallest budget reached when none fits.
+void fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options);
+
+// The revolve slots of one loop that the budget search may give it: the schedule's dynamic
+// program costs length^2 * slots at compile time, so long loops get fewer.
+int64_t max_revolve_slots(int64_t length);
+
+// "1.5 MiB" for error messages.
+std::string format_bytes(size_t bytes);
+
+}  // namespace metagrad

@@ -1,0 +1,316 @@
+// Checkpointing of backward loops: the every-k and revolve schedules (validity, and revolve's
+// recomputation against the binomial optimum computed here in closed form), gradients of every
+// policy against storing every carry (f64 reference and compiled f32), second order through a
+// checkpointed loop, MAML's meta-gradient, and the memory budget (fits, or names the smallest).
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "meta/learn/maml.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/error.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
+#include "metagrad/reference.h"
+#include "metagrad/scan.h"
+#include "ops/scan_schedule.h"
+#include "passes/checkpoint_loops.h"
+#include "runtime/arena_plan.h"
+#include "tests/alloc_counter.h"
+#include "tests/cli_run.h"
+#include "tests/test_util.h"
+
+namespace metagrad {
+namespace {
+
+using testing::random_ref;
+using LC = CompileOptions::LoopCheckpoint;
+
+// Runs a schedule over symbolic carries (the step index each holds) and checks that every reverse
+// step reads the carry of its own step, in the order n-1 .. 0, within `slots` slots.
+void expect_valid(const std::vector<LoopAction>& s, int64_t n, int64_t slots) {
+  std::vector<int64_t> slot(size_t(slots), -1);
+  int64_t cur = 0, next_back = n - 1;
+  for (const LoopAction& a : s) {
+    switch (a.kind) {
+      case LoopAction::store:
+        ASSERT_LT(a.slot, slots);
+        slot[size_t(a.slot)] = cur;
+        break;
+      case LoopAction::restore:
+        ASSERT_LT(a.slot, slots);
+        ASSERT_EQ(slot[size_t(a.slot)], a.step);
+        cur = slot[size_t(a.slot)];
+        break;
+      case LoopAction::advance:
+        ASSERT_EQ(cur, a.step);
+        ++cur;
+        break;
+      case LoopAction::backward:
+        ASSERT_EQ(cur, a.step);
+        ASSERT_EQ(a.step, next_back);
+        --next_back;
+        break;
+    }
+  }
+  EXPECT_EQ(next_back, -1) << "every step reversed once";
+}
+
+int64_t binomial(int64_t n, int64_t k) {
+  if (k < 0 || k > n) return 0;
+  double b = 1;
+  for (int64_t i = 1; i <= k; ++i) b = b * double(n - k + i) / double(i);
+  return int64_t(std::llround(b));
+}
+
+// Griewank and Walther: with s slots, r the least integer with n <= C(s + r, s), the least number
+// of recomputed forward steps is r n - C(s + r, s + 1).
+int64_t binomial_optimum(int64_t n, int64_t s) {
+  int64_t r = 0;
+  while (binomial(s + r, s) < n) ++r;
+  return r * n - binomial(s + r, s + 1);
+}
+
+TEST(LoopCheckpoint, RevolveRecomputesTheBinomialOptimum) {
+  for (int64_t n = 1; n <= 40; ++n)
+    for (int64_t s = 1; s <= std::min<int64_t>(n, 6); ++s) {
+      std::vector<LoopAction> sched = revolve_schedule(n, s);
+      expect_valid(sched, n, s);
+      EXPECT_EQ(schedule_advances(sched), binomial_optimum(n, s)) << "n " << n << ", slots " << s;
+      EXPECT_EQ(revolve_cost(n, s), binomial_optimum(n, s));
+    }
+  EXPECT_EQ(revolve_cost(10, 10), 9) << "a slot per carry: each recomputed once";
+}
+
+TEST(LoopCheckpoint, EveryKSegmentsAreValid) {
+  for (int64_t n = 1; n <= 30; ++n)
+    for (int64_t k = 1; k <= n; ++k) {
+      std::vector<LoopAction> sched = every_k_schedule(n, k);
+      expect_valid(sched, n, every_k_slots(n, k));
+      const int64_t m = (n + k - 1) / k;
+      EXPECT_EQ(schedule_advances(sched), (m - 1) * k + n - m) << n << "/" << k;
+    }
+}
+
+// h' = tanh(h W + x) * (1 + 0.1 g), g' = g + sin(h) (two carries), y = sum(h * h).
+struct Loop {
+  Graph g;
+  Tensor h0, g0, xs, w, loss;
+};
+Loop build_loop(int64_t T) {
+  Loop r;
+  r.h0 = input(r.g, "h0", {2, 3});
+  r.g0 = input(r.g, "g0", {2, 3});
+  r.xs = input(r.g, "xs", {T, 2, 3});
+  r.w = input(r.g, "w", {3, 3});
+  ScanResult s = scan(T, {r.h0, r.g0}, {r.xs}, {r.w}, [](const auto& c, const auto& x, const auto& k) {
+    Tensor next = tanh(matmul(c[0], k[0]) + x[0]) * (c[1] * 0.1 + 1.0);
+    return ScanStep{{next, c[1] + sin(c[0])}, {sum(c[0] * c[0])}};
+  });
+  RefTensor c = random_ref({T}, 7);
+  r.loss = sum(square(s.carries[0])) + sum(s.carries[1]) + sum(s.ys[0] * constant(r.g, {T}, c.data));
+  return r;
+}
+RefValues loop_feeds(int64_t T) {
+  RefValues f;
+  f["h0"] = random_ref({2, 3}, 1);
+  f["g0"] = random_ref({2, 3}, 4);
+  f["xs"] = random_ref({T, 2, 3}, 2);
+  f["w"] = random_ref({3, 3}, 3, -0.8, 0.8);
+  return f;
+}
+
+struct Fed {
+  std::map<std::string, std::vector<float>> f32;
+  std::vector<Feed> feeds;
+};
+Fed to_feeds(const RefValues& v) {
+  Fed f;
+  for (const auto& [name, t] : v) {
+    f.f32[name] = testing::to_f32(t);
+    f.feeds.push_back(Feed::f32(name, t.shape, f.f32[name]));
+  }
+  return f;
+}
+
+// Also checks that running again allocates nothing (the schedule runs over preallocated slots).
+std::vector<std::vector<float>> run_compiled(const Graph& g, const RefValues& feeds, const CompileOptions& o,
+                                             std::vector<LoopReport>* loops = nullptr) {
+  ParamStore store;
+  Executable exe(g, store, {}, o);
+  Fed f = to_feeds(feeds);
+  exe.run(f.feeds);
+  testing::AllocCount count = testing::count_allocations([&] { exe.run(f.feeds); });
+  EXPECT_EQ(count.ours, 0) << "allocations made by the loop kernels";
+  if (loops) *loops = exe.loops();
+  std::vector<std::vector<float>> out;
+  for (size_t i = 0; i < exe.fetch_names().size(); ++i) out.emplace_back(exe.fetch(i).begin(), exe.fetch(i).end());
+  return out;
+}
+
+void expect_close(const std::vector<std::vector<float>>& a, const std::vector<std::vector<float>>& b, double tol) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    double scale = 1e-30;
+    for (float v : a[i]) scale = std::max(scale, double(std::abs(v)));
+    for (size_t e = 0; e < a[i].size(); ++e) ASSERT_NEAR(b[i][e], a[i][e], tol * scale) << "output " << i << "[" << e << "]";
+  }
+}
+
+struct Policy {
+  LC policy;
+  int64_t slots;
+};
+const std::vector<Policy> kPolicies = {{LC::every_k, 0}, {LC::every_k, 3}, {LC::revolve, 1}, {LC::revolve, 2}, {LC::revolve, 4}};
+
+TEST(LoopCheckpoint, EveryPolicyGivesTheStoreAllGradients) {
+  const int64_t T = 9;
+  Loop r = build_loop(T);
+  auto d = grad(r.loss, {r.h0, r.g0, r.xs, r.w});
+  r.g.add_output("loss", r.loss.value());
+  for (size_t i = 0; i < d.size(); ++i) r.g.add_output("d" + std::to_string(i), d[i].value());
+  optimize(r.g);
+  RefValues f = loop_feeds(T);
+  std::vector<Value> outs;
+  for (const auto& o : r.g.outputs()) outs.push_back(o.value);
+  const auto ref = reference_eval(r.g, outs, f);
+  const auto all = run_compiled(r.g, f, {});
+  for (const Policy& p : kPolicies) {
+    // f64: the rewritten graph's reference, which recomputes through the advance outputs.
+    Graph c = r.g;
+    ASSERT_TRUE(checkpoint_loops(c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
+    verify(c);
+    const auto got = reference_eval(c, outs, f);
+    for (size_t i = 0; i < ref.size(); ++i)
+      for (size_t e = 0; e < ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], ref[i].data[e], 1e-12) << i << "/" << e;
+    // f32: compiled under the policy.
+    CompileOptions o;
+    o.loop_checkpoint = p.policy;
+    o.loop_slots = p.slots;
+    std::vector<LoopReport> loops;
+    expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
+    ASSERT_EQ(loops.size(), 1u);
+    EXPECT_EQ(loops[0].policy, p.policy == LC::every_k ? "every-k" : "revolve");
+    EXPECT_GT(loops[0].recomputed, 0);
+  }
+}
+
+TEST(LoopCheckpoint, SecondOrderThroughACheckpointedLoop) {
+  const int64_t T = 6;
+  Loop r = build_loop(T);
+  RefTensor v = random_ref({3, 3}, 11);
+  Tensor d1 = sum(grad(r.loss, {r.w})[0] * constant(r.g, {3, 3}, v.data));
+  auto d2 = grad(d1, {r.w, r.h0});
+  r.g.add_output("d2w", d2[0].value());
+  r.g.add_output("d2h", d2[1].value());
+  optimize(r.g);
+  RefValues f = loop_feeds(T);
+  const auto all = run_compiled(r.g, f, {});
+  for (const Policy& p : kPolicies) {
+    CompileOptions o;
+    o.loop_checkpoint = p.policy;
+    o.loop_slots = p.slots;
+    std::vector<LoopReport> loops;
+    expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
+    int checkpointed = 0;
+    for (const auto& l : loops) checkpointed += l.policy != "store-all";
+    EXPECT_GE(checkpointed, 1) << "the backward of the backward loop is checkpointed";
+  }
+}
+
+TEST(LoopCheckpoint, MamlMetaGradientUnderEveryPolicy) {
+  MamlConfig c;
+  c.shots = 5, c.query = 5, c.meta_batch = 2, c.hidden = 8, c.inner_lr = 0.1, c.inner_steps = 7, c.inner_loop = true;
+  Graph g = build_maml_objective(c);
+  optimize(g);
+  RefValues f;
+  f["xs"] = random_ref({c.meta_batch, c.shots, 1}, 1, -2, 2);
+  f["ys"] = random_ref({c.meta_batch, c.shots, 1}, 2, -2, 2);
+  f["xq"] = random_ref({c.meta_batch, c.query, 1}, 3, -2, 2);
+  f["yq"] = random_ref({c.meta_batch, c.query, 1}, 4, -2, 2);
+  const auto all = run_compiled(g, f, {});
+  for (const Policy& p : kPolicies) {
+    CompileOptions o;
+    o.loop_checkpoint = p.policy;
+    o.loop_slots = p.slots;
+    std::vector<LoopReport> loops;
+    expect_close(all, run_compiled(g, f, o, &loops), 1e-5);
+    ASSERT_FALSE(loops.empty());
+    for (const auto& l : loops) EXPECT_NE(l.policy, "store-all");
+  }
+}
+
+TEST(LoopCheckpoint, BudgetPicksTheLeastRecomputationThatFits) {
+  MamlConfig c;
+  c.meta_batch = 2, c.hidden = 16, c.inner_steps = 40, c.inner_loop = true;
+  Graph g = build_meta_step(c);
+  optimize(g);
+  ParamStore s0;
+  Executable all(g, s0);
+  ASSERT_EQ(all.peak_bytes(), planned_peak_bytes(g, {}, false)) << "the plan counts what the kernels allocate";
+  Graph lean = g;
+  ASSERT_TRUE(checkpoint_loops(lean, 2, [](int64_t) { return 1; }));
+  const size_t least = planned_peak_bytes(lean, {}, false);
+  ASSERT_LT(least, all.peak_bytes()) << "checkpointing saves memory here";
+  size_t prev_slots = 1 << 30;
+  for (size_t div : {2, 4}) {
+    CompileOptions o;
+    o.memory_budget = least + (all.peak_bytes() - least) / div;
+    ParamStore s;
+    Executable exe(g, s, {}, o);
+    EXPECT_LE(exe.peak_bytes(), o.memory_budget);
+    ASSERT_FALSE(exe.loops().empty());
+    for (const LoopReport& l : exe.loops()) {
+      EXPECT_EQ(l.policy, "revolve");
+      EXPECT_LE(size_t(l.slots), prev_slots);
+    }
+    prev_slots = size_t(exe.loops()[0].slots);
+    // One slot more per loop would not fit (or is more than the loop's length allows).
+    Graph more = g;
+    checkpoint_loops(more, 2, [&](int64_t n) { return std::min<int64_t>(n, int64_t(prev_slots) + 1); });
+    if (int64_t(prev_slots) < c.inner_steps) {
+      EXPECT_GT(planned_peak_bytes(more, {}, false), o.memory_budget);
+    }
+  }
+  // A budget under the leanest plan: the error names the smallest that works, and that one does.
+  CompileOptions tiny;
+  tiny.memory_budget = 1000;
+  ParamStore s1;
+  std::string msg;
+  try {
+    Executable e(g, s1, {}, tiny);
+  } catch (const Error& e) {
+    msg = e.what();
+  }
+  ASSERT_NE(msg.find("give a budget of at least "), std::string::npos) << msg;
+  EXPECT_EQ(std::stoull(msg.substr(msg.find("at least ") + 9)), least);
+  CompileOptions enough;
+  enough.memory_budget = least;
+  ParamStore s2;
+  Executable fits(g, s2, {}, enough);
+  EXPECT_LE(fits.peak_bytes(), least);
+  EXPECT_EQ(fits.loops()[0].slots, 1);
+}
+
+// inspect reports each loop's policy; a budget under the leanest plan exits 1 with one line that
+// names the smallest budget, which then compiles; a malformed size exits 2 with one line.
+TEST(LoopCheckpoint, CliMemoryBudget) {
+  using testing::lines;
+  const std::string w = "inspect sinusoid --inner-loop scan --inner-steps 12 ";
+  testing::CliRun bad = testing::run(w + "--memory-budget 12X");
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_EQ(lines(bad.err), 1u) << bad.err;
+  testing::CliRun small = testing::run(w + "--memory-budget 1K");
+  EXPECT_EQ(small.status, 1);
+  ASSERT_EQ(lines(small.err), 1u) << small.err;
+  const size_t at = small.err.find("at least ");
+  ASSERT_NE(at, std::string::npos) << small.err;
+  const std::string least = std::to_string(std::stoull(small.err.substr(at + 9)));
+  testing::CliRun ok = testing::run(w + "--memory-budget " + least);
+  EXPECT_EQ(ok.status, 0) << ok.err;
+  EXPECT_NE(ok.out.find("revolve, 1 slots"), std::string::npos) << ok.out;
+}
+
+}  // namespace
+}  // namespace metagrad

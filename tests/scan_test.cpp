@@ -1,0 +1,283 @@
+// Loops in the IR: the scan builder and verifier, text/DOT/JSON, the reference and the compiled
+// loop against the unrolled graph, passes on loops, and derivatives through loops to third order.
+#include <gtest/gtest.h>
+
+#include "graph/op_def.h"
+#include "metagrad/autodiff.h"
+#include "metagrad/executable.h"
+#include "metagrad/ops.h"
+#include "metagrad/pipeline.h"
+#include "metagrad/reference.h"
+#include "metagrad/scan.h"
+#include "metagrad/serialize.h"
+#include "tests/alloc_counter.h"
+#include "tests/grad_check.h"
+#include "tests/test_util.h"
+
+namespace metagrad {
+namespace {
+
+using testing::error_of;
+using testing::random_ref;
+
+// One step of a small recurrent model, shared by the loop body and the unrolled graph:
+// h' = tanh(h W + x), y = sum(h * h).
+std::pair<Tensor, Tensor> rnn_step(const Tensor& h, const Tensor& x, const Tensor& w) {
+  Tensor next = tanh(matmul(h, w) + x);
+  return {next, sum(h * h)};
+}
+
+struct Rnn {
+  Graph g;
+  Tensor h0, xs, w, loss;
+};
+
+// The loop (or its unrolled twin) over T steps; the loss reads the final carry and the stacked
+// outputs.
+Rnn build_rnn(int64_t T, bool loop) {
+  Rnn r;
+  r.h0 = input(r.g, "h0", {2, 3});
+  r.xs = input(r.g, "xs", {T, 2, 3});
+  r.w = input(r.g, "w", {3, 3});
+  Tensor hT, ys;
+  if (loop) {
+    ScanResult s = scan(T, {r.h0}, {r.xs}, {r.w}, [](const auto& c, const auto& x, const auto& k) {
+      auto [next, y] = rnn_step(c[0], x[0], k[0]);
+      return ScanStep{{next}, {y}};
+    });
+    hT = s.carries[0], ys = s.ys[0];
+  } else {
+    Tensor h = r.h0;
+    std::vector<Tensor> y;
+    for (int64_t t = 0; t < T; ++t) {
+      Tensor xt = reshape(slice(r.xs, {t, 0, 0}, {t + 1, 2, 3}), {2, 3});
+      auto [next, yt] = rnn_step(h, xt, r.w);
+      y.push_back(reshape(yt, {1}));
+      h = next;
+    }
+    hT = h, ys = concat(y, 0);
+  }
+  RefTensor c = random_ref({T}, 7);
+  r.loss = sum(square(hT)) + sum(ys * constant(r.g, {T}, c.data));
+  r.g.add_output("loss", r.loss.value());
+  return r;
+}
+
+RefValues rnn_feeds(int64_t T) {
+  RefValues f;
+  f["h0"] = random_ref({2, 3}, 1);
+  f["xs"] = random_ref({T, 2, 3}, 2);
+  f["w"] = random_ref({3, 3}, 3, -0.8, 0.8);
+  return f;
+}
+
+int count_ops(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const Node& node : g.nodes()) n += node.kind == NodeKind::Op && node.op->name == op;
+  return n;
+}
+
+TEST(Scan, ReferenceEqualsUnrolledGraph) {
+  const int64_t T = 5;
+  Rnn loop = build_rnn(T, true), unrolled = build_rnn(T, false);
+  EXPECT_EQ(count_ops(loop.g, "scan"), 1);
+  EXPECT_EQ(count_ops(loop.g, "matmul"), 0) << "the body's ops live in the body";
+  RefValues f = rnn_feeds(T);
+  double a = reference_eval(loop.g, {loop.loss.value()}, f)[0].data[0];
+  double b = reference_eval(unrolled.g, {unrolled.loss.value()}, f)[0].data[0];
+  EXPECT_NEAR(a, b, 1e-12 * std::abs(b));
+}
+
+TEST(Scan, VerifierChecksTheBodySignature) {
+  Graph g;
+  Tensor c = input(g, "c", {3}), xs = input(g, "xs", {4, 3});
+  // A body whose carry changes type.
+  EXPECT_NE(error_of([&] {
+              scan(4, {c}, {xs}, {}, [](const auto& cs, const auto& x, const auto&) {
+                return ScanStep{{sum(cs[0] + x[0])}, {}};
+              });
+            }).find("body output 0 (\"c0'\") is f32[], but carry 0 is f32[3]"),
+            std::string::npos);
+  // A stacked input of the wrong length.
+  EXPECT_NE(error_of([&] {
+              scan(5, {c}, {xs}, {}, [](const auto& cs, const auto&, const auto&) { return ScanStep{{cs[0]}, {}}; });
+            }).find("leading dimension must be the length 5"),
+            std::string::npos);
+  // A value of the enclosing graph used inside the body.
+  EXPECT_NE(error_of([&] {
+              scan(4, {c}, {xs}, {}, [&](const auto& cs, const auto&, const auto&) { return ScanStep{{c}, {cs[0]}}; });
+            }).find("not a value of the body graph"),
+            std::string::npos);
+  // The verifier re-checks a node whose body was swapped for one of another signature.
+  ScanResult ok = scan(4, {c}, {xs}, {}, [](const auto& cs, const auto& x, const auto&) {
+    return ScanStep{{cs[0] * x[0]}, {}};
+  });
+  Graph bad = g;
+  auto other = std::make_shared<Graph>();
+  Tensor oc = input(*other, "c0", {2});
+  Tensor ox = input(*other, "x0", {3});
+  other->add_output("c0'", (oc * 2.0).value());
+  (void)ox;
+  bad.node(ok.carries[0].value().node).body = other;
+  EXPECT_NE(error_of([&] { verify(bad); }).find("body input 0 (carry \"c0\") is f32[2], the loop passes f32[3]"),
+            std::string::npos);
+}
+
+// A loop inside a loop, for the writers and the runtime.
+Graph nested_graph() {
+  Graph g;
+  Tensor c = input(g, "c", {3}), xs = input(g, "xs", {2, 4, 3}), k = input(g, "k", {3});
+  ScanResult outer = scan(2, {c}, {xs}, {k}, [](const auto& cs, const auto& x, const auto& ks) {
+    ScanResult inner = scan(4, {cs[0]}, {x[0]}, {ks[0]}, [](const auto& c2, const auto& x2, const auto& k2) {
+      return ScanStep{{sin(c2[0] * k2[0]) + x2[0]}, {sum(c2[0])}};
+    });
+    return ScanStep{{inner.carries[0] * 0.5}, {inner.ys[0]}};
+  });
+  g.add_output("c", outer.carries[0].value());
+  g.add_output("ys", outer.ys[0].value());
+  return g;
+}
+
+TEST(Scan, TextRoundTripAndWriters) {
+  Graph g = nested_graph();
+  std::string text = to_text(g);
+  EXPECT_NE(text.find("} : f32[3], f32[4]"), std::string::npos) << text;
+  Graph back = parse_text(text);
+  EXPECT_EQ(to_text(back), text);
+  RefValues f{{"c", random_ref({3}, 1)}, {"xs", random_ref({2, 4, 3}, 2)}, {"k", random_ref({3}, 3)}};
+  auto a = reference_eval(g, {g.output("ys")}, f)[0].data, b = reference_eval(back, {back.output("ys")}, f)[0].data;
+  EXPECT_EQ(a, b);
+  std::string dot = to_dot(g);
+  EXPECT_NE(dot.find("subgraph cluster_n3"), std::string::npos) << dot;
+  EXPECT_NE(dot.find("subgraph cluster_n3b"), std::string::npos) << "the inner loop is a cluster in the outer body";
+  std::string json = to_json(g);
+  EXPECT_NE(json.find("\"body\""), std::string::npos);
+  // A body whose declared types disagree is refused with the line of the loop.
+  std::string broken = text;
+  broken.replace(broken.find("} : f32[3], f32[4]"), 18, "} : f32[3], f32[5]");
+  EXPECT_NE(error_of([&] { parse_text(broken); }).find("scan infers"), std::string::npos);
+}
+
+TEST(Scan, CompiledLoopEqualsReferenceWithoutAllocating) {
+  Graph g = nested_graph();
+  RefValues f{{"c", random_ref({3}, 1)}, {"xs", random_ref({2, 4, 3}, 2)}, {"k", random_ref({3}, 3)}};
+  auto ref = reference_eval(g, {g.output("c"), g.output("ys")}, f);
+  ParamStore store;
+  Executable exe(g, store);
+  std::vector<float> c = testing::to_f32(f["c"]), xs = testing::to_f32(f["xs"]), k = testing::to_f32(f["k"]);
+  std::vector<Feed> feeds{Feed::f32("c", {3}, c), Feed::f32("xs", {2, 4, 3}, xs), Feed::f32("k", {3}, k)};
+  exe.run(feeds);
+  for (size_t o = 0; o < 2; ++o) {
+    auto got = exe.fetch(o);
+    ASSERT_EQ(got.size(), ref[o].data.size());
+    for (size_t e = 0; e < got.size(); ++e) EXPECT_NEAR(got[e], ref[o].data[e], 1e-5) << "output " << o << " element " << e;
+  }
+  testing::AllocCount count = testing::count_allocations([&] {
+    for (int i = 0; i < 10; ++i) exe.run(feeds);
+  });
+  EXPECT_EQ(count.ours, 0) << "allocations made by the loop kernel";
+}
+
+TEST(Scan, PermutedCarriesDoNotOverwriteEachOther) {
+  Graph g;
+  Tensor a = input(g, "a", {2}), b = input(g, "b", {2});
+  ScanResult s = scan(3, {a, b}, {}, {}, [](const auto& c, const auto&, const auto&) {
+    return ScanStep{{c[1], c[0] + 1.0}, {c[0]}};
+  });
+  g.add_output("a", s.carries[0].value());
+  g.add_output("b", s.carries[1].value());
+  g.add_output("ys", s.ys[0].value());
+  ParamStore store;
+  Executable exe(g, store);
+  std::vector<float> av{1, 2}, bv{10, 20};
+  exe.run({Feed::f32("a", {2}, av), Feed::f32("b", {2}, bv)});
+  // (a, b): (1, 10) -> (10, 2) -> (2, 11) -> (11, 3)
+  EXPECT_EQ(std::vector<float>(exe.fetch(0).begin(), exe.fetch(0).end()), (std::vector<float>{11, 21}));
+  EXPECT_EQ(std::vector<float>(exe.fetch(1).begin(), exe.fetch(1).end()), (std::vector<float>{3, 4}));
+  EXPECT_EQ(std::vector<float>(exe.fetch(2).begin(), exe.fetch(2).end()), (std::vector<float>{1, 2, 10, 20, 2, 3}));
+}
+
+TEST(Scan, GradientsEqualTheUnrolledGraphs) {
+  const int64_t T = 4;
+  Rnn loop = build_rnn(T, true), unrolled = build_rnn(T, false);
+  RefValues f = rnn_feeds(T);
+  auto g1 = grad(loop.loss, {loop.h0, loop.xs, loop.w});
+  auto u1 = grad(unrolled.loss, {unrolled.h0, unrolled.xs, unrolled.w});
+  std::vector<Value> gv, uv;
+  for (auto& t : g1) gv.push_back(t.value());
+  for (auto& t : u1) uv.push_back(t.value());
+  auto a = reference_eval(loop.g, gv, f), b = reference_eval(unrolled.g, uv, f);
+  for (size_t i = 0; i < a.size(); ++i)
+    for (size_t e = 0; e < a[i].data.size(); ++e) EXPECT_NEAR(a[i].data[e], b[i].data[e], 1e-12) << i << "/" << e;
+}
+
+TEST(Scan, FirstAndSecondOrderAgainstFiniteDifferences) {
+  const int64_t T = 3;
+  Rnn loop = build_rnn(T, true);
+  testing::check_gradients(loop.g, loop.loss, {loop.h0, loop.w}, rnn_feeds(T), 1e-6);
+}
+
+// d^3/dw^3 through a loop: the third derivative along a direction v, <grad <grad <grad L, v>, v>, v>,
+// against central differences of the second-order quantity.
+TEST(Scan, ThirdOrderThroughALoop) {
+  const int64_t T = 3;
+  Rnn r = build_rnn(T, true);
+  RefTensor v = random_ref({3, 3}, 11);
+  Tensor vc = constant(r.g, {3, 3}, v.data);
+  Tensor d1 = sum(grad(r.loss, {r.w})[0] * vc);
+  Tensor d2 = sum(grad(d1, {r.w})[0] * vc);
+  Tensor d3 = grad(d2, {r.w})[0];
+  RefValues f = rnn_feeds(T);
+  auto got = reference_eval(r.g, {d3.value()}, f)[0].data;
+  auto fd = testing::finite_diff(r.g, d2.value(), f, "w", {}, 1e-5);
+  double scale = 1;
+  for (double x : fd) scale = std::max(scale, std::abs(x));
+  for (size_t e = 0; e < got.size(); ++e) EXPECT_NEAR(got[e], fd[e], 1e-6 * scale) << e;
+  EXPECT_GE(count_ops(r.g, "scan"), 4) << "each order adds loops";
+}
+
+TEST(Scan, PipelineKeepsLoopsCorrectAndMergesTheSavingTwin) {
+  const int64_t T = 4;
+  Rnn r = build_rnn(T, true);
+  auto gw = grad(r.loss, {r.w});
+  r.g.add_output("gw", gw[0].value());
+  EXPECT_EQ(count_ops(r.g, "scan"), 3) << "forward, its saving twin, backward";
+  RefValues f = rnn_feeds(T);
+  auto before = reference_eval(r.g, {r.g.output("loss"), r.g.output("gw")}, f);
+  Graph opt = r.g;
+  optimize(opt);
+  EXPECT_EQ(count_ops(opt, "scan"), 2) << "the forward loop runs once";
+  auto after = reference_eval(opt, {opt.output("loss"), opt.output("gw")}, f);
+  for (size_t i = 0; i < 2; ++i)
+    for (size_t e = 0; e < before[i].data.size(); ++e) EXPECT_NEAR(after[i].data[e], before[i].data[e], 1e-12);
+  // Compiled, it agrees with the reference in f32.
+  ParamStore store;
+  Executable exe(opt, store);
+  std::vector<float> h0 = testing::to_f32(f["h0"]), xs = testing::to_f32(f["xs"]), w = testing::to_f32(f["w"]);
+  exe.run({Feed::f32("h0", {2, 3}, h0), Feed::f32("xs", {T, 2, 3}, xs), Feed::f32("w", {3, 3}, w)});
+  auto got = exe.fetch("gw");
+  for (size_t e = 0; e < got.size(); ++e) EXPECT_NEAR(got[e], before[1].data[e], 1e-5 * (1 + std::abs(before[1].data[e])));
+}
+
+TEST(Scan, CseDoesNotMergeLoopsWithDifferentBodies) {
+  Graph g;
+  Tensor c = input(g, "c", {3});
+  auto twice = [](double m) {
+    return [m](const std::vector<Tensor>& cs, const std::vector<Tensor>&, const std::vector<Tensor>&) {
+      return ScanStep{{cs[0] * m}, {}};
+    };
+  };
+  ScanResult a = scan(3, {c}, {}, {}, twice(2.0)), b = scan(3, {c}, {}, {}, twice(3.0)), a2 = scan(3, {c}, {}, {}, twice(2.0));
+  g.add_output("a", a.carries[0].value());
+  g.add_output("b", b.carries[0].value());
+  g.add_output("a2", a2.carries[0].value());
+  optimize(g);
+  EXPECT_EQ(count_ops(g, "scan"), 3) << "bodies built apart are different bodies, even when equal";
+  RefValues f{{"c", RefTensor{{3}, {1, 2, 3}}}};
+  auto out = reference_eval(g, {g.output("a"), g.output("b")}, f);
+  EXPECT_EQ(out[0].data, (std::vector<double>{8, 16, 24}));
+  EXPECT_EQ(out[1].data, (std::vector<double>{27, 54, 81}));
+}
+
+}  // namespace
+}  // namespace metagrad
