@@ -77,22 +77,14 @@ void register_search_commands(Cli& cli) {
       "schedule-search",
       "successive halving over optimizers, learning rates, schedules and hypergradient settings (LeNet-5, Fashion-MNIST); "
       "under mpirun each rung's configurations are trained across the ranks");
-  b->add_option("--optimizers", c.optimizers, "optimizers to search")
-      ->delimiter(',')
-      ->check(CLI::IsMember(optimizer_names()))
-      ->capture_default_str();
-  b->add_option("--lr-scales", c.lr_scales, "multipliers of each optimizer's tuned learning rate")
-      ->delimiter(',')
-      ->check(kPositive)
-      ->capture_default_str();
-  b->add_option("--schedules", c.schedules, "schedules of the non-HD optimizers, horizon = the run's steps")
-      ->delimiter(',')
-      ->check(CLI::IsMember(schedule_shapes()))
-      ->capture_default_str();
-  b->add_option("--hd", c.hd, "hypergradient settings of the HD optimizers")
-      ->delimiter(',')
-      ->check(CLI::IsMember(hd_settings()))
-      ->capture_default_str();
+  // The search dimensions: comma-separated lists, each value checked.
+  auto list = [b](const char* flag, auto& values, const char* help, const CLI::Validator& check) {
+    b->add_option(flag, values, help)->delimiter(',')->check(check)->capture_default_str();
+  };
+  list("--optimizers", c.optimizers, "optimizers to search", CLI::IsMember(optimizer_names()));
+  list("--lr-scales", c.lr_scales, "multipliers of each optimizer's tuned learning rate", kPositive);
+  list("--schedules", c.schedules, "schedules of the non-HD optimizers, horizon = the run's steps", CLI::IsMember(schedule_shapes()));
+  list("--hd", c.hd, "hypergradient settings of the HD optimizers", CLI::IsMember(hd_settings()));
   b->add_option("--configs", c.configs, "configurations sampled (without repetition) for the first rung")
       ->check(kPositive)
       ->capture_default_str();
