@@ -10,6 +10,7 @@
 #include <set>
 
 #include "metagrad/error.h"
+#include "tests/test_util.h"
 
 namespace metagrad {
 namespace {
@@ -409,6 +410,89 @@ TEST(TransferSearch, Printing) {
             "L0=reinit L1=freeze L2=finetune x0.1 L3=finetune L4=finetune L5=reinit");
   EXPECT_THROW(assignment_str(named, {0, 1}), Error);
   EXPECT_THROW(assignment_str(named, {0, 1, 4}), Error);
+}
+
+// --- batch scoring ------------------------------------------------------------------------------
+
+// Records every batch, checking each holds distinct assignments never handed over before.
+struct Batches {
+  std::vector<std::vector<Assignment>> batches;
+  std::set<Assignment> seen;
+  BatchScoreFn wrap(ScoreFn fn) {
+    return [this, fn](const std::vector<Assignment>& batch) {
+      batches.push_back(batch);
+      std::vector<double> out;
+      for (const Assignment& a : batch) {
+        EXPECT_TRUE(seen.insert(a).second) << "handed over twice";
+        out.push_back(fn(a));
+      }
+      return out;
+    };
+  }
+};
+
+TEST(BatchSearch, GeneticScoresEachGenerationAsOneBatch) {
+  for (uint64_t seed = 1; seed <= 3; ++seed) {
+    const GeneticOptions opt{.population = 10, .generations = 6, .elite = 3, .seed = seed};
+    Batches b;
+    const SearchResult r = genetic_search(space6(), b.wrap(separable), opt);
+    // One batch per generation: the whole first population, then population - elite children.
+    ASSERT_EQ(b.batches.size(), 6u);
+    EXPECT_EQ(b.batches[0].size(), 10u);
+    for (size_t g = 1; g < b.batches.size(); ++g) EXPECT_EQ(b.batches[g].size(), 7u) << g;
+    // The history is the batches in order, and the result that of the one-at-a-time form.
+    std::vector<Assignment> flat;
+    for (const auto& batch : b.batches) flat.insert(flat.end(), batch.begin(), batch.end());
+    ASSERT_EQ(flat.size(), r.history.size());
+    for (size_t i = 0; i < flat.size(); ++i) EXPECT_EQ(flat[i], r.history[i].assignment) << i;
+    expect_same(r, genetic_search(space6(), separable, opt));
+    expect_consistent(r);
+  }
+}
+
+TEST(BatchSearch, ABatchScoredInAnyOrderGivesTheSameSearch) {
+  // Scoring the batch back to front (as ranks finishing in another order would) changes nothing.
+  auto backwards = [](const std::vector<Assignment>& batch) {
+    std::vector<double> out(batch.size());
+    for (size_t i = batch.size(); i-- > 0;) out[i] = separable(batch[i]);
+    return out;
+  };
+  GeneticOptions g;
+  g.seed = 5;
+  expect_same(genetic_search(space6(), BatchScoreFn(backwards), g), genetic_search(space6(), separable, g));
+  AnnealingOptions a;
+  a.seed = 5;
+  a.proposals = 3;
+  const SearchResult x = annealing_search(space6(), BatchScoreFn(backwards), a);
+  expect_same(x, annealing_search(space6(), separable, a));
+}
+
+TEST(BatchSearch, AnnealingScoresItsProposalsTogether) {
+  AnnealingOptions opt;
+  opt.steps = 15;
+  opt.proposals = 4;
+  opt.seed = 3;
+  Batches b;
+  const SearchResult r = annealing_search(space6(), b.wrap(separable), opt);
+  ASSERT_FALSE(b.batches.empty());
+  EXPECT_EQ(b.batches[0].size(), 1u);  // the start
+  EXPECT_LE(b.batches.size(), 16u);    // revisits only may leave a step with nothing new
+  for (size_t k = 1; k < b.batches.size(); ++k) EXPECT_LE(b.batches[k].size(), 4u);
+  EXPECT_LE(r.evaluations, 15 * 4 + 1);
+  EXPECT_GT(r.evaluations, 16) << "several proposals per step were scored";
+  expect_consistent(r);
+  for (uint64_t seed = 1; seed <= 5; ++seed) {
+    opt.seed = seed;
+    expect_far_better_than_random(annealing_search(space6(), separable, opt).best_score, seed);
+  }
+  opt.proposals = 0;
+  EXPECT_THROW(annealing_search(space6(), separable, opt), Error);
+}
+
+TEST(BatchSearch, AWrongNumberOfScoresIsAnError) {
+  BatchScoreFn short_by_one = [](const std::vector<Assignment>& batch) { return std::vector<double>(batch.size() - 1, 1.0); };
+  const std::string e = testing::error_of([&] { genetic_search(space6(), short_by_one, {}); });
+  EXPECT_NE(e.find("the score function gave 7 scores for 8 assignments"), std::string::npos) << e;
 }
 
 }  // namespace

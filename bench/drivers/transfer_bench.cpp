@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 
+#include "meta/dist/batch_score.h"
 #include "meta/train/progress.h"
 #include "meta/train/supervised.h"
 #include "metagrad/error.h"
@@ -47,7 +48,8 @@ struct Seed {
   ParamStore source;              // "net.*" pre-trained on the source classes
   uint64_t seed;
 
-  SupervisedConfig train_config(int64_t epochs) const {
+  // `alone`: a search candidate, trained by this process without the job's data parallelism.
+  SupervisedConfig train_config(int64_t epochs, bool alone) const {
     SupervisedConfig c;
     c.model = model;
     c.model.seed = seed + 1000;  // the target model's fresh layers; not the source's initialisation
@@ -57,7 +59,7 @@ struct Seed {
     c.batch = cfg.target_batch;
     c.seed = seed;
     c.eval_every = 0;
-    c.driver = cfg.driver;
+    if (!alone) c.driver = cfg.driver;
     c.compile = cfg.compile;
     return c;
   }
@@ -65,8 +67,8 @@ struct Seed {
   // Fine-tunes a model whose body layers follow `plan` (the head is always new and trained) and
   // leaves it in `store`; returns the last epoch's record on `test`.
   EpochRecord fine_tune(const std::vector<LayerPlan>& plan, const ImageSet& train, const ImageSet& test, int64_t epochs,
-                        TransferOptions options, ParamStore& store) const {
-    SupervisedConfig c = train_config(epochs);
+                        TransferOptions options, ParamStore& store, bool alone = false) const {
+    SupervisedConfig c = train_config(epochs, alone);
     init_classifier(store, c.model);
     options.params.clear();
     for (size_t l = 0; l <= body.size(); ++l) {
@@ -229,13 +231,15 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
       const int64_t fit_per_class = std::max<int64_t>(1, cfg.target_samples * 4 / 5);
       auto [fit, val] = sample_per_class(labelled, target_classes, fit_per_class, seed + 7);
       SearchSpace space{int64_t(body.size()), search_choices(), body};
-      ScoreFn score = [&](const Assignment& a) {
-        ParamStore store;
-        try {
-          return run.fine_tune(run.from_assignment(a), fit, val, cfg.search_epochs, {}, store).test_loss;
-        } catch (const RuntimeError&) {  // a diverged candidate ranks last
-          return std::numeric_limits<double>::infinity();
-        }
+      BatchScoreFn score = [&](const std::vector<Assignment>& batch) {
+        return score_across_ranks(cfg.group, batch.size(), 1, [&](size_t i) {
+          ParamStore store;
+          try {
+            return std::vector<double>{run.fine_tune(run.from_assignment(batch[i]), fit, val, cfg.search_epochs, {}, store, true).test_loss};
+          } catch (const RuntimeError&) {  // a diverged candidate ranks last
+            return std::vector<double>{std::numeric_limits<double>::infinity()};
+          }
+        });
       };
       ProgressBar bar(progress, cfg.search_budget, fmt::format("{} {} search", tag, method));
       SearchProgress show = [&](int64_t done, int64_t, double best) {
@@ -251,7 +255,8 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
         sr = genetic_search(space, score, o, show);
       } else {
         AnnealingOptions o;
-        o.steps = std::max<int64_t>(1, cfg.search_budget - 1);
+        o.proposals = cfg.search_proposals;
+        o.steps = std::max<int64_t>(1, (cfg.search_budget - 1) / o.proposals);
         o.seed = seed;
         sr = annealing_search(space, score, o, show);
       }

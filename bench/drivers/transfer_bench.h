@@ -7,6 +7,7 @@
 
 #include "meta/data/idx.h"
 #include "meta/transfer/transfer_search.h"
+#include "metagrad/collective.h"
 #include "metagrad/driver.h"
 #include "metagrad/executable.h"
 
@@ -31,8 +32,13 @@ struct TransferBenchConfig {
   // Search: each candidate fine-tunes `search_epochs` on 80% of the labelled images and is scored
   // by its loss on the other 20%; the winner is retrained like the fixed strategies.
   int64_t search_epochs = 20, search_budget = 32;
+  // sa: proposals scored together per annealing step (the budget's steps are search_budget / this).
+  int64_t search_proposals = 1;
   int64_t max_source = 0, max_test = 0;  // use only the first N images (0: all); for quick runs
   DriverConfig driver;  // every training's distributed plug points (SupervisedConfig::driver)
+  // The job's ranks (null: one process). The searches' candidates are spread over them, each
+  // fine-tuned on one rank alone; the other trainings split their batches by `driver`.
+  Collective* group = nullptr;
   CompileOptions compile;  // of every training step (pre-training, fine-tunes, search candidates)
 };
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 
 #include "metagrad/error.h"
 
@@ -64,20 +65,43 @@ Assignment random_assignment(const SearchSpace& space, std::mt19937_64& rng) {
 // Uniform over the choices other than `c`.
 int other_choice(int c, size_t n, std::mt19937_64& rng) { return static_cast<int>((c + 1 + below(rng, n - 1)) % n); }
 
-// The only caller of the score function: a cache so nothing is scored twice, plus the history, the
-// best so far and progress reports.
+// The only caller of the score function: assignments are requested, then scored together by
+// flush(); a cache so nothing is scored twice, plus the history, the best so far and progress
+// reports, all in request order.
 class Scorer {
  public:
-  Scorer(const ScoreFn& fn, const SearchProgress& progress, int64_t budget)
+  Scorer(const BatchScoreFn& fn, const SearchProgress& progress, int64_t budget)
       : fn_(fn), progress_(progress), budget_(budget) {
     if (!fn_) throw Error("transfer search: empty score function");
   }
 
-  bool scored(const Assignment& a) const { return cache_.count(a) != 0; }
+  // Scored, or requested for the next flush.
+  bool scored(const Assignment& a) const { return cache_.count(a) != 0 || queued_.count(a) != 0; }
 
-  double operator()(const Assignment& a) {
-    if (auto it = cache_.find(a); it != cache_.end()) return it->second;
-    const double s = fn_(a);
+  void request(const Assignment& a) {
+    if (scored(a)) return;
+    queued_.insert(a);
+    pending_.push_back(a);
+  }
+
+  void flush() {
+    if (pending_.empty()) return;
+    const std::vector<double> scores = fn_(pending_);
+    if (scores.size() != pending_.size())
+      throw Error(fmt::format("transfer search: the score function gave {} scores for {} assignments", scores.size(),
+                              pending_.size()));
+    for (size_t i = 0; i < pending_.size(); ++i) record(pending_[i], scores[i]);
+    pending_.clear();
+    queued_.clear();
+  }
+
+  // The score of a scored (flushed) assignment.
+  double operator()(const Assignment& a) const { return cache_.at(a); }
+
+  SearchResult take() { return std::move(result_); }
+
+ private:
+  void record(const Assignment& a, double s) {
     cache_.emplace(a, s);
     result_.history.push_back({a, s});
     result_.evaluations = static_cast<int64_t>(result_.history.size());
@@ -86,18 +110,26 @@ class Scorer {
       result_.best_score = s;
     }
     if (progress_) progress_(result_.evaluations, budget_, result_.best_score);
-    return s;
   }
 
-  SearchResult take() { return std::move(result_); }
-
- private:
-  const ScoreFn& fn_;
+  const BatchScoreFn& fn_;
   const SearchProgress& progress_;
   int64_t budget_;
   std::map<Assignment, double> cache_;  // ordered: no hash to vary between libraries
+  std::set<Assignment> queued_;
+  std::vector<Assignment> pending_;
   SearchResult result_;
 };
+
+// The one-at-a-time score function as a batch one.
+BatchScoreFn one_by_one(const ScoreFn& score) {
+  if (!score) return {};
+  return [&score](const std::vector<Assignment>& batch) {
+    std::vector<double> out;
+    for (const Assignment& a : batch) out.push_back(score(a));
+    return out;
+  };
+}
 
 }  // namespace
 
@@ -120,6 +152,16 @@ std::string assignment_str(const SearchSpace& space, const Assignment& a) {
 }
 
 SearchResult genetic_search(const SearchSpace& space, const ScoreFn& score, const GeneticOptions& opt,
+                            const SearchProgress& progress) {
+  return genetic_search(space, one_by_one(score), opt, progress);
+}
+
+SearchResult annealing_search(const SearchSpace& space, const ScoreFn& score, const AnnealingOptions& opt,
+                              const SearchProgress& progress, const Assignment& start) {
+  return annealing_search(space, one_by_one(score), opt, progress, start);
+}
+
+SearchResult genetic_search(const SearchSpace& space, const BatchScoreFn& score, const GeneticOptions& opt,
                             const SearchProgress& progress) {
   check_space(space);
   if (opt.population < 2) throw Error(fmt::format("genetic search: population must be >= 2, got {}", opt.population));
@@ -146,9 +188,11 @@ SearchResult genetic_search(const SearchSpace& space, const ScoreFn& score, cons
   for (size_t i = 0; i < n; ++i) {
     Assignment a = random_assignment(space, rng);
     for (int t = 1; t < kFreshTries && scorer.scored(a); ++t) a = random_assignment(space, rng);
-    fit.push_back(scorer(a));
+    scorer.request(a);
     pop.push_back(std::move(a));
   }
+  scorer.flush();
+  for (const Assignment& a : pop) fit.push_back(scorer(a));
 
   for (int64_t gen = 1; gen < opt.generations; ++gen) {
     // Stable, so ties keep their order and the run stays reproducible.
@@ -182,28 +226,34 @@ SearchResult genetic_search(const SearchSpace& space, const ScoreFn& score, cons
     while (next.size() < n) {
       Assignment child = breed();
       for (int t = 1; t < kFreshTries && scorer.scored(child); ++t) child = breed();
-      next_fit.push_back(scorer(child));
+      scorer.request(child);
       next.push_back(std::move(child));
     }
+    scorer.flush();
+    for (size_t i = next_fit.size(); i < n; ++i) next_fit.push_back(scorer(next[i]));
     pop = std::move(next);
     fit = std::move(next_fit);
   }
   return scorer.take();
 }
 
-SearchResult annealing_search(const SearchSpace& space, const ScoreFn& score, const AnnealingOptions& opt,
+SearchResult annealing_search(const SearchSpace& space, const BatchScoreFn& score, const AnnealingOptions& opt,
                               const SearchProgress& progress, const Assignment& start) {
   check_space(space);
   if (opt.steps < 1) throw Error(fmt::format("annealing search: steps must be >= 1, got {}", opt.steps));
-  if (opt.steps == std::numeric_limits<int64_t>::max()) throw Error("annealing search: steps + 1 overflows");
+  if (opt.proposals < 1) throw Error(fmt::format("annealing search: proposals must be >= 1, got {}", opt.proposals));
+  if (opt.steps >= (std::numeric_limits<int64_t>::max() - 1) / opt.proposals)
+    throw Error("annealing search: steps * proposals + 1 overflows");
   if (!(std::isfinite(opt.t_start) && opt.t_start > 0 && std::isfinite(opt.t_end) && opt.t_end > 0))
     throw Error(fmt::format("annealing search: t_start and t_end must be finite and > 0, got {} and {}", opt.t_start,
                             opt.t_end));
   if (!start.empty()) check_assignment(space, start, "start");
 
   std::mt19937_64 rng(opt.seed);
-  Scorer scorer(score, progress, opt.steps + 1);
+  Scorer scorer(score, progress, opt.steps * opt.proposals + 1);
   Assignment cur = start.empty() ? random_assignment(space, rng) : start;
+  scorer.request(cur);
+  scorer.flush();
   double cur_score = scorer(cur);
   // Temperatures are relative to the score's magnitude, taken from the first finite score: a
   // diverged start says nothing about the scale of the losses.
@@ -216,11 +266,22 @@ SearchResult annealing_search(const SearchSpace& space, const ScoreFn& score, co
   const double ratio = opt.t_end / opt.t_start;
   for (int64_t k = 0; k < opt.steps; ++k) {
     const double frac = opt.steps > 1 ? static_cast<double>(k) / static_cast<double>(opt.steps - 1) : 0.0;
-    Assignment cand = cur;
-    const size_t l = below(rng, static_cast<uint64_t>(space.layers));
-    cand[l] = other_choice(cand[l], space.choices.size(), rng);
+    std::vector<Assignment> proposals;
+    for (int64_t p = 0; p < opt.proposals; ++p) {
+      Assignment a = cur;
+      const size_t l = below(rng, static_cast<uint64_t>(space.layers));
+      a[l] = other_choice(a[l], space.choices.size(), rng);
+      scorer.request(a);
+      proposals.push_back(std::move(a));
+    }
+    scorer.flush();
+    size_t pick = 0;
+    for (size_t p = 0; p < proposals.size(); ++p) {
+      update_scale(scorer(proposals[p]));
+      if (better(scorer(proposals[p]), scorer(proposals[pick]))) pick = p;
+    }
+    Assignment& cand = proposals[pick];
     const double s = scorer(cand);
-    update_scale(s);
 
     bool accept;
     if (!std::isfinite(s)) {

@@ -45,6 +45,12 @@ struct SearchResult {
 
 // Lower is better. NaN or +-inf (a diverged run) ranks below every finite score.
 using ScoreFn = std::function<double(const Assignment&)>;
+// Scores several distinct, never-scored assignments at once, one score each in their order: the
+// searches hand over every assignment they can score without knowing the others' scores (a
+// generation's new individuals, a step's proposals), so the caller may spread them over
+// processes (meta/dist/batch_score.h). The search's course depends only on the scores, never on
+// how the batch was computed.
+using BatchScoreFn = std::function<std::vector<double>(const std::vector<Assignment>&)>;
 // Called after every call of the score function; may be empty.
 using SearchProgress = std::function<void(int64_t done, int64_t budget, double best_score)>;
 
@@ -58,7 +64,10 @@ struct GeneticOptions {
 };
 
 struct AnnealingOptions {
-  int64_t steps = 40;  // proposals; budget: steps + 1 distinct evaluations at most (revisits are free)
+  int64_t steps = 40;  // budget: steps * proposals + 1 distinct evaluations at most (revisits are free)
+  // Neighbours of the current state drawn per step and scored as one batch; the best of them (the
+  // first on ties) is the step's candidate for the usual acceptance test. 1: classic annealing.
+  int64_t proposals = 1;
   // Geometric cooling from t_start to t_end, in units of |first finite score| (1 when that is ~0),
   // so the defaults suit losses of any magnitude: a move 10% worse is accepted with probability
   // exp(-0.1 / T), about 0.8 at the start and ~0 at the end.
@@ -66,10 +75,17 @@ struct AnnealingOptions {
   uint64_t seed = 1;
 };
 
-// Throw Error for a malformed space or options.
+// Throw Error for a malformed space or options. The genetic search scores each generation's new
+// individuals as one batch (bred in full before any is scored: breeding reads only the previous
+// generation's scores), so the batch and the one-at-a-time form give the same result.
+SearchResult genetic_search(const SearchSpace& space, const BatchScoreFn& score, const GeneticOptions& opt,
+                            const SearchProgress& progress = {});
 SearchResult genetic_search(const SearchSpace& space, const ScoreFn& score, const GeneticOptions& opt,
                             const SearchProgress& progress = {});
-// Starts from `start` (empty: a random assignment); each proposal changes one layer to a different choice.
+// Starts from `start` (empty: a random assignment); each proposal changes one layer to a different
+// choice. A step's proposals are one batch.
+SearchResult annealing_search(const SearchSpace& space, const BatchScoreFn& score, const AnnealingOptions& opt,
+                              const SearchProgress& progress = {}, const Assignment& start = {});
 SearchResult annealing_search(const SearchSpace& space, const ScoreFn& score, const AnnealingOptions& opt,
                               const SearchProgress& progress = {}, const Assignment& start = {});
 

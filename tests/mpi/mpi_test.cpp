@@ -244,6 +244,44 @@ TEST(MpiCli, ResumingOnTwoRanksContinuesAOneRankRun) {
   for (const std::string& p : {ckpt, ckpt + ".json", jw, j1, j2}) std::filesystem::remove(p);
 }
 
+TEST(MpiCli, ScheduleSearchOnTwoRanksGivesTheOneProcessResult) {
+  // Each configuration trains on one rank alone, so every score is the one-process score and the
+  // rungs, the winner and its test accuracy are equal, not merely close.
+  MpiRun two;
+  auto [a, b] = one_and_two("search",
+                            "bench schedule-search --optimizers sgd,adam,adam_hd --lr-scales 0.3,1 --schedules constant,cosine "
+                            "--configs 4 --eta 2 --min-epochs 1 --max-epochs 2 --batch 50 --max-train 600 --val 100 "
+                            "--max-test 200 --threads 1 --quiet",
+                            &two);
+  ASSERT_FALSE(a.is_null());
+  EXPECT_EQ(a["distributed"]["ranks"], 1);
+  EXPECT_EQ(b["distributed"]["ranks"], 2);
+  EXPECT_EQ(a["result"]["rungs"].size(), 2u);
+  EXPECT_EQ(a["result"]["rungs"][0]["configs"].size(), 4u);
+  EXPECT_TRUE(a["result"].contains("best"));
+  EXPECT_EQ(a["result"], b["result"]);
+  EXPECT_EQ(two.out.find("| best |"), two.out.rfind("| best |")) << "rank 0 alone prints";
+}
+
+TEST(MpiCli, TransferGeneticSearchOnTwoRanksChoosesAsOneProcess) {
+  // The candidates are spread over the ranks, each fine-tuned on one; pre-training and the final
+  // fine-tune stay data-parallel, so the scores carry that run's summation-order differences.
+  auto [a, b] = one_and_two("transfer",
+                            "bench transfer --strategy ga --seeds 1 --source-epochs 1 --max-source 640 --target-samples 5 "
+                            "--epochs 2 --batch 10 --search-epochs 2 --search-budget 16 --max-test 200 --threads 1 --quiet");
+  ASSERT_FALSE(a.is_null());
+  const auto& ra = a["result"]["strategies"][0];
+  const auto& rb = b["result"]["strategies"][0];
+  EXPECT_EQ(ra["strategy"], "ga");
+  EXPECT_EQ(ra["evaluations"], 14);  // 8, then 8 - 2 elites
+  EXPECT_EQ(rb["evaluations"], ra["evaluations"]);
+  EXPECT_EQ(rb["chosen"], ra["chosen"]);
+  const double s1 = ra["search_score"][0], s2 = rb["search_score"][0];
+  EXPECT_NEAR(s2, s1, 1e-4 * std::abs(s1));
+  const double x1 = ra["accuracy"][0], x2 = rb["accuracy"][0];
+  EXPECT_NEAR(x2, x1, 1e-9);
+}
+
 TEST(MpiCli, WhatCannotRunDataParallelIsOneClearError) {
   MpiRun odd = cli(2, "bench sinusoid --iters 1 --meta-batch 25 --quiet");
   EXPECT_EQ(odd.status, 1);

@@ -40,6 +40,7 @@ void register_conv_commands(Cli& cli);
 void register_fashion_commands(Cli& cli);
 void register_omniglot_commands(Cli& cli);
 void register_transfer_commands(Cli& cli);
+void register_search_commands(Cli& cli);
 void register_multitask_commands(Cli& cli);
 
 // Numeric flag checks with plain messages ("expected a number > 0, got '-1'").

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/drivers/learned_schedule.h"
+#include "bench/drivers/schedule_search.h"
 #include "meta/train/supervised.h"
 #include "metagrad/error.h"
 #include "tools/cli/cli.h"
@@ -19,17 +20,6 @@ namespace {
 
 // Whether a run's output reports how often the HD guard cut the rate.
 bool reports_guard_cuts(const OptimizerConfig& opt) { return is_hypergradient(opt.name) && opt.hd.guard > 0; }
-
-// Learning rates that work for both models here with batch 64, chosen on a short sweep (the
-// figures are in docs/ARCHITECTURE.md, "Supervised training"); the HD variants start from their
-// base optimizer's.
-double default_lr(const std::string& opt) {
-  if (opt == "sgd" || opt == "sgd_hd") return 0.1;
-  if (opt == "momentum" || opt == "nesterov" || opt == "sgdn_hd") return 0.01;
-  if (opt == "adagrad") return 0.01;
-  if (opt == "nadam") return 2e-3;
-  return 1e-3;  // rmsprop*, adam, adamw, adam_hd
-}
 
 struct TrainFlags {
   SupervisedConfig cfg;
@@ -117,7 +107,7 @@ int run_fashion(TrainFlags& f) {
   f.cfg.compile = f.common.compile_options();
   f.common.distribute(f.cfg.driver);
   f.cfg.schedule = parse_schedule(f.schedule);
-  f.cfg.opt.lr = f.lr > 0 ? f.lr : default_lr(f.cfg.opt.name);
+  f.cfg.opt.lr = f.lr > 0 ? f.lr : tuned_lr(f.cfg.opt.name);
   Data d = load_data(f);
   standardise_inputs(f.cfg.model, d.train);
   std::cout << fmt::format("Fashion-MNIST: {} training / {} test images; {} with {} lr={} schedule={} batch={} epochs={}\n",
@@ -189,7 +179,7 @@ int run_table(TableFlags& t) {
   for (const std::string& o : t.optimizers) {
     Row r{o, f.cfg, {}, {}};
     r.cfg.opt.name = o;
-    r.cfg.opt.lr = default_lr(o);
+    r.cfg.opt.lr = tuned_lr(o);
     if (is_hypergradient(o)) r.cfg.schedule = ScheduleSpec{};
     rows.push_back(r);
     if (t.hd_sweep && is_hypergradient(o))
@@ -251,19 +241,6 @@ struct ScheduleFlags {
   std::string data = kFashionMnistDir;
   CommonFlags common;
 };
-
-// The last `n` images of a set, and the set without them (a validation split of the training set).
-std::pair<ImageSet, ImageSet> split_tail(const ImageSet& s, int64_t n) {
-  ImageSet head = s, tail = s;
-  const int64_t keep = s.count - n, ppi = s.pixels_per_image();
-  head.count = keep;
-  head.pixels.resize(size_t(keep * ppi));
-  head.labels.resize(size_t(keep));
-  tail.count = n;
-  tail.pixels.assign(s.pixels.begin() + keep * ppi, s.pixels.end());
-  tail.labels.assign(s.labels.begin() + keep, s.labels.end());
-  return {head, tail};
-}
 
 int run_learned_schedule(ScheduleFlags& f) {
   f.common.apply(f.cfg.run);

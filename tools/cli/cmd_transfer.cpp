@@ -7,6 +7,7 @@
 #include <regex>
 
 #include "bench/drivers/transfer_bench.h"
+#include "meta/dist/comm.h"
 #include "metagrad/error.h"
 #include "tools/cli/cli.h"
 
@@ -33,6 +34,7 @@ int run_transfer(TransferFlags& f) {
   std::ostream* progress = f.common.progress();
   TransferBenchConfig& c = f.cfg;
   f.common.distribute(c.driver);
+  c.group = f.common.comm;
   c.compile = f.common.compile_options();
   std::tie(c.source_lo, c.source_hi) = parse_classes(f.source, "--source");
   std::tie(c.target_lo, c.target_hi) = parse_classes(f.target, "--target");
@@ -58,7 +60,9 @@ int run_transfer(TransferFlags& f) {
   nlohmann::json config{{"source", f.source}, {"target", f.target}, {"strategies", c.strategies},
                         {"target_samples", c.target_samples}, {"seeds", c.seeds}, {"first_seed", c.first_seed},
                         {"source_epochs", c.source_epochs}, {"target_epochs", c.target_epochs},
-                        {"target_batch", c.target_batch}, {"lr", c.lr}};
+                        {"target_batch", c.target_batch}, {"lr", c.lr},
+                        {"search_epochs", c.search_epochs}, {"search_budget", c.search_budget},
+                        {"search_proposals", c.search_proposals}};
   nlohmann::json result{{"labelled", r.labelled}, {"unlabelled", r.unlabelled}, {"target_test", r.target_test},
                         {"source_accuracy", r.source_accuracy}, {"strategies", rows}};
   write_summary(f.common, summary_json("bench transfer", config, timing, result));
@@ -98,6 +102,9 @@ void register_transfer_commands(Cli& cli) {
       ->capture_default_str();
   b->add_option("--search-epochs", c.search_epochs, "ga/sa: fine-tuning epochs per candidate")->check(kPositive)->capture_default_str();
   b->add_option("--search-budget", c.search_budget, "ga/sa: candidates scored per seed")->check(at_least(2, false))->capture_default_str();
+  b->add_option("--search-proposals", c.search_proposals, "sa: neighbours scored together per annealing step (spread over the ranks)")
+      ->check(kPositive)
+      ->capture_default_str();
   b->add_option("--max-source", c.max_source, "pre-train on only the first N source images (0: all)")->check(kNonNegative);
   b->add_option("--max-test", c.max_test, "test on only the first N images (0: all)")->check(kNonNegative);
   b->add_option("--data", c.data, "folder with the Fashion-MNIST IDX files")->capture_default_str();

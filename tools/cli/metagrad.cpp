@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   register_omniglot_commands(cli);
   register_multitask_commands(cli);
   register_transfer_commands(cli);
+  register_search_commands(cli);
   register_inspect_command(cli);
 
   try {
