@@ -71,6 +71,7 @@ struct Executable::Impl {
   };
   void* value_ptr(Value v) const;
   int input_slot(const std::string& name) const;
+  int find_input_slot(const std::string& name) const noexcept;
   void copy_input(int slot, DType dtype, const void* data, size_t count);
   void run(const std::vector<Feed>& feeds);
   void run();
@@ -180,9 +181,14 @@ Executable::Impl::~Impl() { std::free(arena_); }
 
 void* Executable::Impl::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
 
-int Executable::Impl::input_slot(const std::string& name) const {
+int Executable::Impl::find_input_slot(const std::string& name) const noexcept {
   for (size_t i = 0; i < inputs_.size(); ++i)
     if (inputs_[i].name == name) return int(i);
+  return -1;
+}
+
+int Executable::Impl::input_slot(const std::string& name) const {
+  if (const int slot = find_input_slot(name); slot >= 0) return slot;
   int id = graph_.find(name);
   if (id >= 0 && graph_.node(id).kind == NodeKind::Input)
     throw RuntimeError(fmt::format("input \"{}\" is not needed by the compiled fetches", name));
@@ -335,6 +341,7 @@ Executable::Executable(const Graph& g, ParamStore& store, const std::vector<std:
     : impl_(std::make_unique<Impl>(g, store, fetches, options)) {}
 Executable::~Executable() = default;
 int Executable::input_slot(const std::string& name) const { return impl_->input_slot(name); }
+int Executable::find_input_slot(const std::string& name) const noexcept { return impl_->find_input_slot(name); }
 void Executable::set_input(int slot, std::span<const float> v) { impl_->copy_input(slot, DType::f32, v.data(), v.size()); }
 void Executable::set_input(int slot, std::span<const int32_t> v) { impl_->copy_input(slot, DType::i32, v.data(), v.size()); }
 void Executable::run() { impl_->run(); }

@@ -76,6 +76,22 @@ TEST(Runtime, BadFeedsAreClearErrors) {
   EXPECT_THROW(fresh.run(), RuntimeError);  // inputs never set
 }
 
+TEST(Runtime, FindInputSlotIsMinusOneForInputsTheFetchesDoNotRead) {
+  Graph g;
+  Tensor x = input(g, "x", {4});
+  Tensor y = input(g, "y", {4});
+  g.add_output("twice", x + x);
+  g.add_output("sum", x + y);
+  ParamStore store;
+  Executable only_twice(g, store, {"twice"});
+  EXPECT_GE(only_twice.find_input_slot("x"), 0);
+  EXPECT_EQ(only_twice.find_input_slot("y"), -1);  // an input, but not read for "twice"
+  EXPECT_EQ(only_twice.find_input_slot("nope"), -1);
+  EXPECT_THROW(only_twice.input_slot("y"), RuntimeError);
+  Executable both(g, store);
+  EXPECT_EQ(both.find_input_slot("y"), both.input_slot("y"));
+}
+
 TEST(Runtime, UnknownFetchAndInvalidGraphAreClearErrors) {
   Graph g = mlp_step();
   ParamStore store;

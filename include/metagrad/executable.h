@@ -90,6 +90,9 @@ class Executable {
 
   // Fast path: copy inputs into their arena slots, then run(). No heap allocation.
   int input_slot(const std::string& name) const;  // throws on unknown names
+  // The slot of input `name`, or -1 when the compiled fetches do not read it or there is none:
+  // for callers that feed whatever a graph happens to need.
+  int find_input_slot(const std::string& name) const noexcept;
   void set_input(int slot, std::span<const float> v);
   void set_input(int slot, std::span<const int32_t> v);
   void run();  // throws RuntimeError if an input was never set

@@ -59,12 +59,8 @@ void feed_random(Executable& exe, const Graph& g, std::vector<std::vector<float>
   std::mt19937 rng(1);
   for (const Node& n : g.nodes()) {
     if (n.kind != NodeKind::Input) continue;
-    int slot;
-    try {
-      slot = exe.input_slot(n.name);
-    } catch (const RuntimeError&) {
-      continue;  // not needed by the compiled fetches
-    }
+    const int slot = exe.find_input_slot(n.name);
+    if (slot < 0) continue;  // not needed by the compiled fetches
     if (n.type().dtype == DType::f32) {
       f32.emplace_back(size_t(n.type().numel()));
       std::uniform_real_distribution<float> d(-1, 1);
