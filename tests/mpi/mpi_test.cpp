@@ -1,12 +1,10 @@
 // Runs under mpirun from the test suite: the collectives, the allreduce_sum op, faults that must
 // end the job in bounded time, and data-parallel training that must reproduce one process.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
+#include <unistd.h>
 
-#include <array>
 #include <chrono>
 #include <cmath>
-#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -15,18 +13,15 @@
 
 #include <nlohmann/json.hpp>
 
+#include "tests/cli_run.h"
+
 namespace metagrad {
 namespace {
 
-struct MpiRun {
-  int status = -1;
-  std::string out, err;
-  double seconds = 0;
-};
+using MpiRun = testing::CliRun;
 
 // `env` is prepended to the command (VAR=value ...); np 0 runs the program without mpirun.
 MpiRun run(const std::string& program, int np, const std::string& args, const std::string& env = "") {
-  auto err_path = std::filesystem::temp_directory_path() / ("metagrad_mpi_err_" + std::to_string(::getpid()));
   std::string launcher = np > 0 ? std::string(METAGRAD_MPIRUN) + " --allow-run-as-root --oversubscribe -np " +
                                       std::to_string(np) + " "
                                 : "";
@@ -38,21 +33,7 @@ MpiRun run(const std::string& program, int np, const std::string& args, const st
   // code's leaks are checked by the one-process suite, which runs the same drivers.
   const std::string lsan = "LSAN_OPTIONS=suppressions=" + std::string(METAGRAD_SOURCE_DIR) +
                            "/tests/mpi/lsan.supp ASAN_OPTIONS=\"${ASAN_OPTIONS:-}:detect_leaks=0\" ";
-  std::string cmd = lsan + env + " timeout 120 " + launcher + program + " " + args + " 2>" + err_path.string();
-  MpiRun r;
-  auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  int st = pclose(p);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  r.status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  std::ifstream e(err_path);
-  std::stringstream ss;
-  ss << e.rdbuf();
-  r.err = ss.str();
-  std::filesystem::remove(err_path);
-  return r;
+  return testing::run_shell(lsan + env + " timeout 120 " + launcher + program + " " + args);
 }
 
 MpiRun probe(int np, const std::string& args, const std::string& env = "") { return run(METAGRAD_DIST_PROBE, np, args, env); }
