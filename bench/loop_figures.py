@@ -1,20 +1,36 @@
 #!/usr/bin/env python3
 """Figures of issue 20 (loops in the IR), in one run: kernels and compile time against the inner
 steps, unrolled and as a loop (scan); peak memory and step time under memory budgets of 1, 1/4
-and 1/16 of the store-every-carry peak, and with every-k (k = sqrt(n)) checkpointing.
+and 1/16 of the store-every-carry peak, and with every-k (k = sqrt(n)) checkpointing; and
+conv-MAML at 10 inner steps side by side with PyTorch (bench/compare/conv_maml_torch.py, every
+step stored, create_graph=True), metagrad with no budget and with the smallest budget that fits.
 
-Every figure comes from `metagrad bench ... --json` of the build given (default build/metagrad).
-The runs are short (a few meta-iterations each): they measure compilation, memory and step time,
-not learning. PyTorch is not needed (the PyTorch comparison is bench/compare/conv_maml_torch.py).
+Every metagrad figure comes from `metagrad bench ... --json` of the build given (default
+build/metagrad). The runs are short (a few meta-iterations each): they measure compilation,
+memory and step time, not learning. In the PyTorch part both sides run as child processes with
+2 threads, and each one's peak resident set is its ru_maxrss from wait4, measured the same way;
+a baseline child of each (PyTorch: `import torch` only; metagrad: the same command with `--help`)
+is subtracted for the working memory. --parts picks the parts (compile, budget, torch).
 
-  python3 bench/loop_figures.py [--cli build/metagrad] [--iters 5]
+  python3 bench/loop_figures.py [--cli build/metagrad] [--iters 5] [--parts compile,budget,torch]
+      [--torch-python /usr/bin/python3] [--torch-iters 3]
 """
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
+
+
+def run_child(cmd):
+    """Runs cmd; returns (exit status, stderr, peak resident set in bytes from wait4)."""
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    return p.returncode, err, ru.ru_maxrss * 1024  # Linux: kilobytes
 
 
 def bench(cli, args, iters):
@@ -31,6 +47,73 @@ def bench(cli, args, iters):
     return j
 
 
+def bench_rss(cli, args, iters):
+    """bench --json as a child process, with its peak resident set (result['maxrss_bytes'])."""
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    cmd = [cli, "bench"] + args + ["--iters", str(iters), "--eval-tasks", "0", "--quiet", "--json", path]
+    status, err, rss = run_child(cmd)
+    if status != 0:
+        os.unlink(path)
+        return {"error": (err.strip().splitlines() or ["exit %d" % status])[-1]}
+    with open(path) as f:
+        j = json.load(f)
+    os.unlink(path)
+    j["maxrss_bytes"] = rss
+    return j
+
+
+def smallest_budget(cli, args):
+    """The smallest budget metagrad names for args (it compiles with it), or None."""
+    j = bench_rss(cli, args + ["--memory-budget", "1K"], 1)
+    m = re.search(r"at least (\d+) bytes", j.get("error", ""))
+    return int(m.group(1)) if m else None
+
+
+def torch_part(a):
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = os.path.join(here, "compare", "conv_maml_torch.py")
+    n = 10
+    print("\n## conv-MAML, %d inner steps, side by side with PyTorch (2 threads each, child processes)\n" % n)
+    # Baselines: what each process holds before its work (interpreter and libraries; binary and libraries).
+    _, _, torch_base = run_child([a.torch_python, "-c", "import torch"])
+    _, _, mg_base = run_child([a.cli, "bench", "conv-maml", "--help"])
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        path = f.name
+    status, err, torch_rss = run_child([a.torch_python, script, "--torch-only", "--inner-steps", str(n), "--iters",
+                                        str(a.torch_iters), "--warmup", "1", "--json", path])
+    if status != 0:
+        print("PyTorch failed: %s" % (err.strip().splitlines() or ["exit %d" % status])[-1])
+        return
+    with open(path) as f:
+        t = json.load(f)
+    os.unlink(path)
+    common = ["conv-maml", "--synthetic", "--inner-steps", str(n), "--inner-loop", "scan", "--threads", "2"]
+    runs = [("metagrad, no budget", bench_rss(a.cli, common, a.torch_iters + 1))]
+    least = smallest_budget(a.cli, common)
+    if least is not None:
+        runs.append(("metagrad, budget %s MiB (smallest)" % mib(least),
+                     bench_rss(a.cli, common + ["--memory-budget", str(least)], a.torch_iters + 1)))
+    print("| run | ms/iter | peak RSS MiB | working MiB (RSS - baseline) | vs PyTorch time | vs PyTorch working memory | plan |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    tw = torch_rss - torch_base
+    print("| PyTorch %s (every step stored) | %.1f | %s | %s | 1.00x | 1.00x | baseline %s MiB |" % (
+        t["torch"], t["ms_per_iter"], mib(torch_rss), mib(tw), mib(torch_base)))
+    for label, j in runs:
+        if "error" in j:
+            print("| %s | failed: %s | | | | | |" % (label, j["error"]))
+            continue
+        r = j["result"]
+        ms = j["timing"]["ms_per_iter"]
+        w = j["maxrss_bytes"] - mg_base
+        loops = r.get("loops", [])
+        pol = ", ".join(sorted({"%s (%d)" % (l["policy"], l["slots"]) for l in loops})) or "none"
+        print("| %s | %.1f | %s | %s | %.2fx | %.2fx | %s, planned peak %s MiB, baseline %s MiB |" % (
+            label, ms, mib(j["maxrss_bytes"]), mib(w), ms / t["ms_per_iter"], w / tw, pol,
+            mib(r.get("planned_peak_bytes", 0)), mib(mg_base)))
+        sys.stdout.flush()
+
+
 def compile_row(j):
     r, t = j["result"], j["timing"]
     return r["kernels"], t.get("pass_seconds", 0.0) + r.get("compile_seconds", 0.0), r.get("planned_peak_bytes", 0)
@@ -44,12 +127,27 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli", default="build/metagrad")
     ap.add_argument("--iters", type=int, default=5, help="meta-iterations per run (step time is their mean)")
+    ap.add_argument("--parts", default="compile,budget,torch", help="comma-separated: compile, budget, torch")
+    ap.add_argument("--torch-python", default="/usr/bin/python3", help="a Python with torch, for the torch part")
+    ap.add_argument("--torch-iters", type=int, default=3, help="timed meta-iterations of each side in the torch part")
     a = ap.parse_args()
+    parts = set(a.parts.split(","))
+    if parts - {"compile", "budget", "torch"}:
+        ap.error("unknown part in --parts %s (compile, budget, torch)" % a.parts)
     workloads = {
         "sinusoid": (["sinusoid"], [1, 10, 100, 1000]),
         "conv-maml": (["conv-maml", "--synthetic"], [1, 5, 10, 25]),
     }
 
+    if "compile" in parts:
+        compile_part(a, workloads)
+    if "budget" in parts:
+        budget_part(a)
+    if "torch" in parts:
+        torch_part(a)
+
+
+def compile_part(a, workloads):
     print("## Kernels and compile time (passes + building the executable) against inner steps\n")
     print("| workload | inner steps | kernels unrolled | kernels scan | compile s unrolled | compile s scan |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -67,6 +165,9 @@ def main():
             print("| %s | %d | %s | %s | %s | %s |" % (name, n, fmt(cells[0], 0), fmt(cells[1], 0), fmt(cells[0], 1), fmt(cells[1], 1)))
             sys.stdout.flush()
 
+
+
+def budget_part(a):
     print("\n## Peak memory and step time under a memory budget (inner loop as scan)\n")
     print("| workload | inner steps | budget | policy (slots, recompute factor) | planned peak MiB | ms/step | vs store-all |")
     print("| --- | --- | --- | --- | --- | --- | --- |")

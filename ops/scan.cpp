@@ -5,14 +5,13 @@
 
 #include <fmt/format.h>
 
-#include <cstring>
-
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
 #include "metagrad/ops.h"
 #include "metagrad/param_store.h"
 #include "metagrad/scan.h"
 #include "ops/families.h"
+#include "ops/scan_carry.h"
 #include "runtime/kernel.h"
 
 namespace metagrad {
@@ -152,98 +151,32 @@ void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std:
 
 // The loop kernel. The body is compiled once, at the loop's compile time, into an executable of
 // its own (kernels, arena, workspace); a run feeds the invariants once, then per iteration
-// copies the slices in, runs the body and copies the stacked outputs out. The carry goes from
-// the body's output buffers back into its input slots; a carry output that is itself a body
-// input (a pass-through) is staged first, so that permuted carries do not overwrite each other.
+// feeds the slices and runs the body, the carry passed from its outputs back to its inputs
+// (ops/scan_carry.h).
 class ScanKernel final : public Kernel {
  public:
-  explicit ScanKernel(const KernelCtx& ctx) : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)) {
-    const Graph& body = *ctx.node.body;
-    body_ = std::make_unique<Executable>(body, store_);
-    for (size_t i = 0; i < ctx.in.size(); ++i) {
-      const Node& bi = body.node(sig_.body_inputs[i]);
-      Input in{-1, bi.type().dtype, size_t(bi.type().numel()), static_cast<const char*>(ctx.in[i])};
-      try {
-        in.slot = body_->input_slot(bi.name);
-      } catch (const RuntimeError&) {
-        in.slot = -1;  // no body output reads it
-      }
-      inputs_.push_back(in);
-    }
-    for (size_t k = 0; k < sig_.nc + sig_.ny; ++k) {
-      Value v = body.outputs()[k].value;
-      Output o{body_->fetch(k).data(), body.type(v).bytes(), static_cast<char*>(ctx.out[k]), -1};
-      if (k < sig_.nc && body.node(v.node).kind == NodeKind::Input) {
-        o.stage = int(staging_bytes_);
-        staging_bytes_ += o.bytes;
-      }
-      outputs_.push_back(o);
-    }
-    staging_.resize(scan_staging_bytes(body, sig_));
-    if (sig_.save)
-      for (size_t i = 0; i < sig_.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[sig_.nc + sig_.ny + i]));
-  }
+  explicit ScanKernel(const KernelCtx& ctx)
+      : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
+        body_(std::make_unique<Executable>(*ctx.node.body, store_)),
+        carry_(ctx, sig_, *body_, false) {}
 
   void run(dnnl::stream&) override {
-    const size_t nc = sig_.nc, nx = sig_.nx;
-    for (size_t i = 0; i < inputs_.size(); ++i)
-      if (i < nc || i >= nc + nx) feed(i, inputs_[i].src);
+    carry_.feeds().feed_fixed();
     for (int64_t step = 0; step < sig_.length; ++step) {
       const size_t t = size_t(sig_.reverse ? sig_.length - 1 - step : step);
-      for (size_t i = nc; i < nc + nx; ++i) feed(i, inputs_[i].src + t * inputs_[i].count * 4);
-      if (sig_.save)
-        for (size_t i = 0; i < nc; ++i) {
-          const char* carry = step == 0 ? inputs_[i].src : carry_src(i);
-          std::memcpy(saved_[i] + t * outputs_[i].bytes, carry, outputs_[i].bytes);
-        }
-      if (step > 0) pass_carry();
-      body_->run();
-      for (size_t k = nc; k < outputs_.size(); ++k)
-        std::memcpy(outputs_[k].dst + t * outputs_[k].bytes, outputs_[k].src, outputs_[k].bytes);
+      carry_.feeds().feed_slices(sig_.nc, t);
+      carry_.step(t, step == 0);
     }
-    for (size_t i = 0; i < nc; ++i) std::memcpy(outputs_[i].dst, outputs_[i].src, outputs_[i].bytes);
+    carry_.finish();
   }
   std::string impl() const override { return fmt::format("scan:{}x{}", sig_.length, body_->kernel_count()); }
-  size_t own_bytes() const override { return body_->peak_bytes() + staging_.size(); }
+  size_t own_bytes() const override { return body_->peak_bytes() + carry_.staging_bytes(); }
 
  private:
-  struct Input {
-    int slot;
-    DType dtype;
-    size_t count;
-    const char* src;
-  };
-  struct Output {
-    const float* src;  // the body's buffer
-    size_t bytes;
-    char* dst;         // the loop's output (stacked outputs: iteration 0)
-    int stage;         // offset in staging_, or -1
-  };
-  void feed(size_t i, const char* src) {
-    const Input& in = inputs_[i];
-    if (in.slot < 0) return;
-    if (in.dtype == DType::i32) body_->set_input(in.slot, std::span(reinterpret_cast<const int32_t*>(src), in.count));
-    else body_->set_input(in.slot, std::span(reinterpret_cast<const float*>(src), in.count));
-  }
-  const char* carry_src(size_t i) const {
-    const Output& o = outputs_[i];
-    return o.stage >= 0 ? staging_.data() + o.stage : reinterpret_cast<const char*>(o.src);
-  }
-  // The last iteration's carry outputs become the next iteration's carry inputs.
-  void pass_carry() {
-    for (size_t i = 0; i < sig_.nc; ++i)
-      if (outputs_[i].stage >= 0) std::memcpy(staging_.data() + outputs_[i].stage, outputs_[i].src, outputs_[i].bytes);
-    for (size_t i = 0; i < sig_.nc; ++i) feed(i, carry_src(i));
-  }
-
   ScanSig sig_;
   ParamStore store_;  // the body has no parameters; Executable wants a store
   std::unique_ptr<Executable> body_;
-  std::vector<Input> inputs_;
-  std::vector<Output> outputs_;
-  std::vector<char*> saved_;
-  std::vector<char> staging_;
-  size_t staging_bytes_ = 0;
+  LoopCarry carry_;
 };
 
 // A node of a test body, built from the registry under construction: the builder functions

@@ -48,8 +48,6 @@ size_t scan_kernel_bytes(const Node& n);
 // The body outputs a checkpointed loop's two executables fetch: the reverse step and the advance.
 std::vector<std::string> scan_step_fetches(const Graph& body, const ScanSig& s);
 std::vector<std::string> scan_advance_fetches(const Graph& body, const ScanSig& s);
-// Staging a scan kernel needs for carries that pass a body input through unchanged.
-size_t scan_staging_bytes(const Graph& body, const ScanSig& s);
 
 std::unique_ptr<Kernel> make_checkpointed_scan_kernel(const KernelCtx& ctx);
 

@@ -5,12 +5,15 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <new>
 
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
 #include "metagrad/param_store.h"
 #include "ops/scan.h"
+#include "ops/scan_carry.h"
 #include "ops/scan_schedule.h"
 #include "runtime/arena_plan.h"
 
@@ -38,15 +41,6 @@ std::vector<std::string> scan_advance_fetches(const Graph& body, const ScanSig& 
   return f;
 }
 
-size_t scan_staging_bytes(const Graph& body, const ScanSig& s) {
-  size_t bytes = 0;
-  for (size_t k = 0; k < s.nc; ++k) {
-    Value v = body.outputs()[k].value;
-    if (body.node(v.node).kind == NodeKind::Input) bytes += body.type(v).bytes();
-  }
-  return std::max<size_t>(1, bytes);
-}
-
 namespace {
 
 size_t state_bytes(const Graph& body, const ScanSig& s) {
@@ -55,49 +49,66 @@ size_t state_bytes(const Graph& body, const ScanSig& s) {
   return b;
 }
 
+// The reverse step and the advance never run at once: they share one scratch region, the larger
+// of their two plans; each keeps its fed inputs in a block of its own.
+size_t shared_scratch_bytes(const Graph& body, const ScanSig& s) {
+  return std::max(planned_peak_parts(body, scan_step_fetches(body, s), false).scratch,
+                  planned_peak_parts(body, scan_advance_fetches(body, s), false).scratch);
+}
+
 }  // namespace
 
 size_t scan_kernel_bytes(const Node& n) {
   const Graph& body = *n.body;
   const ScanSig s = scan_sig(n.attrs, n.inputs.size(), body);
-  const size_t staging = scan_staging_bytes(body, s);
-  if (s.na == 0) return planned_peak_bytes(body, {}, false) + staging;
-  const size_t slots = scan_slot_count(s);
-  return planned_peak_bytes(body, scan_step_fetches(body, s), false) +
-         planned_peak_bytes(body, scan_advance_fetches(body, s), false) + staging + (slots + 1) * state_bytes(body, s);
+  if (s.na == 0) return planned_peak_bytes(body, {}, false) + scan_staging_bytes(body, s, false);
+  const PeakParts step = planned_peak_parts(body, scan_step_fetches(body, s), false);
+  const PeakParts adv = planned_peak_parts(body, scan_advance_fetches(body, s), false);
+  return step.fed + step.loops + adv.fed + adv.loops + std::max(step.scratch, adv.scratch) +
+         scan_staging_bytes(body, s, true) + (scan_slot_count(s) + 1) * state_bytes(body, s);
 }
 
 namespace {
 
+// 64-byte aligned memory of a fixed size, for an arena.
+struct AlignedBlock {
+  explicit AlignedBlock(size_t n) : bytes(n), ptr(std::aligned_alloc(64, std::max<size_t>(64, (n + 63) / 64 * 64))) {
+    if (!ptr) throw std::bad_alloc();
+  }
+  ~AlignedBlock() { std::free(ptr); }
+  AlignedBlock(const AlignedBlock&) = delete;
+  AlignedBlock& operator=(const AlignedBlock&) = delete;
+  size_t bytes;
+  void* ptr;
+};
+
+CompileOptions in_scratch(const AlignedBlock& b) {
+  CompileOptions o;
+  o.scratch_arena = b.ptr;
+  o.scratch_arena_bytes = b.bytes;
+  return o;
+}
+
 // Two executables of one body: the reverse step (the body's own outputs) and the advance (the
-// forward step of the carries it reads). A run feeds the invariants once, then follows the
-// schedule over `cur_` (the recomputed forward carry) and the slots; the reverse step's carries
-// pass from its outputs to its inputs as in the plain loop.
+// forward step of the carries it reads), over one shared scratch arena. A run feeds the
+// invariants once, then follows the schedule over `cur_` (the recomputed forward carry) and the
+// slots; the reverse step's carries are copied out after each of its runs (an advance may run
+// before the next reverse step and overwrite the scratch) and fed back from there.
 class CheckpointedScanKernel final : public Kernel {
  public:
-  explicit CheckpointedScanKernel(const KernelCtx& ctx) : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)) {
+  explicit CheckpointedScanKernel(const KernelCtx& ctx)
+      : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
+        scratch_(shared_scratch_bytes(*ctx.node.body, sig_)),
+        step_(std::make_unique<Executable>(*ctx.node.body, store_, scan_step_fetches(*ctx.node.body, sig_), in_scratch(scratch_))),
+        adv_(std::make_unique<Executable>(*ctx.node.body, store_, scan_advance_fetches(*ctx.node.body, sig_), in_scratch(scratch_))),
+        carry_(ctx, sig_, *step_, true),
+        adv_feeds_(ctx, sig_, *adv_) {
     const Graph& body = *ctx.node.body;
-    step_ = std::make_unique<Executable>(body, store_, scan_step_fetches(body, sig_));
-    adv_ = std::make_unique<Executable>(body, store_, scan_advance_fetches(body, sig_));
-    size_t at = 0;
-    for (size_t i = 0; i < ctx.in.size(); ++i) {
-      const Node& bi = body.node(sig_.body_inputs[i]);
-      Input in{slot_of(*step_, bi.name), slot_of(*adv_, bi.name), bi.type().dtype, size_t(bi.type().numel()),
-               static_cast<const char*>(ctx.in[i]), 0};
-      if (i >= sig_.nc && i < sig_.nc + sig_.na) in.state = at, at += bi.type().bytes();
-      inputs_.push_back(in);
+    for (size_t k = 0; k < sig_.na; ++k) {
+      state_.push_back(state_bytes_);
+      state_bytes_ += body.node(sig_.body_inputs[sig_.nc + k]).type().bytes();
+      advance_.push_back(adv_->fetch(k).data());
     }
-    state_bytes_ = at;
-    for (size_t k = 0; k < sig_.nc + sig_.ny; ++k) {
-      Value v = body.outputs()[k].value;
-      Output o{step_->fetch(k).data(), body.type(v).bytes(), static_cast<char*>(ctx.out[k]), -1};
-      if (k < sig_.nc && body.node(v.node).kind == NodeKind::Input) o.stage = int(staged), staged += o.bytes;
-      outputs_.push_back(o);
-    }
-    for (size_t k = 0; k < sig_.na; ++k) advance_.push_back(adv_->fetch(k).data());
-    staging_.resize(scan_staging_bytes(body, sig_));
-    if (sig_.save)
-      for (size_t i = 0; i < sig_.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[sig_.nc + sig_.ny + i]));
     schedule_ = scan_schedule(sig_);
     if (size_t(schedule_slots(schedule_)) > scan_slot_count(sig_))
       throw RuntimeError(fmt::format("scan: the checkpoint schedule uses {} slots, more than {}", schedule_slots(schedule_),
@@ -107,10 +118,11 @@ class CheckpointedScanKernel final : public Kernel {
   }
 
   void run(dnnl::stream&) override {
-    const size_t nc = sig_.nc, na = sig_.na, nx = sig_.nx;
-    for (size_t i = 0; i < inputs_.size(); ++i)
-      if (i < nc || i >= nc + nx) feed(*step_, inputs_[i].step_slot, i, inputs_[i].src), feed(*adv_, inputs_[i].adv_slot, i, inputs_[i].src);
-    for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + inputs_[nc + k].state, inputs_[nc + k].src, bytes(nc + k));
+    const size_t nc = sig_.nc, na = sig_.na;
+    BodyFeeds& step_feeds = carry_.feeds();
+    step_feeds.feed_fixed();
+    adv_feeds_.feed_fixed();
+    for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + state_[k], step_feeds.src(nc + k), step_feeds.bytes(nc + k));
     int64_t q = 0;  // reverse steps taken
     for (const LoopAction& a : schedule_) {
       char* slot = slots_.data() + size_t(std::max(0, a.slot)) * state_bytes_;
@@ -119,82 +131,41 @@ class CheckpointedScanKernel final : public Kernel {
         case LoopAction::store: std::memcpy(slot, cur_.data(), state_bytes_); break;
         case LoopAction::restore: std::memcpy(cur_.data(), slot, state_bytes_); break;
         case LoopAction::advance:
-          for (size_t k = 0; k < na; ++k) feed(*adv_, inputs_[nc + k].adv_slot, nc + k, cur_.data() + inputs_[nc + k].state);
-          for (size_t i = nc + na; i < nc + nx; ++i) feed(*adv_, inputs_[i].adv_slot, i, inputs_[i].src + t * bytes(i));
+          for (size_t k = 0; k < na; ++k) adv_feeds_.feed(nc + k, cur_.data() + state_[k]);
+          adv_feeds_.feed_slices(nc + na, t);
           adv_->run();
-          for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + inputs_[nc + k].state, advance_[k], bytes(nc + k));
+          for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + state_[k], advance_[k], adv_feeds_.bytes(nc + k));
           break;
         case LoopAction::backward:
-          for (size_t k = 0; k < na; ++k) feed(*step_, inputs_[nc + k].step_slot, nc + k, cur_.data() + inputs_[nc + k].state);
-          for (size_t i = nc + na; i < nc + nx; ++i) feed(*step_, inputs_[i].step_slot, i, inputs_[i].src + t * bytes(i));
-          if (sig_.save)
-            for (size_t i = 0; i < nc; ++i)
-              std::memcpy(saved_[i] + t * outputs_[i].bytes, q == 0 ? inputs_[i].src : carry_src(i), outputs_[i].bytes);
-          if (q > 0) pass_carry();
-          step_->run();
-          for (size_t k = nc; k < outputs_.size(); ++k)
-            std::memcpy(outputs_[k].dst + t * outputs_[k].bytes, outputs_[k].src, outputs_[k].bytes);
+          for (size_t k = 0; k < na; ++k) step_feeds.feed(nc + k, cur_.data() + state_[k]);
+          step_feeds.feed_slices(nc + na, t);
+          carry_.step(t, q == 0);
           ++q;
           break;
       }
     }
-    for (size_t i = 0; i < nc; ++i) std::memcpy(outputs_[i].dst, outputs_[i].src, outputs_[i].bytes);
+    carry_.finish();
   }
   std::string impl() const override {
     return fmt::format("scan:{}x{}:{}{}", sig_.length, step_->kernel_count(), sig_.checkpoint == 1 ? "every-" : "revolve-",
                        sig_.slots);
   }
   size_t own_bytes() const override {
-    return step_->peak_bytes() + adv_->peak_bytes() + staging_.size() + slots_.size() + cur_.size();
+    return step_->peak_bytes() + adv_->peak_bytes() + scratch_.bytes + carry_.staging_bytes() + slots_.size() + cur_.size();
   }
 
  private:
-  struct Input {
-    int step_slot, adv_slot;  // -1: that executable does not read it
-    DType dtype;
-    size_t count;
-    const char* src;
-    size_t state;  // the recomputed carries: offset in cur_ and in each slot
-  };
-  struct Output {
-    const float* src;
-    size_t bytes;
-    char* dst;
-    int stage;
-  };
-  static int slot_of(const Executable& e, const std::string& name) {
-    try {
-      return e.input_slot(name);
-    } catch (const RuntimeError&) {
-      return -1;
-    }
-  }
-  size_t bytes(size_t i) const { return inputs_[i].count * 4; }
-  void feed(Executable& e, int slot, size_t i, const char* src) {
-    if (slot < 0) return;
-    if (inputs_[i].dtype == DType::i32) e.set_input(slot, std::span(reinterpret_cast<const int32_t*>(src), inputs_[i].count));
-    else e.set_input(slot, std::span(reinterpret_cast<const float*>(src), inputs_[i].count));
-  }
-  const char* carry_src(size_t i) const {
-    const Output& o = outputs_[i];
-    return o.stage >= 0 ? staging_.data() + o.stage : reinterpret_cast<const char*>(o.src);
-  }
-  void pass_carry() {
-    for (size_t i = 0; i < sig_.nc; ++i)
-      if (outputs_[i].stage >= 0) std::memcpy(staging_.data() + outputs_[i].stage, outputs_[i].src, outputs_[i].bytes);
-    for (size_t i = 0; i < sig_.nc; ++i) feed(*step_, inputs_[i].step_slot, i, carry_src(i));
-  }
-
   ScanSig sig_;
   ParamStore store_;
+  AlignedBlock scratch_;  // the arena both executables plan into, less their fed inputs
   std::unique_ptr<Executable> step_, adv_;
-  std::vector<Input> inputs_;
-  std::vector<Output> outputs_;
+  LoopCarry carry_;     // the reverse step's inputs and carries
+  BodyFeeds adv_feeds_;  // the advance's inputs
+  std::vector<size_t> state_;  // per recomputed carry: its offset in cur_ and in each slot
   std::vector<const float*> advance_;
-  std::vector<char*> saved_;
-  std::vector<char> staging_, slots_, cur_;
+  std::vector<char> slots_, cur_;
   std::vector<LoopAction> schedule_;
-  size_t state_bytes_ = 0, staged = 0;
+  size_t state_bytes_ = 0;
 };
 
 }  // namespace

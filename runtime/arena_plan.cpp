@@ -28,7 +28,7 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
   return wanted;
 }
 
-ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics) {
+ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics, bool separate_fed) {
   ArenaPlan ap;
   ap.wanted = wanted;
   const size_t n = g.size();
@@ -75,16 +75,56 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
         }
       }
   }
-  ap.memory = plan_memory(requests);
+  ap.in_fed.assign(requests.size(), 0);
+  if (!separate_fed) {
+    ap.memory = plan_memory(requests);
+    return ap;
+  }
+  // Fed inputs live through the whole run and no in-place partner names one, so they can be laid
+  // out one after another and the others planned alone.
+  for (const auto& [v, i] : request_of)
+    if (g.node(v.node).kind == NodeKind::Input) ap.in_fed[i] = 1;
+  std::vector<BufferRequest> rest;
+  std::vector<int> rest_index(requests.size(), -1);
+  for (size_t i = 0; i < requests.size(); ++i)
+    if (!ap.in_fed[i]) rest_index[i] = int(rest.size()), rest.push_back(requests[i]);
+  for (BufferRequest& r : rest)
+    if (r.inplace_of >= 0) r.inplace_of = rest_index[size_t(r.inplace_of)];
+  const MemoryPlan planned = plan_memory(rest);
+  ap.memory.offsets.assign(requests.size(), 0);
+  ap.memory.peak_bytes = planned.peak_bytes;
+  ap.memory.naive_bytes = planned.naive_bytes;
+  for (size_t i = 0; i < requests.size(); ++i) {
+    if (ap.in_fed[i]) {
+      ap.memory.offsets[i] = ap.fed_bytes;
+      ap.fed_bytes += (requests[i].bytes + 63) / 64 * 64;
+      ap.memory.naive_bytes += requests[i].bytes;
+    } else {
+      ap.memory.offsets[i] = planned.offsets[size_t(rest_index[i])];
+    }
+  }
   return ap;
 }
 
+namespace {
+
+size_t loop_bytes(const Graph& g, const ArenaPlan& ap) {
+  size_t b = 0;
+  for (const Node& n : g.nodes())
+    if (ap.needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) b += scan_kernel_bytes(n);
+  return b;
+}
+
+}  // namespace
+
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics) {
   ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics);
-  size_t peak = ap.memory.peak_bytes;
-  for (const Node& n : g.nodes())
-    if (ap.needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) peak += scan_kernel_bytes(n);
-  return peak;
+  return ap.memory.peak_bytes + loop_bytes(g, ap);
+}
+
+PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics) {
+  ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, true);
+  return {ap.fed_bytes, ap.memory.peak_bytes, loop_bytes(g, ap)};
 }
 
 }  // namespace metagrad

@@ -16,6 +16,11 @@ struct ArenaPlan {
   std::vector<BufferRequest> requests;
   std::map<Value, size_t> request_of;
   MemoryPlan memory;
+  // With `separate_fed`: the fed inputs lie in a block of their own, [0, fed_bytes), and
+  // memory.offsets of every other buffer (in_fed 0) are offsets in a second region of
+  // memory.peak_bytes. Otherwise fed_bytes is 0 and memory is the one arena.
+  size_t fed_bytes = 0;
+  std::vector<char> in_fed;  // per request
 };
 
 // The graph's outputs named by `fetches` (empty: every output); throws RuntimeError on unknown names.
@@ -23,8 +28,18 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
 
 // What Executable plans: the schedule is node order restricted to needed nodes; fed inputs live
 // through the whole run; an in-place op may take over an operand dying at it (not when
-// `check_numerics`, which keeps a faulty kernel's operands intact).
-ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics);
+// `check_numerics`, which keeps a faulty kernel's operands intact). `separate_fed` keeps the fed
+// inputs out of the planned region (CompileOptions::scratch_arena), so that the region can be
+// shared with another executable while the inputs hold between runs.
+ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics,
+                     bool separate_fed = false);
+
+// The planned peak in parts: the fed block and the rest of the arena (as plan_arena with
+// separate_fed places them), and the loop kernels' own storage.
+struct PeakParts {
+  size_t fed = 0, scratch = 0, loops = 0;
+};
+PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics);
 
 // The arena peak plus the storage the loop kernels allocate for themselves (their bodies' own
 // plans, checkpoint slots), as the compiled executable would report it. Workspace (oneDNN

@@ -107,7 +107,8 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     : graph_(g), store_(store), options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
   verify(graph_);
   fit_memory_budget(graph_, fetches, options_);
-  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics);
+  char* const scratch = static_cast<char*>(options_.scratch_arena);
+  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, scratch != nullptr);
   const std::vector<NamedOutput>& wanted = ap.wanted;
   const std::vector<char>& needed = ap.needed;
   const std::vector<BufferRequest>& requests = ap.requests;
@@ -118,7 +119,10 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
   for (const auto& [v, i] : request_of)
     buffers_.push_back({v, plan.offsets[i], requests[i].bytes, requests[i].first, requests[i].last,
                         requests[i].inplace_of >= 0 && plan.offsets[i] == plan.offsets[size_t(requests[i].inplace_of)]});
-  arena_bytes_ = plan.peak_bytes;
+  if (scratch && plan.peak_bytes > options_.scratch_arena_bytes)
+    throw RuntimeError(fmt::format("the scratch arena given ({} bytes) is smaller than the plan's {} bytes",
+                                   options_.scratch_arena_bytes, plan.peak_bytes));
+  arena_bytes_ = scratch ? ap.fed_bytes : plan.peak_bytes;
   naive_bytes_ = plan.naive_bytes;
   arena_ = static_cast<float*>(std::aligned_alloc(64, std::max<size_t>(64, (arena_bytes_ + 63) / 64 * 64)));
   if (!arena_) throw std::bad_alloc();
@@ -143,8 +147,11 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
       constants_.push_back(std::move(payload));
       ptrs_[i] = {constants_.back().data()};
     } else {
-      for (size_t k = 0; k < node.outputs.size(); ++k)
-        ptrs_[i].push_back(reinterpret_cast<char*>(arena_) + plan.offsets[request_of.at({int(i), int(k)})]);
+      for (size_t k = 0; k < node.outputs.size(); ++k) {
+        const size_t r = request_of.at({int(i), int(k)});
+        char* base = scratch && !ap.in_fed[r] ? scratch : reinterpret_cast<char*>(arena_);
+        ptrs_[i].push_back(base + plan.offsets[r]);
+      }
       if (node.kind == NodeKind::Input) inputs_.push_back({node.name, node.type(), ptrs_[i][0]});
     }
   }

@@ -134,7 +134,8 @@ Fed to_feeds(const RefValues& v) {
   return f;
 }
 
-// Also checks that running again allocates nothing (the schedule runs over preallocated slots).
+// Also checks that running again allocates nothing (the schedule runs over preallocated slots),
+// and that the plan counts what the compiled kernels hold (checkpointed: the shared arena).
 std::vector<std::vector<float>> run_compiled(const Graph& g, const RefValues& feeds, const CompileOptions& o,
                                              std::vector<LoopReport>* loops = nullptr) {
   ParamStore store;
@@ -143,6 +144,7 @@ std::vector<std::vector<float>> run_compiled(const Graph& g, const RefValues& fe
   exe.run(f.feeds);
   testing::AllocCount count = testing::count_allocations([&] { exe.run(f.feeds); });
   EXPECT_EQ(count.ours, 0) << "allocations made by the loop kernels";
+  EXPECT_EQ(exe.peak_bytes(), planned_peak_bytes(exe.graph(), {}, false));
   if (loops) *loops = exe.loops();
   std::vector<std::vector<float>> out;
   for (size_t i = 0; i < exe.fetch_names().size(); ++i) out.emplace_back(exe.fetch(i).begin(), exe.fetch(i).end());
@@ -239,6 +241,50 @@ TEST(LoopCheckpoint, MamlMetaGradientUnderEveryPolicy) {
     ASSERT_FALSE(loops.empty());
     for (const auto& l : loops) EXPECT_NE(l.policy, "store-all");
   }
+}
+
+// Two executables of one graph over one scratch arena (what a checkpointed loop's reverse step and
+// advance do): run in turn on different inputs, each gives what an executable of its own gives,
+// since its fed inputs stay in its own block; the region must hold the larger plan.
+TEST(LoopCheckpoint, ExecutablesShareAScratchArena) {
+  const int64_t T = 5;
+  Loop r = build_loop(T);
+  r.g.add_output("loss", r.loss.value());
+  r.g.add_output("dw", grad(r.loss, {r.w})[0].value());
+  optimize(r.g);
+  const std::vector<std::string> fa = {"loss"}, fb = {"dw"};
+  const size_t need = std::max(planned_peak_parts(r.g, fa, false).scratch, planned_peak_parts(r.g, fb, false).scratch);
+  ASSERT_GT(need, 0u);
+  std::vector<float> region((need + 127) / 4);
+  void* aligned = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(region.data()) + 63) / 64 * 64);
+  CompileOptions o;
+  o.scratch_arena = aligned;
+  o.scratch_arena_bytes = need;
+  ParamStore s;
+  Executable a(r.g, s, fa, o), b(r.g, s, fb, o);
+  Executable own_a(r.g, s, fa), own_b(r.g, s, fb);
+  EXPECT_EQ(a.arena_bytes(), planned_peak_parts(r.g, fa, false).fed) << "the executable holds only its fed inputs";
+  Fed f1 = to_feeds(loop_feeds(T));
+  RefValues v2 = loop_feeds(T);
+  v2["h0"] = random_ref({2, 3}, 21);
+  Fed f2 = to_feeds(v2);
+  auto set = [](Executable& e, const Fed& f) {
+    for (const auto& [name, v] : f.f32) e.set_input(e.input_slot(name), v);
+  };
+  set(a, f1);
+  set(b, f2);
+  a.run();
+  b.run();  // overwrites a's scratch
+  a.run();  // not fed again: its inputs held
+  own_a.run(f1.feeds);
+  own_b.run(f2.feeds);
+  EXPECT_NEAR(a.fetch(0)[0], own_a.fetch(0)[0], 1e-6 * std::abs(own_a.fetch(0)[0]));
+  b.run();
+  for (size_t e = 0; e < own_b.fetch(0).size(); ++e)
+    EXPECT_NEAR(b.fetch(0)[e], own_b.fetch(0)[e], 1e-6 * std::abs(own_b.fetch(0)[e]) + 1e-7) << e;
+  CompileOptions small = o;
+  small.scratch_arena_bytes = planned_peak_parts(r.g, fb, false).scratch - 1;
+  EXPECT_THROW(Executable(r.g, s, fb, small), RuntimeError);
 }
 
 TEST(LoopCheckpoint, BudgetPicksTheLeastRecomputationThatFits) {

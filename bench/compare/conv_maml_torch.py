@@ -4,17 +4,23 @@
 The PyTorch step is the computation `metagrad bench conv-maml --synthetic` compiles: the 4-block
 few-shot network (3x3 conv, 64 filters, no conv bias, batch norm with batch statistics, ReLU,
 2x2 max pool; linear head), 5-way 1-shot episodes of random 28x28 images with 15 query images per
-class, meta-batch 4, one inner SGD step of 0.4 with create_graph=True (second order), Adam at 1e-3
-on the mean query loss. Tasks are looped, as MAML is usually written in PyTorch.
+class, meta-batch 4, --inner-steps inner SGD steps of 0.4 with create_graph=True (second order:
+PyTorch keeps every step's graph until the backward), Adam at 1e-3 on the mean query loss. Tasks
+are looped, as MAML is usually written in PyTorch.
 
 Time: whole meta-iterations after warm-up. Working memory: resident set after the steps minus
 after `import torch` (PyTorch) / before the graph is built (metagrad).
 Then metagrad runs the same step at -O1 (default) and -O0.
 
 Usage: /usr/bin/python3 bench/compare/conv_maml_torch.py [--metagrad build/metagrad] [--iters 10] [--rounds 3]
-(needs Debian's python3-torch: tools/install-deps.sh --bench)
+       [--inner-steps 1] [--inner-loop unrolled|scan]
+       /usr/bin/python3 bench/compare/conv_maml_torch.py --torch-only --json out.json [--inner-steps 10]
+(needs Debian's python3-torch: tools/install-deps.sh --bench). --torch-only runs the PyTorch side
+alone and writes its figures as JSON, for bench/loop_figures.py, which measures each side's peak
+resident set as a child process.
 """
 import argparse
+import json
 import os
 import statistics
 import time
@@ -71,7 +77,7 @@ def episodes(gen, tasks, ways, shots, query):
     return xs, ys, xq, yq
 
 
-def torch_run(iters, warmup, ways=5, shots=1, query=15, tasks=4, inner_lr=0.4):
+def torch_run(iters, warmup, inner_steps=1, ways=5, shots=1, query=15, tasks=4, inner_lr=0.4):
     w = params(ways)
     opt = torch.optim.Adam(w, lr=1e-3)
     gen = torch.Generator().manual_seed(1)
@@ -81,9 +87,11 @@ def torch_run(iters, warmup, ways=5, shots=1, query=15, tasks=4, inner_lr=0.4):
         opt.zero_grad()
         total = 0.0
         for t in range(tasks):
-            inner = F.cross_entropy(net(xs[t], w), ys[t])
-            g = torch.autograd.grad(inner, w, create_graph=True)
-            fast = [p - inner_lr * gi for p, gi in zip(w, g)]
+            fast = w
+            for _ in range(inner_steps):
+                inner = F.cross_entropy(net(xs[t], fast), ys[t])
+                g = torch.autograd.grad(inner, fast, create_graph=True)
+                fast = [p - inner_lr * gi for p, gi in zip(fast, g)]
             total = total + F.cross_entropy(net(xq[t], fast), yq[t])
         loss = total / tasks
         loss.backward()
@@ -99,9 +107,10 @@ def torch_run(iters, warmup, ways=5, shots=1, query=15, tasks=4, inner_lr=0.4):
     return ms, rss_bytes() - rss_after_import
 
 
-def metagrad_run(binary, iters, opt_level):
+def metagrad_run(binary, iters, opt_level, inner_steps, inner_loop):
     return run_metagrad_json(binary, ["bench", "conv-maml", "--synthetic", "--iters", str(iters), "--eval-tasks", "0",
-                                      "--threads", "2", "--opt-level", str(opt_level)])
+                                      "--threads", "2", "--opt-level", str(opt_level), "--inner-steps", str(inner_steps),
+                                      "--inner-loop", inner_loop])
 
 
 def main():
@@ -111,19 +120,31 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds of PyTorch, metagrad -O1, metagrad -O0 in turn; a shared machine's load changes hit all three")
+    ap.add_argument("--inner-steps", type=int, default=1, help="inner SGD steps per task (both sides)")
+    ap.add_argument("--inner-loop", default="unrolled", choices=["unrolled", "scan"], help="metagrad's form of the inner loop")
+    ap.add_argument("--torch-only", action="store_true", help="run only the PyTorch side, once (--iters after --warmup)")
+    ap.add_argument("--json", default="", help="with --torch-only: write {ms_per_iter, working_bytes, torch} here")
     a = ap.parse_args()
     torch.set_num_threads(2)
+    if a.torch_only:
+        ms, mem = torch_run(a.iters, a.warmup, a.inner_steps)
+        out = {"ms_per_iter": ms, "working_bytes": mem, "torch": torch.__version__, "inner_steps": a.inner_steps}
+        if a.json:
+            with open(a.json, "w") as f:
+                json.dump(out, f)
+        print(json.dumps(out))
+        return
     torch_ms, torch_mem, mg, mg0 = [], [], [], []
     for _ in range(a.rounds):
-        ms, mem = torch_run(a.iters, a.warmup)
+        ms, mem = torch_run(a.iters, a.warmup, a.inner_steps)
         torch_ms.append(ms)
         torch_mem.append(mem)
-        mg.append(metagrad_run(a.metagrad, a.iters + a.warmup, 1))
-        mg0.append(metagrad_run(a.metagrad, a.iters + a.warmup, 0))
+        mg.append(metagrad_run(a.metagrad, a.iters + a.warmup, 1, a.inner_steps, a.inner_loop))
+        mg0.append(metagrad_run(a.metagrad, a.iters + a.warmup, 0, a.inner_steps, a.inner_loop))
     med = statistics.median
     mib = lambda b: b / 1048576.0
     # Conservative memory figures: PyTorch's smallest working memory, metagrad's largest.
-    print(f"PyTorch {torch.__version__} (2 threads, task loop): {med(torch_ms):8.1f} ms/iter (median of {a.rounds} rounds: "
+    print(f"PyTorch {torch.__version__} (2 threads, task loop, {a.inner_steps} inner steps): {med(torch_ms):8.1f} ms/iter (median of {a.rounds} rounds: "
           f"{' '.join(f'{x:.1f}' for x in torch_ms)}), working memory {mib(min(torch_mem)):7.1f} MiB")
     for name, rs in (("metagrad -O1 (default)", mg), ("metagrad -O0", mg0)):
         ms = [r["timing"]["ms_per_iter"] for r in rs]

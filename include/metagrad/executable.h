@@ -62,6 +62,13 @@ struct CompileOptions {
   LoopCheckpoint loop_checkpoint = LoopCheckpoint::automatic;
   // every_k: the segment length k; revolve: the slots. 0: ceil(sqrt(length)) (revolve: twice that).
   int64_t loop_slots = 0;
+  // Caller-owned memory (64-byte aligned, not owned, outliving the executable) for every arena
+  // buffer but the fed inputs, which stay in a block of the executable's own so that they hold
+  // between runs; then arena_bytes() counts that block only. Executables that never run at once
+  // share one region (a checkpointed loop's reverse step and advance); the region is sized from
+  // their plans (runtime/arena_plan.h, planned_peak_parts), and a smaller one is an error.
+  void* scratch_arena = nullptr;
+  std::size_t scratch_arena_bytes = 0;
 };
 
 // How one backward loop of a compiled graph gets the forward carries it reads.

@@ -1,0 +1,103 @@
+// The carry staging of the scan kernels (see ops/scan_carry.h).
+#include "ops/scan_carry.h"
+
+#include <cstring>
+#include <span>
+
+#include "metagrad/error.h"
+
+namespace metagrad {
+
+namespace {
+
+bool staged(const Graph& body, size_t k, bool stage_all) {
+  return stage_all || body.node(body.outputs()[k].value.node).kind == NodeKind::Input;
+}
+
+}  // namespace
+
+BodyFeeds::BodyFeeds(const KernelCtx& ctx, const ScanSig& s, Executable& exe) : exe_(&exe), nc_(s.nc), nx_(s.nx) {
+  const Graph& body = *ctx.node.body;
+  for (size_t i = 0; i < ctx.in.size(); ++i) {
+    const Node& bi = body.node(s.body_inputs[i]);
+    Input in{-1, bi.type().dtype, size_t(bi.type().numel()), static_cast<const char*>(ctx.in[i])};
+    try {
+      in.slot = exe.input_slot(bi.name);
+    } catch (const RuntimeError&) {
+      in.slot = -1;  // none of the executable's fetches reads it
+    }
+    in_.push_back(in);
+  }
+}
+
+void BodyFeeds::feed(size_t i, const char* src) {
+  const Input& in = in_[i];
+  if (in.slot < 0) return;
+  if (in.dtype == DType::i32) exe_->set_input(in.slot, std::span(reinterpret_cast<const int32_t*>(src), in.count));
+  else exe_->set_input(in.slot, std::span(reinterpret_cast<const float*>(src), in.count));
+}
+
+void BodyFeeds::feed_fixed() {
+  for (size_t i = 0; i < in_.size(); ++i)
+    if (i < nc_ || i >= nc_ + nx_) feed(i, in_[i].src);
+}
+
+void BodyFeeds::feed_slices(size_t from, size_t t) {
+  for (size_t i = from; i < nc_ + nx_; ++i) feed(i, in_[i].src + t * bytes(i));
+}
+
+LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, Executable& exe, bool stage_all)
+    : sig_(s), exe_(&exe), feeds_(ctx, s, exe), stage_all_(stage_all) {
+  const Graph& body = *ctx.node.body;
+  size_t at = 0;
+  for (size_t k = 0; k < s.nc + s.ny; ++k) {
+    Output o{exe.fetch(k).data(), body.type(body.outputs()[k].value).bytes(), static_cast<char*>(ctx.out[k]), -1};
+    if (k < s.nc && staged(body, k, stage_all)) o.stage = int(at), at += o.bytes;
+    out_.push_back(o);
+  }
+  staging_.resize(scan_staging_bytes(body, s, stage_all));
+  if (s.save)
+    for (size_t i = 0; i < s.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[s.nc + s.ny + i]));
+}
+
+const char* LoopCarry::carry_src(size_t i) const {
+  const Output& o = out_[i];
+  return o.stage >= 0 ? staging_.data() + o.stage : reinterpret_cast<const char*>(o.src);
+}
+
+// Without stage_all the staging is written only when the carries are passed, so until then the
+// last run's carries are in the body's buffers.
+const char* LoopCarry::current(size_t i) const {
+  return stage_all_ ? carry_src(i) : reinterpret_cast<const char*>(out_[i].src);
+}
+
+void LoopCarry::stage() {
+  for (size_t i = 0; i < sig_.nc; ++i)
+    if (out_[i].stage >= 0) std::memcpy(staging_.data() + out_[i].stage, out_[i].src, out_[i].bytes);
+}
+
+void LoopCarry::step(size_t t, bool first) {
+  const size_t nc = sig_.nc;
+  if (sig_.save)
+    for (size_t i = 0; i < nc; ++i) std::memcpy(saved_[i] + t * out_[i].bytes, first ? feeds_.src(i) : current(i), out_[i].bytes);
+  if (!first) {
+    if (!stage_all_) stage();
+    for (size_t i = 0; i < nc; ++i) feeds_.feed(i, carry_src(i));
+  }
+  exe_->run();
+  if (stage_all_) stage();
+  for (size_t k = nc; k < out_.size(); ++k) std::memcpy(out_[k].dst + t * out_[k].bytes, out_[k].src, out_[k].bytes);
+}
+
+void LoopCarry::finish() {
+  for (size_t i = 0; i < sig_.nc; ++i) std::memcpy(out_[i].dst, current(i), out_[i].bytes);
+}
+
+size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all) {
+  size_t bytes = 0;
+  for (size_t k = 0; k < s.nc; ++k)
+    if (staged(body, k, stage_all)) bytes += body.type(body.outputs()[k].value).bytes();
+  return std::max<size_t>(1, bytes);
+}
+
+}  // namespace metagrad

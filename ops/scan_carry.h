@@ -1,0 +1,82 @@
+// How a scan kernel moves values between the loop's buffers and a body executable: the loop's
+// inputs fed into the body (initial carries and invariants once, one slice of each stacked input
+// per iteration), the carry passed from the body's outputs back to its inputs, the saved carries
+// and the stacked outputs copied out. Shared by the plain loop kernel (ops/scan.cpp) and the
+// checkpointed one (ops/scan_checkpoint.cpp).
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "metagrad/executable.h"
+#include "ops/scan.h"
+#include "runtime/kernel.h"
+
+namespace metagrad {
+
+// The loop's inputs as one body executable reads them (an executable compiled for some of the
+// body's outputs may not read every input).
+class BodyFeeds {
+ public:
+  BodyFeeds(const KernelCtx& ctx, const ScanSig& s, Executable& exe);
+  // Loop input i (one slice of it, for a stacked input) from `src`.
+  void feed(size_t i, const char* src);
+  // The initial carries and the invariants, from the loop's inputs.
+  void feed_fixed();
+  // Slice t of the stacked inputs [from, nc + nx).
+  void feed_slices(size_t from, size_t t);
+  const char* src(size_t i) const { return in_[i].src; }
+  size_t bytes(size_t i) const { return in_[i].count * 4; }  // one slice, for a stacked input
+
+ private:
+  struct Input {
+    int slot;  // -1: the executable does not read it
+    DType dtype;
+    size_t count;
+    const char* src;  // the loop's input (stacked: slice 0)
+  };
+  Executable* exe_;
+  size_t nc_, nx_;
+  std::vector<Input> in_;
+};
+
+// The carry of a body executable whose fetches are [next carries, per-iteration outputs]. A
+// carry output that is itself a body input (a pass-through) is staged before the carries are
+// fed back, so that permuted carries do not overwrite each other; with `stage_all`, every carry
+// output is copied out right after its run, so that the body's buffers may be reused by another
+// executable before the next iteration.
+class LoopCarry {
+ public:
+  LoopCarry(const KernelCtx& ctx, const ScanSig& s, Executable& exe, bool stage_all);
+  BodyFeeds& feeds() { return feeds_; }
+  // One iteration at loop index t (`first`: the loop's first): saves the carries it starts from
+  // (save_carries), feeds the last iteration's carries, runs the body, copies the stacked outputs.
+  // The slices (and any other per-iteration input) must be fed before.
+  void step(size_t t, bool first);
+  // The last iteration's carries into the loop's outputs.
+  void finish();
+  size_t staging_bytes() const { return staging_.size(); }
+
+ private:
+  struct Output {
+    const float* src;  // the body's buffer
+    size_t bytes;
+    char* dst;         // the loop's output (stacked outputs: iteration 0)
+    int stage;         // offset in staging_, or -1
+  };
+  const char* carry_src(size_t i) const;  // what the next iteration is fed
+  const char* current(size_t i) const;    // the last run's carry
+  void stage();
+
+  ScanSig sig_;
+  Executable* exe_;
+  BodyFeeds feeds_;
+  std::vector<Output> out_;
+  std::vector<char*> saved_;
+  std::vector<char> staging_;
+  bool stage_all_;
+};
+
+// The staging a LoopCarry over `body` allocates (at least one byte).
+size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);
+
+}  // namespace metagrad
