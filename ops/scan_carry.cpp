@@ -4,7 +4,6 @@
 #include <cstring>
 #include <span>
 
-#include "metagrad/error.h"
 
 namespace metagrad {
 
@@ -20,13 +19,9 @@ BodyFeeds::BodyFeeds(const KernelCtx& ctx, const ScanSig& s, Executable& exe) : 
   const Graph& body = *ctx.node.body;
   for (size_t i = 0; i < ctx.in.size(); ++i) {
     const Node& bi = body.node(s.body_inputs[i]);
-    Input in{-1, bi.type().dtype, size_t(bi.type().numel()), static_cast<const char*>(ctx.in[i])};
-    try {
-      in.slot = exe.input_slot(bi.name);
-    } catch (const RuntimeError&) {
-      in.slot = -1;  // none of the executable's fetches reads it
-    }
-    in_.push_back(in);
+    // Slot -1: none of the executable's fetches reads it.
+    in_.push_back({exe.find_input_slot(bi.name), bi.type().dtype, size_t(bi.type().numel()),
+                   static_cast<const char*>(ctx.in[i])});
   }
 }
 
