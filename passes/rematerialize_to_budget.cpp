@@ -75,9 +75,19 @@ size_t node_bytes(const Node& n) {
   return b;
 }
 
+// The operand whose buffer an in-place op writes over, by the planner's rule: an op operand of
+// the output's type read for the last time here (`dies_here`); -1 if none.
+template <class DiesHere>
+int inplace_operand(const Graph& g, const Node& n, DiesHere dies_here) {
+  if (n.kind != NodeKind::Op || !n.op->inplace || n.outputs.size() != 1) return -1;
+  for (Value v : n.inputs)
+    if (g.node(v.node).kind == NodeKind::Op && g.type(v) == n.type() && dies_here(v.node)) return v.node;
+  return -1;
+}
+
 // The planner's rule over node order (runtime/arena_plan.cpp): an op's outputs are live from its
 // step to its last read, outputs and updates to the end, fed inputs throughout; parameters and
-// constants are outside the arena.
+// constants are outside the arena; an in-place op's output takes over its operand's bytes.
 struct Liveness {
   std::vector<char> live;
   std::vector<std::vector<int>> readers;  // live readers, in node order
@@ -109,7 +119,8 @@ Liveness analyse(const Graph& g) {
     if (node.kind == NodeKind::Input) fed += node_bytes(node);
     if (node.kind != NodeKind::Op) continue;
     const size_t b = node_bytes(node);
-    diff[size_t(L.step[i])] += int64_t(b);
+    const bool takes_over = inplace_operand(g, node, [&](int p) { return L.last[size_t(p)] == L.step[i]; }) >= 0;
+    diff[size_t(L.step[i]) + (takes_over ? 1 : 0)] += int64_t(b);
     diff[size_t(L.last[i]) + 1] -= int64_t(b);
     L.dying[size_t(L.last[i])] += b;
   }
@@ -158,6 +169,29 @@ std::optional<std::vector<int>> chain_for(const Graph& g, const Liveness& L, int
   return chain;
 }
 
+// The most bytes the copies of `chain` hold at once while they are made (the last stays).
+size_t chain_peak(const Graph& g, const std::vector<int>& chain) {
+  std::map<int, int> reads;  // chain member -> reads by later members
+  for (int c : chain)
+    for (Value v : g.node(c).inputs) reads[v.node] += 1;
+  std::map<int, char> in_chain;
+  for (int c : chain) in_chain[c] = 1;
+  size_t live = 0, top = 0;
+  for (int c : chain) {
+    const Node& n = g.node(c);
+    const int shared = inplace_operand(g, n, [&](int p) {
+      int left = 0;
+      for (Value v : n.inputs) left += v.node == p;
+      return in_chain.count(p) && reads[p] == left;
+    });
+    if (shared < 0) live += node_bytes(n);
+    top = std::max(top, live);
+    for (Value v : n.inputs)
+      if (in_chain.count(v.node) && --reads[v.node] == 0 && v.node != shared) live -= node_bytes(g.node(v.node));
+  }
+  return top;
+}
+
 // The candidate spanning the estimated peak step that frees its bytes at the fewest FLOPs per
 // byte, if any.
 std::optional<Candidate> cheapest_at_peak(const Graph& g, const Liveness& L, const std::vector<char>& pinned) {
@@ -175,14 +209,12 @@ std::optional<Candidate> cheapest_at_peak(const Graph& g, const Liveness& L, con
     std::optional<std::vector<int>> chain = chain_for(g, L, v.id, t);
     if (!chain) continue;
     double cost = 0;
-    size_t extra_bytes = 0;
-    for (int c : *chain) {
-      cost += flops(g, g.node(c));
-      if (c != v.id) extra_bytes += node_bytes(g.node(c));
-    }
+    for (int c : *chain) cost += flops(g, g.node(c));
     if (!read_before) cost -= flops(g, v);  // all its reads move to the copy: the original no longer runs
-    // The copies are made after step t-1's dying values are freed; they must not make a new peak.
-    if (L.at[size_t(t - 1)] - L.dying[size_t(t - 1)] + extra_bytes >= L.peak) continue;
+    // The copies are made after step t-1's dying values are freed, where v's original no longer
+    // is: they must not make a new peak.
+    const int64_t there = int64_t(L.at[size_t(t - 1)]) - int64_t(L.dying[size_t(t - 1)]) - int64_t(v.type().bytes());
+    if (there + int64_t(chain_peak(g, *chain)) >= int64_t(L.peak)) continue;
     const double per_byte = std::max(0.0, cost) / double(v.type().bytes());
     if (!best || per_byte < best->per_byte) best = Candidate{*after, std::move(*chain), std::max(0.0, cost), per_byte};
   }
@@ -219,6 +251,7 @@ bool rematerialize_to_budget(Graph& g, size_t budget, const PlannedPeak& planned
       offset = int64_t(p) - int64_t(L.peak);
     }
     std::optional<Candidate> c = cheapest_at_peak(cur, L, pinned_nodes(cur));
+
     if (!c) break;
     std::vector<std::vector<Recompute>> again(cur.size());
     again[size_t(c->reader)].push_back({c->chain, true});

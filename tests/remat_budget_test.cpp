@@ -30,7 +30,7 @@ using testing::random_ref;
 // A 4-layer tanh MLP's loss and its gradients: every activation waits for the backward pass.
 Graph mlp() {
   Graph g;
-  const int64_t B = 128, D = 256;  // 128 KiB per activation
+  const int64_t B = 1024, D = 64;  // activations of 256 KiB, weights of 16 KiB
   Tensor x = input(g, "x", {B, D});
   Tensor y = input(g, "y", {B, D});
   std::vector<Tensor> ws;
@@ -46,21 +46,23 @@ Graph mlp() {
   return g;
 }
 
-// Two 3x3 convolutions with ReLU, 2x2 max pooling and a linear head under cross-entropy, and the
-// gradient of every weight.
+// Four 3x3 convolutions with ReLU, 2x2 max pooling and a linear head under cross-entropy, and
+// the gradient of every weight.
 Graph convnet() {
   Graph g;
   const int64_t N = 16, C = 3, F = 16, S = 16, K = 10;
   Tensor x = input(g, "x", {N, C, S, S});
   Tensor labels = input(g, "labels", {N}, DType::i32);
-  Tensor w1 = input(g, "w1", {F, C, 3, 3});
-  Tensor w2 = input(g, "w2", {F, F, 3, 3});
-  Tensor wf = input(g, "wf", {F * (S / 2) * (S / 2), K});
-  Tensor h = relu(conv2d(x, w1, {1, 1}, {1, 1}));
-  h = relu(conv2d(h, w2, {1, 1}, {1, 1}));
+  std::vector<Tensor> ws;
+  Tensor h = x;
+  for (int l = 0; l < 4; ++l) {
+    ws.push_back(input(g, "w" + std::to_string(l), {F, l == 0 ? C : F, 3, 3}));
+    h = relu(conv2d(h, ws.back(), {1, 1}, {1, 1}));
+  }
+  ws.push_back(input(g, "wf", {F * (S / 2) * (S / 2), K}));
   h = reshape(max_pool2d(h, {2, 2}), {N, -1});
-  Tensor loss = cross_entropy(matmul(h, wf), labels);
-  std::vector<Tensor> d = grad(loss, {w1, w2, wf});
+  Tensor loss = cross_entropy(matmul(h, ws.back()), labels);
+  std::vector<Tensor> d = grad(loss, ws);
   g.add_output("loss", loss.value());
   for (size_t i = 0; i < d.size(); ++i) g.add_output("dw" + std::to_string(i), d[i].value());
   return g;
@@ -213,7 +215,7 @@ size_t cli_planned_peak(const std::string& args) {
 }
 
 TEST(RematBudget, CliConvMaml) {
-  const std::string w = "bench conv-maml --synthetic --iters 1 --eval-tasks 1 --quiet";
+  const std::string w = "bench conv-maml --synthetic --iters 1 --eval-tasks 1 --meta-batch 2 --filters 32 --quiet";
   const size_t full = cli_planned_peak(w);
   ASSERT_GT(full, 0u);
   const size_t budget = full / 100 * 85;
