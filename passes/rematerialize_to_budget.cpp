@@ -34,6 +34,12 @@ double touched(const Graph& g, const Node& n) {
 // The three convolutions: 2 * (output-sized side) * (weight elements per output channel).
 double conv_flops(double out_side, const TensorType& w) { return 2.0 * out_side * numel(w) / double(std::max<int64_t>(1, w.shape[0])); }
 
+// A fused program ("mul,add,relu") runs each of its ops over every element.
+double fused_flops(const Graph& g, const Node& n) {
+  const std::string& ops = attr_string(n.attrs, "ops");
+  return touched(g, n) * double(1 + std::count(ops.begin(), ops.end(), ','));
+}
+
 using CostFn = double (*)(const Graph& g, const Node& n);
 const std::map<std::string, CostFn>& cost_table() {
   static const std::map<std::string, CostFn> table = {
@@ -47,17 +53,8 @@ const std::map<std::string, CostFn>& cost_table() {
       {"conv2d_backward_data",
        [](const Graph& g, const Node& n) { return conv_flops(numel(g.type(n.inputs[0])), g.type(n.inputs[1])); }},
       {"conv2d_backward_weights", [](const Graph& g, const Node& n) { return conv_flops(numel(g.type(n.inputs[1])), n.type()); }},
-      // A fused program runs each of its ops over the block.
-      {"fused_elementwise",
-       [](const Graph& g, const Node& n) {
-         const std::string& ops = attr_string(n.attrs, "ops");
-         return touched(g, n) * double(1 + std::count(ops.begin(), ops.end(), ','));
-       }},
-      {"fused_reduce",
-       [](const Graph& g, const Node& n) {
-         const std::string& ops = attr_string(n.attrs, "ops");
-         return touched(g, n) * double(1 + std::count(ops.begin(), ops.end(), ','));
-       }},
+      {"fused_elementwise", fused_flops},
+      {"fused_reduce", fused_flops},
   };
   return table;
 }

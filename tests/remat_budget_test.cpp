@@ -27,6 +27,13 @@ namespace {
 
 using testing::random_ref;
 
+// Outputs the loss and its gradient with respect to each of `ws`.
+void add_loss_and_grads(Graph& g, const Tensor& loss, const std::vector<Tensor>& ws) {
+  std::vector<Tensor> d = grad(loss, ws);
+  g.add_output("loss", loss.value());
+  for (size_t i = 0; i < d.size(); ++i) g.add_output("dw" + std::to_string(i), d[i].value());
+}
+
 // A 4-layer tanh MLP's loss and its gradients: every activation waits for the backward pass.
 Graph mlp() {
   Graph g;
@@ -39,10 +46,7 @@ Graph mlp() {
     ws.push_back(input(g, "w" + std::to_string(l), {D, D}));
     h = tanh(matmul(h, ws.back()));
   }
-  Tensor loss = mse(h, y);
-  std::vector<Tensor> d = grad(loss, ws);
-  g.add_output("loss", loss.value());
-  for (size_t i = 0; i < d.size(); ++i) g.add_output("dw" + std::to_string(i), d[i].value());
+  add_loss_and_grads(g, mse(h, y), ws);
   return g;
 }
 
@@ -61,10 +65,7 @@ Graph convnet() {
   }
   ws.push_back(input(g, "wf", {F * (S / 2) * (S / 2), K}));
   h = reshape(max_pool2d(h, {2, 2}), {N, -1});
-  Tensor loss = cross_entropy(matmul(h, ws.back()), labels);
-  std::vector<Tensor> d = grad(loss, ws);
-  g.add_output("loss", loss.value());
-  for (size_t i = 0; i < d.size(); ++i) g.add_output("dw" + std::to_string(i), d[i].value());
+  add_loss_and_grads(g, cross_entropy(matmul(h, ws.back()), labels), ws);
   return g;
 }
 
