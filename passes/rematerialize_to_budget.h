@@ -18,8 +18,9 @@ using PlannedPeak = std::function<size_t(const Graph&)>;
 // it, from operands alive there, or through a chain of at most 8 recomputed nodes whose leaves
 // are. Rounds against a liveness estimate of `g`'s node order take the candidate spanning the
 // estimated peak step with the fewest FLOPs per byte it frees; the planned peak is checked at
-// every 16th application and when the estimate says it fits. Never recomputed: inputs, parameters, constants, loops (scan),
-// collectives (allreduce_sum), multi-output ops; the registry has no random op. Ends when the
+// every 16th application and when the estimate says it fits. Never recomputed: inputs,
+// parameters, constants, loops (scan), collectives (allreduce_sum), multi-output ops; the
+// registry has no random op. Ends when the
 // planned peak fits or nothing at the peak step can be recomputed, leaving the leanest graph
 // checked. Returns whether it changed `g` (only when that lowered the planned peak); adds what
 // it recomputed to `report`.
