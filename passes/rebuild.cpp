@@ -45,4 +45,41 @@ std::vector<char> live_nodes(const Graph& g) {
   return live;
 }
 
+std::vector<std::vector<int>> node_readers(const Graph& g, const std::vector<char>* live) {
+  std::vector<std::vector<int>> readers(g.size());
+  for (const Node& node : g.nodes()) {
+    if (live && !(*live)[size_t(node.id)]) continue;
+    for (Value v : node.inputs)
+      if (readers[size_t(v.node)].empty() || readers[size_t(v.node)].back() != node.id)
+        readers[size_t(v.node)].push_back(node.id);
+  }
+  return readers;
+}
+
+std::vector<char> pinned_nodes(const Graph& g) {
+  std::vector<char> pinned(g.size(), 0);
+  for (const auto& o : g.outputs()) pinned[size_t(o.value.node)] = 1;
+  for (const auto& u : g.updates()) pinned[size_t(u.value.node)] = 1;
+  return pinned;
+}
+
+Graph rebuild_with_recomputation(const Graph& g, const std::vector<std::vector<Recompute>>& again) {
+  Rebuilder rb(g);
+  std::vector<std::pair<Value, Value>> restore;  // (old value, what it mapped to before u)
+  for (const Node& node : g.nodes()) {
+    restore.clear();
+    if (size_t(node.id) < again.size())
+      for (const Recompute& r : again[size_t(node.id)])
+        for (int src : r.nodes) {
+          const Node& s = g.node(src);
+          if (!r.for_every_later_reader)
+            for (size_t k = 0; k < s.outputs.size(); ++k) restore.push_back({{src, int(k)}, rb.map({src, int(k)})});
+          rb.copy(s);  // maps src to the copy while `node` (and, if kept, later nodes) are copied
+        }
+    rb.copy(node);
+    for (auto it = restore.rbegin(); it != restore.rend(); ++it) rb.set(it->first, it->second);
+  }
+  return rb.finish();
+}
+
 }  // namespace metagrad

@@ -30,4 +30,19 @@ class Rebuilder {
 // Nodes reachable backwards from the graph's outputs and updates.
 std::vector<char> live_nodes(const Graph& g);
 
+// Per node, the distinct nodes that read it, in node order; with `live`, only live readers count.
+std::vector<std::vector<int>> node_readers(const Graph& g, const std::vector<char>* live = nullptr);
+
+// Per node: whether an output or an update reads it (it stays materialized to the end anyway).
+std::vector<char> pinned_nodes(const Graph& g);
+
+// For rematerialization: a copy of `g` in which, just before each node u, the nodes
+// `again[u].nodes` (in that order, each reading the copies made before it) are made again.
+// `for_every_later_reader`: u and every later reader read the copies; otherwise u alone does.
+struct Recompute {
+  std::vector<int> nodes;
+  bool for_every_later_reader = true;
+};
+Graph rebuild_with_recomputation(const Graph& g, const std::vector<std::vector<Recompute>>& again);
+
 }  // namespace metagrad

@@ -22,18 +22,13 @@ bool elementwise_f32(const Node& n) {
 
 bool rematerialize(Graph& g) {
   const size_t n = g.size();
-  std::vector<std::vector<int>> readers(n);
-  for (const Node& node : g.nodes())
-    for (Value v : node.inputs)
-      if (readers[size_t(v.node)].empty() || readers[size_t(v.node)].back() != node.id)
-        readers[size_t(v.node)].push_back(node.id);
-  std::vector<char> pinned(n, 0);  // outputs and updates stay materialized anyway
-  for (const auto& o : g.outputs()) pinned[size_t(o.value.node)] = 1;
-  for (const auto& u : g.updates()) pinned[size_t(u.value.node)] = 1;
+  const std::vector<std::vector<int>> readers = node_readers(g);
+  const std::vector<char> pinned = pinned_nodes(g);  // outputs and updates stay materialized anyway
   auto last_reader = [&](int id) { return readers[size_t(id)].empty() ? -1 : readers[size_t(id)].back(); };
 
-  // recompute[u] lists the nodes U = u reads through a fresh copy.
-  std::vector<std::vector<int>> recompute(n);
+  // again[u]: the nodes U = u reads through a fresh copy (for u alone), and the nodes made again
+  // before u for every later reader.
+  std::vector<std::vector<Recompute>> again(n);
   bool any = false;
   for (const Node& node : g.nodes()) {
     const auto& rs = readers[size_t(node.id)];
@@ -49,7 +44,7 @@ bool rematerialize(Graph& g) {
         if (!resident && !small && last_reader(p.id) < u.id) operands_alive = false;
       }
       if (!operands_alive) continue;
-      recompute[size_t(u.id)].push_back(node.id);
+      again[size_t(u.id)].push_back({{node.id}, false});
       any = true;
     }
   }
@@ -57,7 +52,7 @@ bool rematerialize(Graph& g) {
   // for instance) is made again once, just before its second reader, and every later reader
   // reads that copy; the original dies at its first reader. Its operands are small, so keeping
   // them alive longer costs little. Elementwise values are left to the rule above.
-  std::vector<std::vector<int>> recompute_from(n);
+  std::vector<size_t> persistent(n, 0);
   for (const Node& node : g.nodes()) {
     const auto& rs = readers[size_t(node.id)];
     if (node.kind != NodeKind::Op || elementwise_f32(node) || node.outputs.size() != 1 || pinned[size_t(node.id)] ||
@@ -70,23 +65,14 @@ bool rematerialize(Graph& g) {
         expanding = false;
     }
     if (!expanding) continue;
-    recompute_from[size_t(rs[1])].push_back(node.id);
+    // Before the copies for the reader alone, in node order: later readers read this copy.
+    auto& at = again[size_t(rs[1])];
+    at.insert(at.begin() + std::ptrdiff_t(persistent[size_t(rs[1])]++), Recompute{{node.id}, true});
     any = true;
   }
   if (!any) return false;
 
-  Rebuilder rb(g);
-  for (const Node& node : g.nodes()) {
-    for (int src : recompute_from[size_t(node.id)]) rb.copy(g.node(src));  // later readers read the copy
-    std::vector<Value> saved;
-    for (int src : recompute[size_t(node.id)]) {
-      saved.push_back(rb.map({src, 0}));
-      rb.copy(g.node(src));  // maps src to the copy while `node` is copied
-    }
-    rb.copy(node);
-    for (size_t k = 0; k < saved.size(); ++k) rb.set({recompute[size_t(node.id)][k], 0}, saved[k]);
-  }
-  g = rb.finish();
+  g = rebuild_with_recomputation(g, again);
   return true;
 }
 

@@ -83,6 +83,7 @@ struct Executable::Impl {
   std::vector<KernelProfile> profile(int n);
 
   Graph graph_;
+  RematReport remat_;  // what fitting the memory budget recomputed
   ParamStore& store_;
   CompileOptions options_;
   dnnl::engine engine_;
@@ -106,7 +107,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
                        const CompileOptions& options)
     : graph_(g), store_(store), options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
   verify(graph_);
-  fit_memory_budget(graph_, fetches, options_);
+  remat_ = fit_memory_budget(graph_, fetches, options_);
   char* const scratch = static_cast<char*>(options_.scratch_arena);
   ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, scratch != nullptr);
   const std::vector<NamedOutput>& wanted = ap.wanted;
@@ -367,6 +368,7 @@ size_t Executable::loop_storage_bytes() const {
 }
 size_t Executable::peak_bytes() const { return arena_bytes() + loop_storage_bytes(); }
 std::vector<LoopReport> Executable::loops() const { return loop_reports(impl_->graph_, impl_->kernel_nodes_); }
+const RematReport& Executable::remat() const { return impl_->remat_; }
 const std::vector<BufferInfo>& Executable::buffers() const { return impl_->buffers_; }
 const Graph& Executable::graph() const { return impl_->graph_; }
 std::vector<KernelProfile> Executable::profile(int n) { return impl_->profile(n); }

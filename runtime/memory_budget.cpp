@@ -1,6 +1,8 @@
 // The memory reducers tried under CompileOptions::memory_budget, and the forced loop policies.
 // One row per reducer, in the order they are tried: the loops' checkpointing first, as it costs
-// one recomputed body step per saved carry; straight-line rematerialization would come after.
+// one recomputed body step per saved carry and reaches what straight-line recomputation cannot
+// (the carries a loop stores); then straight-line rematerialization on what remains, which
+// recomputes values of the enclosing graph cheapest per byte first.
 #include "runtime/memory_budget.h"
 
 #include <fmt/format.h>
@@ -24,7 +26,7 @@ namespace {
 int64_t ceil_sqrt(int64_t n) { return std::max<int64_t>(1, int64_t(std::ceil(std::sqrt(double(n))))); }
 
 // The backward loops under revolve with the most slots (at most `s` each) whose plan fits.
-bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak) {
+bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport&) {
   const std::vector<LoopPair> pairs = checkpointable_loops(g);
   if (pairs.empty()) return false;
   int64_t longest = 0;
@@ -36,8 +38,9 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   };
   int64_t lo = 1, hi = max_revolve_slots(longest);
   Graph best = with_slots(lo);
-  // A checkpointed loop compiles its body twice (reverse step and advance): with few steps of a
-  // large body that costs more than the carries it saves, and storing every carry stays leaner.
+  // A checkpointed loop holds fixed storage a plain one does not (the advance's own copy of the
+  // invariants, the working carry, a slot): with few steps of a large body that costs more than
+  // the carries it saves, and storing every carry stays leaner.
   if (planned_peak(best) >= planned_peak(g)) return false;
   if (planned_peak(best) <= budget) {
     while (lo < hi) {  // the peak grows with the slots: the most slots that fit
@@ -51,11 +54,16 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   return true;
 }
 
+bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport& remat) {
+  return rematerialize_to_budget(g, budget, planned_peak, &remat);
+}
+
 }  // namespace
 
 const std::vector<MemoryReducer>& memory_reducers() {
   static const std::vector<MemoryReducer> table = {
-      {"checkpoint-loops", checkpoint_loops_to_budget},
+      {"checkpoint-loops", checkpoint_loops_to_budget, true},
+      {"rematerialize", rematerialize_values_to_budget, false},
   };
   return table;
 }
@@ -67,7 +75,7 @@ std::string format_bytes(size_t bytes) {
   return fmt::format("{} B", bytes);
 }
 
-void fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options) {
+RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options) {
   using LC = CompileOptions::LoopCheckpoint;
   if (options.loop_checkpoint == LC::every_k || options.loop_checkpoint == LC::revolve) {
     const bool every = options.loop_checkpoint == LC::every_k;
@@ -77,23 +85,27 @@ void fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const 
       return every ? std::min(s, n) : std::min(s, max_revolve_slots(n));
     });
   }
-  if (options.memory_budget == 0) return;
+  RematReport remat;
+  if (options.memory_budget == 0) return remat;
   const bool numerics = options.check_numerics;
   PlannedPeak peak = [&fetches, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics); };
   size_t now = peak(g);
-  if (now <= options.memory_budget) return;
+  if (now <= options.memory_budget) return remat;
   std::string tried;
-  if (options.loop_checkpoint == LC::automatic)
-    for (const MemoryReducer& r : memory_reducers()) {
-      if (!r.reduce(g, options.memory_budget, peak)) continue;
-      tried += fmt::format("{}{}", tried.empty() ? "" : ", ", r.name);
-      now = peak(g);
-      if (now <= options.memory_budget) return;
-    }
+  // A forced loop policy is the caller's choice: the loops are not re-planned, but the
+  // straight-line graph around them may still be rematerialized.
+  for (const MemoryReducer& r : memory_reducers()) {
+    if (options.loop_checkpoint != LC::automatic && r.plans_loops) continue;
+    const bool changed = r.reduce(g, options.memory_budget, peak, remat);
+    tried += fmt::format("{}{}{}", tried.empty() ? "" : ", ", r.name, changed ? "" : " (no change)");
+    if (!changed) continue;
+    now = peak(g);  // each reducer keeps its leanest form, so this is the smallest peak reached
+    if (now <= options.memory_budget) return remat;
+  }
   throw Error(fmt::format("memory budget {} ({} bytes) is below the smallest plan found, {} ({} bytes{}{}); "
                           "give a budget of at least {} bytes",
                           format_bytes(options.memory_budget), options.memory_budget, format_bytes(now), now,
-                          tried.empty() ? "" : ", after ", tried, now));
+                          tried.empty() ? "" : ", after trying ", tried, now));
 }
 
 }  // namespace metagrad

@@ -8,22 +8,24 @@
 
 #include "metagrad/executable.h"
 #include "metagrad/graph.h"
+#include "passes/rematerialize_to_budget.h"
 
 namespace metagrad {
 
-using PlannedPeak = std::function<size_t(const Graph&)>;
-
 // A reducer rewrites `g` towards `budget` (least recomputation that fits, or, when nothing it can
-// do fits, its leanest form) and returns whether it changed `g`.
+// do fits, its leanest form) and returns whether it changed `g`; what it recomputed goes into
+// `remat` when it recomputes straight-line values.
 struct MemoryReducer {
   const char* name;
-  bool (*reduce)(Graph& g, size_t budget, const PlannedPeak& planned_peak);
+  bool (*reduce)(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport& remat);
+  bool plans_loops;  // chooses the loops' checkpointing: skipped when loop_checkpoint forces a policy
 };
 const std::vector<MemoryReducer>& memory_reducers();
 
 // Applies a forced loop_checkpoint policy, then, with a budget over the planned peak, the
-// reducers in table order. Throws Error naming the smallest budget reached when none fits.
-void fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options);
+// reducers in table order, the planned peak recomputed after each. Throws Error naming every
+// reducer tried and the smallest peak reached when none fits. Returns what was rematerialized.
+RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options);
 
 // The revolve slots of one loop that the budget search may give it: the schedule's dynamic
 // program costs length^2 * slots at compile time, so long loops get fewer.

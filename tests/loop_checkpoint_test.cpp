@@ -330,7 +330,14 @@ TEST(LoopCheckpoint, BudgetPicksTheLeastRecomputationThatFits) {
     msg = e.what();
   }
   ASSERT_NE(msg.find("give a budget of at least "), std::string::npos) << msg;
-  EXPECT_EQ(std::stoull(msg.substr(msg.find("at least ") + 9)), least);
+  // Rematerialization runs after the loops' checkpointing and may go lower still.
+  const size_t named = std::stoull(msg.substr(msg.find("at least ") + 9));
+  EXPECT_LE(named, least);
+  CompileOptions smallest;
+  smallest.memory_budget = named;
+  ParamStore s3;
+  Executable at_named(g, s3, {}, smallest);
+  EXPECT_LE(at_named.peak_bytes(), named);
   CompileOptions enough;
   enough.memory_budget = least;
   ParamStore s2;

@@ -104,6 +104,7 @@ struct CompileStats {
   size_t arena_bytes = 0, naive_bytes = 0, workspace_bytes = 0;
   size_t loop_storage_bytes = 0;   // beside the arena: the loop kernels' own (Executable::loop_storage_bytes)
   std::vector<LoopReport> loops;   // the backward loops' checkpointing (Executable::loops)
+  RematReport remat;               // what the memory budget recomputed (Executable::remat)
   double pass_seconds = 0;
   double compile_seconds = 0;      // building the executable (kernels, plans, the memory budget's search)
 };

@@ -81,6 +81,13 @@ struct LoopReport {
   double recompute_factor = 1;  // (length + recomputed) / length: forward body runs per step
 };
 
+// What rematerialization under memory_budget recomputed (zero when it did not run).
+struct RematReport {
+  int64_t values = 0;      // values dropped after a read and made again before a later one
+  int64_t nodes = 0;       // nodes run again for them (each value and the chain it is made from)
+  double extra_flops = 0;  // their estimated cost (passes/rematerialize_to_budget.cpp's cost table)
+};
+
 // For trainers' divergence messages when the guard was off.
 inline constexpr const char* kCheckNumericsHint =
     "run again with --check-numerics to name the first kernel that produced a NaN or Inf";
@@ -122,6 +129,8 @@ class Executable {
   size_t peak_bytes() const;
   // The backward loops (scans whose forward carries they read), in graph order.
   std::vector<LoopReport> loops() const;
+  // What the memory budget's rematerialization recomputed.
+  const RematReport& remat() const;
   const std::vector<BufferInfo>& buffers() const;
   const Graph& graph() const;
   // Runs `n` times, timing each kernel.

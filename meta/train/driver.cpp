@@ -56,6 +56,7 @@ void record_executable(CompileStats& s, const Executable& exe) {
   s.workspace_bytes = exe.workspace_bytes();
   s.loop_storage_bytes = exe.loop_storage_bytes();
   s.loops = exe.loops();
+  s.remat = exe.remat();
 }
 
 std::string metrics_str(const std::vector<std::string>& names, const std::vector<double>& values) {

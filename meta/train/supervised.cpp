@@ -196,6 +196,7 @@ SupervisedResult run_training(const std::function<Graph(const GradientCombiner&)
   res.ms_per_iter = t.ms_per_iter;
   res.ms_per_run = t.ms_per_run;
   res.cpu_ms_per_iter = t.cpu_ms_per_iter;
+  res.compile = t.compile;
   return res;
 }
 

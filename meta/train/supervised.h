@@ -68,6 +68,7 @@ struct SupervisedResult {
   std::vector<double> loss_curve;  // mean training loss per window of curve_window steps
   int64_t curve_window = 0;        // curve_every, shortened so that each epoch gives at least 5 points
   int64_t hd_guard_cuts = 0;       // HD optimizers with hd_guard: steps on which the guard cut the rate
+  CompileStats compile;            // the training step's executable (kernels, peak, what the budget recomputed)
 };
 
 // Mean cross-entropy and accuracy of the classifier whose weights are in `store`.

@@ -83,8 +83,8 @@ size_t parse_bytes(const std::string& text) {
 void add_memory_flags(CLI::App* cmd, CompileOptions& o) {
   cmd->add_option_function<std::string>(
          "--memory-budget", [&o](const std::string& v) { o.memory_budget = parse_bytes(v); },
-         "BYTES (K/M/G suffixes): the compiled plan's peak must fit; backward loops are checkpointed to fit, "
-         "or compilation fails naming the smallest budget that would work")
+         "BYTES (K/M/G suffixes): the compiled plan's peak must fit; backward loops are checkpointed and values "
+         "recomputed to fit, or compilation fails naming the smallest budget that would work")
       ->check(CLI::Validator(
           [](std::string& v) {
             try {
@@ -129,7 +129,8 @@ nlohmann::json compile_json(const CompileStats& c) {
   return {{"nodes_raw", c.nodes_raw},     {"nodes_optimized", c.nodes_optimized}, {"kernels", c.kernels},
           {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes},
           {"loop_storage_bytes", c.loop_storage_bytes}, {"planned_peak_bytes", c.arena_bytes + c.loop_storage_bytes},
-          {"compile_seconds", c.compile_seconds}, {"loops", loops}};
+          {"compile_seconds", c.compile_seconds}, {"loops", loops},
+          {"remat", {{"values", c.remat.values}, {"nodes", c.remat.nodes}, {"extra_flops", c.remat.extra_flops}}}};
 }
 
 void write_summary(const CommonFlags& f, const nlohmann::json& summary) {

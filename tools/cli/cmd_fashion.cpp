@@ -99,7 +99,8 @@ nlohmann::json result_json(const SupervisedResult& r) {
           {"epochs", epochs},
           {"hd_guard_cuts", r.hd_guard_cuts},
           {"loss_curve", r.loss_curve},
-          {"curve_window", r.curve_window}};
+          {"curve_window", r.curve_window},
+          {"compile", compile_json(r.compile)}};
 }
 
 int run_fashion(TrainFlags& f) {

@@ -104,6 +104,7 @@ int run_inspect(const InspectOptions& o) {
   j["memory_budget"] = o.compile.memory_budget;
   j["compile_seconds"] = compile_seconds;
   j["optimize_seconds"] = optimize_seconds;
+  j["remat"] = {{"values", exe.remat().values}, {"nodes", exe.remat().nodes}, {"extra_flops", exe.remat().extra_flops}};
   j["loops"] = nlohmann::json::array();
   for (const LoopReport& r : exe.loops())
     j["loops"].push_back({{"node", r.node}, {"length", r.length}, {"policy", r.policy}, {"slots", r.slots},
@@ -118,6 +119,9 @@ int run_inspect(const InspectOptions& o) {
                            exe.peak_bytes() / 1024.0, exe.loop_storage_bytes() / 1024.0,
                            o.compile.memory_budget ? fmt::format(", budget {:.1f} KiB", o.compile.memory_budget / 1024.0) : "",
                            optimize_seconds, compile_seconds);
+  if (exe.remat().values > 0)
+    std::cout << fmt::format("rematerialized: {} values ({} nodes run again, {:.3g} extra FLOPs)\n", exe.remat().values,
+                             exe.remat().nodes, exe.remat().extra_flops);
   for (const LoopReport& r : exe.loops())
     std::cout << fmt::format("loop {}: {} steps, {}, {} slots, {} steps recomputed (factor {:.2f})\n", r.node, r.length,
                              r.policy, r.slots, r.recomputed, r.recompute_factor);
