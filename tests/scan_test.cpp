@@ -197,6 +197,28 @@ TEST(Scan, PermutedCarriesDoNotOverwriteEachOther) {
   EXPECT_EQ(std::vector<float>(exe.fetch(2).begin(), exe.fetch(2).end()), (std::vector<float>{1, 2, 10, 20, 2, 3}));
 }
 
+TEST(Scan, DerivativeReadsPassedThroughCarriesItSaved) {
+  // Carry 0 is the body's input c[1] passed through unchanged: the derivative's saved carries
+  // include it, and the backward body reads them (d tanh(c0 c1), d c0^2), so a stale copy shows.
+  Graph g;
+  Tensor a = input(g, "a", {2}), b = input(g, "b", {2});
+  ScanResult s = scan(4, {a, b}, {}, {}, [](const auto& c, const auto&, const auto&) {
+    return ScanStep{{c[1], tanh(c[0] * c[1])}, {c[0] * c[0]}};
+  });
+  Tensor loss = sum(s.carries[0] * s.carries[1]) + sum(s.ys[0]);
+  std::vector<Tensor> d = grad(loss, {a, b});
+  g.add_output("da", d[0].value());
+  g.add_output("db", d[1].value());
+  RefValues f{{"a", random_ref({2}, 1)}, {"b", random_ref({2}, 2)}};
+  auto ref = reference_eval(g, {g.output("da"), g.output("db")}, f);
+  ParamStore store;
+  Executable exe(g, store);
+  std::vector<float> av = testing::to_f32(f["a"]), bv = testing::to_f32(f["b"]);
+  exe.run({Feed::f32("a", {2}, av), Feed::f32("b", {2}, bv)});
+  for (size_t o = 0; o < 2; ++o)
+    for (size_t e = 0; e < 2; ++e) EXPECT_NEAR(exe.fetch(o)[e], ref[o].data[e], 1e-5) << "output " << o << " element " << e;
+}
+
 TEST(Scan, GradientsEqualTheUnrolledGraphs) {
   const int64_t T = 4;
   Rnn loop = build_rnn(T, true), unrolled = build_rnn(T, false);
