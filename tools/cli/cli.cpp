@@ -35,7 +35,7 @@ CLI::Validator at_least(double lo, bool strict) {
           return fmt::format("expected {}, got '{}'", want, s);
         return {};
       },
-      strict ? "POSITIVE" : "NON-NEGATIVE");
+      lo != 0 ? fmt::format("{}-{}", strict ? "ABOVE" : "AT-LEAST", lo) : strict ? "POSITIVE" : "NON-NEGATIVE");
 }
 const CLI::Validator kPositive = at_least(0, true), kNonNegative = at_least(0, false);
 
