@@ -229,7 +229,9 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
       if (!wants(method)) continue;
       auto t = std::chrono::steady_clock::now();
       const int64_t fit_per_class = std::max<int64_t>(1, cfg.target_samples * 4 / 5);
-      auto [fit, val] = sample_per_class(labelled, target_classes, fit_per_class, seed + 7);
+      // Named references, not a structured binding: clang 14 cannot capture bindings in lambdas.
+      const std::pair<ImageSet, ImageSet> split = sample_per_class(labelled, target_classes, fit_per_class, seed + 7);
+      const ImageSet &fit = split.first, &val = split.second;
       SearchSpace space{int64_t(body.size()), search_choices(), body};
       BatchScoreFn score = [&](const std::vector<Assignment>& batch) {
         return score_across_ranks(cfg.group, batch.size(), 1, [&](size_t i) {
