@@ -41,8 +41,9 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   // A checkpointed loop holds fixed storage a plain one does not (the advance's own copy of the
   // invariants, the working carry, a slot): with few steps of a large body that costs more than
   // the carries it saves, and storing every carry stays leaner.
-  if (planned_peak(best) >= planned_peak(g)) return false;
-  if (planned_peak(best) <= budget) {
+  const size_t leanest = planned_peak(best);  // planning a graph is costly: once per candidate
+  if (leanest >= planned_peak(g)) return false;
+  if (leanest <= budget) {
     while (lo < hi) {  // the peak grows with the slots: the most slots that fit
       const int64_t mid = (lo + hi + 1) / 2;
       Graph c = with_slots(mid);
