@@ -63,54 +63,76 @@ std::string bytes_of(const std::string& p) {
   return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
+// Starts a resumed run with its stderr on a pipe and blocks until it reports its first save. Returns
+// the seconds from the start to that report, or -1 (with what it printed in `err`) if the run ended
+// without one. `*read_fd` stays open for the caller to close after the kill.
+double start_and_await_first_save(const std::string& args, pid_t* pid, int* read_fd, std::string* err) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
+  const auto t0 = Clock::now();
+  *pid = spawn(args, fds[1]);
+  ::close(fds[1]);
+  *read_fd = fds[0];
+  char buf[4096];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) {
+    err->append(buf, size_t(n));
+    if (err->find("saved ") != std::string::npos) return std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  return -1;
+}
+
 TEST(CheckpointKill, SigkillDuringSaveNeverLosesTheLastCheckpoint) {
   const std::string dir = ::testing::TempDir() + "metagrad_kill_" + std::to_string(::getpid());
   fs::create_directories(dir);
   const std::string ckpt = dir + "/ckpt", straight = dir + "/straight";
   const std::string common = "bench omniglot --algo maml --filters 32 --meta-batch 1 --eval-episodes 1 --threads 1 --data " METAGRAD_SOURCE_DIR "/data/omniglot";
   ASSERT_EQ(testing::run(common + " --quiet --iters 1 --save " + ckpt).status, 0);
-  // Three meta-iterations per run, a checkpoint after each (--save-every 1): three saves to land in.
-  const std::string resume = common + " --quiet --iters 3 --save-every 1 --load " + ckpt + " --save " + ckpt;
+  // Three meta-iterations per run, a checkpoint after each (--save-every 1). Not --quiet: the run
+  // reports each save on stderr, and every kill is timed from the run's own first report, so the
+  // start-up time (which swings by seconds on a loaded machine) does not move the kills.
+  const std::string resume = common + " --iters 3 --save-every 1 --load " + ckpt + " --save " + ckpt;
 
-  // Calibration: when, after the start, does a resumed run report its save ("saved ..." on stderr)?
-  int fds[2];
-  ASSERT_EQ(::pipe(fds), 0);
-  const auto c0 = Clock::now();
-  const pid_t cal = spawn(common + " --iters 3 --save-every 1 --load " + ckpt + " --save " + ckpt, fds[1]);
-  ::close(fds[1]);
+  // Calibration: how long does a resumed run go on after its first save report (two more
+  // meta-iterations and saves)?
+  pid_t cal = -1;
+  int cal_fd = -1;
   std::string err;
-  double saved_at = -1;
+  const auto c0 = Clock::now();
+  const double saved_at = start_and_await_first_save(resume, &cal, &cal_fd, &err);
   char buf[4096];
-  for (ssize_t n; (n = ::read(fds[0], buf, sizeof buf)) > 0;) {
-    err.append(buf, size_t(n));
-    if (saved_at < 0 && err.find("saved ") != std::string::npos)
-      saved_at = std::chrono::duration<double>(Clock::now() - c0).count();
-  }
-  ::close(fds[0]);
+  for (ssize_t n; (n = ::read(cal_fd, buf, sizeof buf)) > 0;) err.append(buf, size_t(n));
+  ::close(cal_fd);
   ASSERT_EQ(wait_for(cal), 0) << err;
   ASSERT_GT(saved_at, 0) << err;
+  const double tail = std::chrono::duration<double>(Clock::now() - c0).count() - saved_at;
   int64_t state = 4;  // meta-iterations the checkpoint holds (its Adam step counter)
 
   const FewShotConfig model = parse_model_description(bytes_of(ckpt + ".json"), ckpt + ".json");
   const Graph step = build_fewshot_step(model);
   std::mt19937_64 rng(12345);
-  // From just before the first save's report to past the last save. A run that ends before its
-  // kill (the machine got faster than at calibration) lowers the window's end below its own length,
-  // so the test reaches its kills whatever the load.
-  const double lo = std::max(0.0, saved_at - 0.08);
-  double hi = saved_at + 0.25;
+  // Kills land between the first save report and the end of the run: in the meta-iterations and in
+  // the second and third saves, each of which overwrites a checkpoint that must survive. A run that
+  // ends before its kill (the machine got faster than at calibration) lowers the window's end below
+  // its own length, so the test reaches its kills whatever the load.
+  double hi = tail;
   const int kKills = 100, kMaxAttempts = 400;
   int attempts = 0, killed = 0, lost = 0, killed_mid_write = 0;
   const int64_t start_state = state;
   for (int a = 0; killed < kKills && a < kMaxAttempts; ++a) {
     ++attempts;
+    pid_t pid = -1;
+    int fd = -1;
+    std::string run_err;
+    const double first_save = start_and_await_first_save(resume, &pid, &fd, &run_err);
     const auto t0 = Clock::now();
-    const pid_t pid = spawn(resume);
-    std::this_thread::sleep_for(std::chrono::duration<double>(std::uniform_real_distribution<double>(lo, hi)(rng)));
+    if (first_save > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(std::uniform_real_distribution<double>(0.0, hi)(rng)));
     ::kill(pid, SIGKILL);
+    ::close(fd);
     const int st = wait_for(pid);
+    ASSERT_GT(first_save, 0) << "attempt " << a << ": the run ended without a save\n" << run_err;
     if (WIFSIGNALED(st)) ++killed;
-    else hi = std::max(lo + 0.01, std::min(hi, 0.9 * std::chrono::duration<double>(Clock::now() - t0).count()));
+    else hi = std::max(0.01, std::min(hi, 0.9 * std::chrono::duration<double>(Clock::now() - t0).count()));
     if (fs::exists(ckpt + ".tmp")) ++killed_mid_write;  // killed inside the write, before the rename
     try {
       ParamStore store;
@@ -128,7 +150,8 @@ TEST(CheckpointKill, SigkillDuringSaveNeverLosesTheLastCheckpoint) {
   }
   std::cout << "[ kill test ] " << attempts << " runs, " << killed << " killed (" << killed_mid_write
             << " inside the checkpoint write), " << state - start_state << " saved meta-iterations, " << lost
-            << " checkpoints lost; save reported " << saved_at << " s after the start\n";
+            << " checkpoints lost; first save reported " << saved_at << " s after the start, the run ended "
+            << tail << " s later\n";
   EXPECT_EQ(lost, 0);
   EXPECT_GE(killed, kKills) << "the runs must really be killed, " << kKills << " times";
 
