@@ -12,8 +12,13 @@ memory and step time, not learning. In the PyTorch part both sides run as child 
 a baseline child of each (PyTorch: `import torch` only; metagrad: the same command with `--help`)
 is subtracted for the working memory. --parts picks the parts (compile, budget, torch).
 
-  python3 bench/loop_figures.py [--cli build/metagrad] [--iters 5] [--parts compile,budget,torch]
-      [--torch-python /usr/bin/python3] [--torch-iters 3]
+--cli may be given twice or more (e.g. a build of main, then this tree's): the budget part then
+runs every row with each build in turn, one after the other, so that their step times are
+measured side by side under the same load (each build's ratio is against its own store-all);
+the compile and torch parts use the first.
+
+  python3 bench/loop_figures.py [--cli build/metagrad [--cli other/metagrad]] [--iters 5]
+      [--parts compile,budget,torch] [--torch-python /usr/bin/python3] [--torch-iters 3]
 """
 import argparse
 import json
@@ -77,7 +82,7 @@ def torch_part(a):
     print("\n## conv-MAML, %d inner steps, side by side with PyTorch (2 threads each, child processes)\n" % n)
     # Baselines: what each process holds before its work (interpreter and libraries; binary and libraries).
     _, _, torch_base = run_child([a.torch_python, "-c", "import torch"])
-    _, _, mg_base = run_child([a.cli, "bench", "conv-maml", "--help"])
+    _, _, mg_base = run_child([a.cli[0], "bench", "conv-maml", "--help"])
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         path = f.name
     status, err, torch_rss = run_child([a.torch_python, script, "--torch-only", "--inner-steps", str(n), "--iters",
@@ -89,11 +94,11 @@ def torch_part(a):
         t = json.load(f)
     os.unlink(path)
     common = ["conv-maml", "--synthetic", "--inner-steps", str(n), "--inner-loop", "scan", "--threads", "2"]
-    runs = [("metagrad, no budget", bench_rss(a.cli, common, a.torch_iters + 1))]
-    least = smallest_budget(a.cli, common)
+    runs = [("metagrad, no budget", bench_rss(a.cli[0], common, a.torch_iters + 1))]
+    least = smallest_budget(a.cli[0], common)
     if least is not None:
         runs.append(("metagrad, budget %s MiB (smallest)" % mib(least),
-                     bench_rss(a.cli, common + ["--memory-budget", str(least)], a.torch_iters + 1)))
+                     bench_rss(a.cli[0], common + ["--memory-budget", str(least)], a.torch_iters + 1)))
     print("| run | ms/iter | peak RSS MiB | working MiB (RSS - baseline) | vs PyTorch time | vs PyTorch working memory | plan |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     tw = torch_rss - torch_base
@@ -125,12 +130,13 @@ def mib(b):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cli", default="build/metagrad")
+    ap.add_argument("--cli", action="append", help="a metagrad binary (default build/metagrad); give more to compare builds")
     ap.add_argument("--iters", type=int, default=5, help="meta-iterations per run (step time is their mean)")
     ap.add_argument("--parts", default="compile,budget,torch", help="comma-separated: compile, budget, torch")
     ap.add_argument("--torch-python", default="/usr/bin/python3", help="a Python with torch, for the torch part")
     ap.add_argument("--torch-iters", type=int, default=3, help="timed meta-iterations of each side in the torch part")
     a = ap.parse_args()
+    a.cli = a.cli or ["build/metagrad"]
     parts = set(a.parts.split(","))
     if parts - {"compile", "budget", "torch"}:
         ap.error("unknown part in --parts %s (compile, budget, torch)" % a.parts)
@@ -159,7 +165,7 @@ def compile_part(a, workloads):
                 if form == "unrolled" and ((name == "sinusoid" and n > 100) or (name == "conv-maml" and n > 10)):
                     cells.append(None)
                     continue
-                j = bench(a.cli, base + ["--inner-steps", str(n), "--inner-loop", form], 1)
+                j = bench(a.cli[0], base + ["--inner-steps", str(n), "--inner-loop", form], 1)
                 cells.append(None if "error" in j else compile_row(j))
             fmt = lambda c, i: "-" if c is None else ("%d" % c[i] if i == 0 else "%.2f" % c[i])
             print("| %s | %d | %s | %s | %s | %s |" % (name, n, fmt(cells[0], 0), fmt(cells[1], 0), fmt(cells[0], 1), fmt(cells[1], 1)))
@@ -169,30 +175,46 @@ def compile_part(a, workloads):
 
 def budget_part(a):
     print("\n## Peak memory and step time under a memory budget (inner loop as scan)\n")
-    print("| workload | inner steps | budget | policy (slots, recompute factor) | planned peak MiB | ms/step | vs store-all |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    many = len(a.cli) > 1
+    head = "| workload | inner steps | budget | policy (slots, recompute factor) | planned peak MiB | ms/step | vs store-all |"
+    print(("| build " if many else "") + head)
+    print("| --- " * (8 if many else 7) + "|")
     for name, base, n in [("sinusoid", ["sinusoid"], 100), ("conv-maml", ["conv-maml", "--synthetic"], 10)]:
         common = base + ["--inner-steps", str(n), "--inner-loop", "scan"]
-        full = bench(a.cli, common + ["--loop-checkpoint", "all"], a.iters)
-        if "error" in full:
-            print("| %s | %d | - | store-all failed: %s | | | |" % (name, n, full["error"]))
+        # The budgets are store-all's peak of the first build; every build runs the same budgets.
+        base_ms, peak = {}, None
+        for cli in a.cli:
+            cell = ("| %s " % cli) if many else ""
+            full = bench(cli, common + ["--loop-checkpoint", "all"], a.iters)
+            if "error" in full:
+                print("%s| %s | %d | - | store-all failed: %s | | | |" % (cell, name, n, full["error"]))
+                continue
+            peak = peak or full["result"]["planned_peak_bytes"]
+            base_ms[cli] = full["timing"]["ms_per_iter"]
+            print("%s| %s | %d | store-all | store-all (%d, 1.00) | %s | %.1f | 1.00x |" % (
+                cell, name, n, n, mib(full["result"]["planned_peak_bytes"]), base_ms[cli]))
+            sys.stdout.flush()
+        if peak is None:
             continue
-        peak = full["result"]["planned_peak_bytes"]
-        base_ms = full["timing"]["ms_per_iter"]
         runs = [("1 (%s MiB)" % mib(peak), ["--memory-budget", str(peak)])]
         runs += [("1/%d (%s MiB)" % (d, mib(peak // d)), ["--memory-budget", str(peak // d)]) for d in (4, 16)]
         runs += [("every-k, k = sqrt(n)", ["--loop-checkpoint", "every-k"])]
         for label, extra in runs:
-            j = bench(a.cli, common + extra, a.iters)
-            if "error" in j:
-                print("| %s | %d | %s | does not fit: %s | | | |" % (name, n, label, j["error"]))
-                continue
-            r = j["result"]
-            loops = r.get("loops", [])
-            pol = ", ".join(sorted({"%s (%d, %.2f)" % (l["policy"], l["slots"], l["recompute_factor"]) for l in loops})) or "none"
-            ms = j["timing"]["ms_per_iter"]
-            print("| %s | %d | %s | %s | %s | %.1f | %.2fx |" % (name, n, label, pol, mib(r["planned_peak_bytes"]), ms, ms / base_ms))
-            sys.stdout.flush()
+            for cli in a.cli:
+                if cli not in base_ms:
+                    continue
+                cell = ("| %s " % cli) if many else ""
+                j = bench(cli, common + extra, a.iters)
+                if "error" in j:
+                    print("%s| %s | %d | %s | does not fit: %s | | | |" % (cell, name, n, label, j["error"]))
+                    continue
+                r = j["result"]
+                loops = r.get("loops", [])
+                pol = ", ".join(sorted({"%s (%d, %.2f)" % (l["policy"], l["slots"], l["recompute_factor"]) for l in loops})) or "none"
+                ms = j["timing"]["ms_per_iter"]
+                print("%s| %s | %d | %s | %s | %s | %.1f | %.2fx |" % (
+                    cell, name, n, label, pol, mib(r["planned_peak_bytes"]), ms, ms / base_ms[cli]))
+                sys.stdout.flush()
 
 
 if __name__ == "__main__":

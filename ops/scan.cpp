@@ -23,6 +23,7 @@ ScanSig scan_sig(const Attrs& a, size_t num_inputs, const Graph& body) {
   s.nx = size_t(attr_int(a, "num_xs"));
   s.reverse = attr_int(a, "reverse") != 0;
   s.save = attr_int(a, "save_carries") != 0;
+  s.save_every = attr_int(a, "save_every");
   s.checkpoint = attr_int(a, "checkpoint");
   s.slots = attr_int(a, "slots");
   s.na = size_t(std::max<int64_t>(0, attr_int(a, "num_advance")));
@@ -30,6 +31,8 @@ ScanSig scan_sig(const Attrs& a, size_t num_inputs, const Graph& body) {
   if (attr_int(a, "num_carry") < 0 || attr_int(a, "num_xs") < 0 || s.nc + s.nx > num_inputs)
     throw ShapeError(fmt::format("scan: num_carry {} and num_xs {} do not fit {} inputs", s.nc, s.nx, num_inputs));
   s.nk = num_inputs - s.nc - s.nx;
+  if (s.save_every < 1 || (s.save_every > 1 && !s.save))
+    throw ShapeError(fmt::format("scan: save_every {} needs save_carries and must be at least 1", s.save_every));
   if (s.na > s.nx || (s.na > 0) != (s.checkpoint == 1 || s.checkpoint == 2) || (s.na > 0 && s.slots < 1))
     throw ShapeError(fmt::format("scan: checkpoint {} with {} slots and num_advance {} (of {} slices) is not a checkpointed loop",
                                  s.checkpoint, s.slots, s.na, s.nx));
@@ -42,7 +45,25 @@ ScanSig scan_sig(const Attrs& a, size_t num_inputs, const Graph& body) {
   return s;
 }
 
+int64_t scan_saved_rows(int64_t length, int64_t every) { return (length + every - 1) / every; }
+
+// Row order is the store-all output's (loop index t); the kept iterations are the segment starts
+// in the order the loop runs them (j = 0, k, 2k, ...), which for a reverse loop are t = length-1-j.
+int64_t scan_saved_row(const ScanSig& s, int64_t t) {
+  const int64_t j = s.reverse ? s.length - 1 - t : t;
+  if (j % s.save_every != 0) return -1;
+  return s.reverse ? scan_saved_rows(s.length, s.save_every) - 1 - j / s.save_every : j / s.save_every;
+}
+
+int64_t scan_checkpoint_row(const ScanSig& s, int64_t seg) {
+  return s.reverse ? seg : scan_saved_rows(s.length, s.slots) - 1 - seg;
+}
+
 namespace {
+
+// The leading dimension of a checkpointed loop's advance slices (every-k: the forward's segment
+// starts), or 0 when they are unstacked (revolve: the forward's initial carries).
+int64_t checkpoint_rows(const ScanSig& s) { return s.checkpoint == 1 ? scan_saved_rows(s.length, s.slots) : 0; }
 
 std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attrs& a, const Graph& body) {
   ScanSig s = scan_sig(a, in.size(), body);
@@ -56,10 +77,11 @@ std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attr
   for (size_t i = 0; i < in.size(); ++i) {
     TensorType want = in[i];
     const char* what = i < s.nc ? "carry" : i < s.nc + s.nx ? "slice" : "invariant";
-    if (i >= s.nc + s.na && i < s.nc + s.nx) {
-      if (want.shape.empty() || want.shape[0] != s.length)
-        throw ShapeError(fmt::format("scan: stacked input {} is {}, its leading dimension must be the length {}", i - s.nc,
-                                     type_str(want), s.length));
+    const int64_t rows = i >= s.nc + s.na ? s.length : checkpoint_rows(s);
+    if (i >= s.nc && i < s.nc + s.nx && rows > 0) {
+      if (want.shape.empty() || want.shape[0] != rows)
+        throw ShapeError(fmt::format("scan: stacked input {} is {}, its leading dimension must be {} {}", i - s.nc,
+                                     type_str(want), i >= s.nc + s.na ? "the length" : "the checkpoint count", rows));
       want.shape.erase(want.shape.begin());
     }
     const TensorType& got = body.node(s.body_inputs[i]).type();
@@ -69,9 +91,10 @@ std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attr
   }
   for (size_t k = 0; k < s.na; ++k) {
     const TensorType& got = body.type(body.outputs()[s.nc + s.ny + k].value);
-    if (got != in[s.nc + k])
+    const TensorType& carry = body.node(s.body_inputs[s.nc + k]).type();
+    if (got != carry)
       throw ShapeError(fmt::format("scan: advance output {} is {}, but the carry it recomputes is {}", k, type_str(got),
-                                   type_str(in[s.nc + k])));
+                                   type_str(carry)));
   }
   std::vector<TensorType> out;
   for (size_t i = 0; i < s.nc; ++i) {
@@ -89,7 +112,7 @@ std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attr
   if (s.save)
     for (size_t i = 0; i < s.nc; ++i) {
       TensorType t = in[i];
-      t.shape.insert(t.shape.begin(), s.length);
+      t.shape.insert(t.shape.begin(), scan_saved_rows(s.length, s.save_every));
       out.push_back(t);
     }
   return out;
@@ -111,15 +134,32 @@ void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std:
     x.data.assign(in[i]->data.begin() + ptrdiff_t(size_t(t) * m), in[i]->data.begin() + ptrdiff_t(size_t(t + 1) * m));
   };
   // A checkpointed loop: the forward carries it reads, every one of them (the reference need not
-  // save memory), by the advance outputs from the initial carries; forward step j is at t = j
-  // when this loop runs in reverse.
+  // save memory), by the advance outputs from its checkpoints (every-k: each segment from its
+  // saved start; revolve: all from the initial carries); forward step j is at t = j when this
+  // loop runs in reverse, and the forward ran the other way.
   std::vector<std::vector<RefTensor>> states;
   if (s.na > 0) {
     std::vector<Value> adv;
     for (size_t k = 0; k < s.na; ++k) adv.push_back(body.outputs()[s.nc + s.ny + k].value);
-    std::vector<RefTensor> cur;
-    for (size_t k = 0; k < s.na; ++k) cur.push_back(*in[s.nc + k]);
+    const int64_t rows = checkpoint_rows(s);
+    auto checkpoint = [&](int64_t seg) {
+      std::vector<RefTensor> c;
+      for (size_t k = 0; k < s.na; ++k) {
+        if (rows == 0) {
+          c.push_back(*in[s.nc + k]);
+          continue;
+        }
+        RefTensor r;
+        r.shape = body.node(s.body_inputs[s.nc + k]).type().shape;
+        const size_t m = size_t(num_elements(r.shape)), row = size_t(scan_checkpoint_row(s, seg));
+        r.data.assign(in[s.nc + k]->data.begin() + ptrdiff_t(row * m), in[s.nc + k]->data.begin() + ptrdiff_t((row + 1) * m));
+        c.push_back(std::move(r));
+      }
+      return c;
+    };
+    std::vector<RefTensor> cur = checkpoint(0);
     for (int64_t j = 0; j < s.length; ++j) {
+      if (rows > 0 && j > 0 && j % s.slots == 0) cur = checkpoint(j / s.slots);
       states.push_back(cur);
       if (j + 1 == s.length) break;
       const int64_t t = s.reverse ? j : s.length - 1 - j;
@@ -134,10 +174,11 @@ void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std:
     for (size_t i = s.nc + s.na; i < s.nc + s.nx; ++i) {
       slice(i, t);
     }
-    if (s.save)
+    const int64_t row = s.save ? scan_saved_row(s, t) : -1;
+    if (row >= 0)
       for (size_t i = 0; i < s.nc; ++i) {
         const auto& c = feeds[body.node(s.body_inputs[i]).name].data;
-        std::copy(c.begin(), c.end(), out[s.nc + s.ny + i].data.begin() + ptrdiff_t(size_t(t) * c.size()));
+        std::copy(c.begin(), c.end(), out[s.nc + s.ny + i].data.begin() + ptrdiff_t(size_t(row) * c.size()));
       }
     std::vector<RefTensor> r = reference_eval(body, fetch, feeds);
     for (size_t k = 0; k < s.ny; ++k) {
@@ -222,6 +263,7 @@ void register_scan_ops(OpRegistry& r) {
                {"num_xs", AttrKind::Int, int64_t(0)},
                {"reverse", AttrKind::Int, int64_t(0)},
                {"save_carries", AttrKind::Int, int64_t(0)},
+               {"save_every", AttrKind::Int, int64_t(1)},
                {"checkpoint", AttrKind::Int, int64_t(0)},
                {"slots", AttrKind::Int, int64_t(0)},
                {"num_advance", AttrKind::Int, int64_t(0)}};
@@ -241,7 +283,13 @@ void register_scan_ops(OpRegistry& r) {
   two.attrs = {{"length", int64_t(3)}, {"num_carry", int64_t(2)}, {"num_xs", int64_t(1)}, {"reverse", int64_t(1)},
                {"save_carries", int64_t(1)}};
   two.lo = -1.0, two.hi = 1.0, two.body = test_body(r, true), two.note = "two carries, reverse, saved carries";
-  def.tests = {one, two};
+  OpTestCase every = one;
+  every.inputs = {{DType::f32, {3}}, {DType::f32, {5, 3}}, {DType::f32, {3}}};
+  every.attrs = {{"length", int64_t(5)}, {"num_carry", int64_t(1)}, {"num_xs", int64_t(1)}, {"reverse", int64_t(1)},
+                 {"save_carries", int64_t(1)}, {"save_every", int64_t(2)}};
+  every.differentiable = {false, false, false};  // made at compile time, after autodiff (scan_grad refuses it)
+  every.note = "one carry, reverse, every 2nd carry saved";
+  def.tests = {one, two, every};
   r.add(std::move(def));
 }
 

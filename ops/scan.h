@@ -14,21 +14,36 @@ namespace metagrad {
 // A scan node's signature: inputs are [carries (nc), stacked slices (nx), invariants (nk)];
 // the body's inputs (ids in order) match them one to one, its outputs are [next carries (nc),
 // per-iteration outputs (ny)]; the node's outputs are [final carries, stacked outputs, and with
-// `save`, the stacked carries each iteration started from].
+// `save`, the stacked carries each iteration started from]. With `save_every` = k > 1 (made at
+// compile time for an every-k checkpointed pair) the stacked carries are only those of the
+// iterations the loop runs as its 0th, kth, 2kth, ... (the every-k segment starts): ceil(length/k)
+// rows, the rows of the store-all output at those iterations, in the same (loop index) order.
 //
 // A checkpointed backward loop (made at compile time by passes/checkpoint_loops.cpp) has
-// `num_advance` = na > 0: its first na slices, the forward carries it reads, are not stacked
-// inputs but the forward loop's initial carries; its body has na more outputs at the end, the
-// forward step from those carries ("advance"); and its kernel recomputes the carries it needs
-// by the schedule `checkpoint` (1 every-k, k = `slots`; 2 revolve over `slots` slots).
+// `num_advance` = na > 0: its first na slices are the forward carries it reads, not one per
+// iteration but its checkpoints: every-k (`checkpoint` 1, k = `slots`) reads the forward loop's
+// carries saved every k steps (`save_every` = k, ceil(length/k) rows); revolve (`checkpoint` 2,
+// over `slots` slots) reads the forward loop's initial carries, unstacked. Its body has na more
+// outputs at the end, the forward step from those carries ("advance"), and its kernel recomputes
+// the carries it needs between the checkpoints by the schedule.
 struct ScanSig {
   int64_t length = 0;
   size_t nc = 0, nx = 0, nk = 0, ny = 0, na = 0;
   bool reverse = false, save = false;
+  int64_t save_every = 1;
   int64_t checkpoint = 0, slots = 0;
   std::vector<int> body_inputs;
 };
 ScanSig scan_sig(const Attrs& attrs, size_t num_inputs, const Graph& body);
+
+// Rows of the saved carries of a loop saving every `every`-th carry: ceil(length / every).
+int64_t scan_saved_rows(int64_t length, int64_t every);
+// The row of the saved carries that iteration t (loop index) of a saving loop writes, or -1 when
+// it saves none (save_every > 1 and it is not a segment start).
+int64_t scan_saved_row(const ScanSig& s, int64_t t);
+// The row of an every-k checkpointed loop's advance slices that holds checkpoint `seg` (the
+// forward carry at step seg * k), the forward having run the other way and saved it there.
+int64_t scan_checkpoint_row(const ScanSig& s, int64_t seg);
 
 std::vector<Tensor> scan_grad(const GradCtx& ctx);
 
@@ -39,8 +54,12 @@ std::vector<Tensor> inline_body(const Graph& body, Graph& b, const std::vector<T
 // The schedule a checkpointed loop runs, from its signature.
 struct LoopAction;
 std::vector<LoopAction> scan_schedule(const ScanSig& s);
-// The carries its kernel stores (slots), whatever the schedule: the allocation the plan counts.
+// The carries its kernel stores (slots, at least one), whatever the schedule: the allocation the
+// plan counts.
 size_t scan_slot_count(const ScanSig& s);
+// The forward carries held for it in all: the checkpoints it reads from the arena (every-k's
+// segment starts) and the slots its schedule uses.
+int64_t scan_stored_carries(const ScanSig& s);
 
 // What a scan kernel allocates beside the arena (its bodies' own plans, carry staging and
 // checkpoint slots): the kernel's own count, computed from the plans without building them.

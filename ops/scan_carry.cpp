@@ -73,8 +73,10 @@ void LoopCarry::stage() {
 
 void LoopCarry::step(size_t t, bool first) {
   const size_t nc = sig_.nc;
-  if (sig_.save)
-    for (size_t i = 0; i < nc; ++i) std::memcpy(saved_[i] + t * out_[i].bytes, first ? feeds_.src(i) : current(i), out_[i].bytes);
+  const int64_t row = sig_.save ? scan_saved_row(sig_, int64_t(t)) : -1;  // save_every: not every iteration
+  if (row >= 0)
+    for (size_t i = 0; i < nc; ++i)
+      std::memcpy(saved_[i] + size_t(row) * out_[i].bytes, first ? feeds_.src(i) : current(i), out_[i].bytes);
   if (!first) {
     if (!stage_all_) stage();
     for (size_t i = 0; i < nc; ++i) feeds_.feed(i, carry_src(i));

@@ -24,9 +24,15 @@ std::vector<LoopAction> scan_schedule(const ScanSig& s) {
   return revolve_schedule(s.length, s.slots);
 }
 
+// Every-k with k <= 2 uses no slot; the kernel still allocates one (a buffer is never empty).
 size_t scan_slot_count(const ScanSig& s) {
-  if (s.checkpoint == 1) return size_t(every_k_slots(s.length, s.slots));
+  if (s.checkpoint == 1) return size_t(std::max<int64_t>(1, every_k_slots(s.length, s.slots)));
   return size_t(std::min(s.slots, s.length));
+}
+
+int64_t scan_stored_carries(const ScanSig& s) {
+  if (s.checkpoint == 1) return scan_saved_rows(s.length, s.slots) + every_k_slots(s.length, s.slots);
+  return std::min(s.slots, s.length);
 }
 
 std::vector<std::string> scan_step_fetches(const Graph& body, const ScanSig& s) {
@@ -125,11 +131,16 @@ class CheckpointedScanKernel final : public Kernel {
     for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + state_[k], step_feeds.src(nc + k), step_feeds.bytes(nc + k));
     int64_t q = 0;  // reverse steps taken
     for (const LoopAction& a : schedule_) {
-      char* slot = slots_.data() + size_t(std::max(0, a.slot)) * state_bytes_;
       const size_t t = size_t(sig_.reverse ? a.step : sig_.length - 1 - a.step);  // the forward step's index
       switch (a.kind) {
-        case LoopAction::store: std::memcpy(slot, cur_.data(), state_bytes_); break;
-        case LoopAction::restore: std::memcpy(cur_.data(), slot, state_bytes_); break;
+        case LoopAction::store: std::memcpy(slots_.data() + size_t(a.slot) * state_bytes_, cur_.data(), state_bytes_); break;
+        case LoopAction::restore: std::memcpy(cur_.data(), slots_.data() + size_t(a.slot) * state_bytes_, state_bytes_); break;
+        case LoopAction::load: {
+          const size_t row = size_t(scan_checkpoint_row(sig_, a.slot));
+          for (size_t k = 0; k < na; ++k)
+            std::memcpy(cur_.data() + state_[k], step_feeds.src(nc + k) + row * step_feeds.bytes(nc + k), step_feeds.bytes(nc + k));
+          break;
+        }
         case LoopAction::advance:
           for (size_t k = 0; k < na; ++k) adv_feeds_.feed(nc + k, cur_.data() + state_[k]);
           adv_feeds_.feed_slices(nc + na, t);

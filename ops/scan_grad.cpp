@@ -38,8 +38,9 @@ std::vector<Tensor> scan_grad(const GradCtx& ctx) {
   const Node& n = ctx.node;
   const Graph& body = *n.body;
   const ScanSig s = scan_sig(n.attrs, ctx.inputs.size(), body);
-  if (s.na > 0)
-    throw GraphError("scan: a checkpointed loop is made when compiling and is not differentiated again; differentiate the graph before compiling it");
+  if (s.na > 0 || s.save_every > 1)
+    throw GraphError("scan: a checkpointed loop (or a loop saving every k-th carry for one) is made when compiling and is not "
+                     "differentiated again; differentiate the graph before compiling it");
   Graph& g = ctx.outputs.at(0).graph();
   auto needs = [&](size_t i) {
     return ctx.inputs[i].dtype() == DType::f32 && (ctx.needs.empty() || ctx.needs[i]);

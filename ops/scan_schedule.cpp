@@ -67,31 +67,26 @@ std::vector<LoopAction> every_k_schedule(int64_t n, int64_t k) {
   check(n, k, "every-k checkpointing");
   k = std::min(k, n);
   const int64_t m = (n + k - 1) / k;
-  std::vector<LoopAction> out{{LoopAction::store, 0, 0}};
-  for (int64_t i = 1; i < m; ++i) {
-    for (int64_t a = (i - 1) * k; a < i * k; ++a) out.push_back({LoopAction::advance, -1, a});
-    out.push_back({LoopAction::store, int(i), i * k});
-  }
+  std::vector<LoopAction> out;
+  // Within a segment, slot a - 1 holds the carry at step j0 + a (0 < a < len - 1); the segment's
+  // last carry is used as advanced, its first is the checkpoint.
   for (int64_t seg = m - 1; seg >= 0; --seg) {
     const int64_t j0 = seg * k, len = std::min(k, n - j0);
-    out.push_back({LoopAction::restore, int(seg), j0});
+    out.push_back({LoopAction::load, int(seg), j0});
     for (int64_t a = 1; a < len; ++a) {
       out.push_back({LoopAction::advance, -1, j0 + a - 1});
-      if (a < len - 1) out.push_back({LoopAction::store, int(m + a - 1), j0 + a});
+      if (a < len - 1) out.push_back({LoopAction::store, int(a - 1), j0 + a});
     }
     out.push_back({LoopAction::backward, -1, j0 + len - 1});
     for (int64_t a = len - 2; a >= 0; --a) {
-      out.push_back({LoopAction::restore, a == 0 ? int(seg) : int(m + a - 1), j0 + a});
+      out.push_back(a == 0 ? LoopAction{LoopAction::load, int(seg), j0} : LoopAction{LoopAction::restore, int(a - 1), j0 + a});
       out.push_back({LoopAction::backward, -1, j0 + a});
     }
   }
   return out;
 }
 
-int64_t every_k_slots(int64_t n, int64_t k) {
-  k = std::min(k, n);
-  return (n + k - 1) / k + std::max<int64_t>(0, k - 2);
-}
+int64_t every_k_slots(int64_t n, int64_t k) { return std::max<int64_t>(0, std::min(k, n) - 2); }
 
 std::vector<LoopAction> revolve_schedule(int64_t n, int64_t slots) {
   check(n, slots, "revolve");
@@ -114,7 +109,8 @@ int64_t schedule_advances(const std::vector<LoopAction>& s) {
 
 int schedule_slots(const std::vector<LoopAction>& s) {
   int m = 0;
-  for (const LoopAction& a : s) m = std::max(m, a.slot + 1);
+  for (const LoopAction& a : s)
+    if (a.kind != LoopAction::load) m = std::max(m, a.slot + 1);
   return m;
 }
 

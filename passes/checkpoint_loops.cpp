@@ -1,9 +1,13 @@
 // Checkpointing of backward loops (see passes/checkpoint_loops.h). The backward loop becomes a
-// scan with `num_advance` (ops/scan.h): its stacked forward carries are replaced by the forward
-// loop's initial carries, and its body gains the forward step from the carries it reads.
+// scan with `num_advance` (ops/scan.h) whose body gains the forward step from the carries it
+// reads. Every-k: the forward loop stores only every k-th carry (`save_every`), which the backward
+// reads in place of all of them; revolve: the forward stores none and the backward reads its
+// initial carries.
 #include "passes/checkpoint_loops.h"
 
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "metagrad/builder.h"
 #include "ops/scan.h"
@@ -43,7 +47,7 @@ std::vector<LoopPair> checkpointable_loops(const Graph& g) {
     const Node& p = g.node(first.node);
     if (!is_plain_scan(p) || readers[size_t(p.id)] != 1 || reader[size_t(p.id)] != q.id) continue;
     const ScanSig sp = scan_sig(p.attrs, p.inputs.size(), *p.body);
-    if (!sp.save || sp.length != sq.length || sp.reverse == sq.reverse || sp.length < 2) continue;
+    if (!sp.save || sp.save_every != 1 || sp.length != sq.length || sp.reverse == sq.reverse || sp.length < 2) continue;
     if (sq.nx < sp.nc + sp.nx || sq.nk != sp.nk) continue;
     bool match = true;
     for (size_t i = 0; i < sp.nc && match; ++i) match = q.inputs[sq.nc + i] == Value{p.id, int(sp.nc + sp.ny + i)};
@@ -71,14 +75,20 @@ bool checkpoint_loops(Graph& g, int64_t policy, const std::function<int64_t(int6
     std::vector<Tensor> next = inline_body(*p.body, *body, ins);
     for (size_t i = 0; i < sp.nc; ++i) body->add_output(fmt::format("__advance{}", i), next[i].value());
 
-    for (size_t i = 0; i < sp.nc; ++i) q.inputs[sq.nc + i] = p.inputs[i];
+    const int64_t s = std::clamp<int64_t>(slots(pair.length), 1, pair.length);
     q.attrs["checkpoint"] = policy;
-    q.attrs["slots"] = std::max<int64_t>(1, slots(pair.length));
+    q.attrs["slots"] = s;
     q.attrs["num_advance"] = int64_t(sp.nc);
     q.body = std::move(body);
 
-    p.attrs["save_carries"] = int64_t(0);
-    p.outputs.resize(sp.nc + sp.ny);
+    if (policy == 1) {  // the backward keeps reading the saved carries, now the segment starts
+      p.attrs["save_every"] = s;
+      for (size_t i = 0; i < sp.nc; ++i) p.outputs[sp.nc + sp.ny + i].shape[0] = scan_saved_rows(sp.length, s);
+    } else {
+      for (size_t i = 0; i < sp.nc; ++i) q.inputs[sq.nc + i] = p.inputs[i];
+      p.attrs["save_carries"] = int64_t(0);
+      p.outputs.resize(sp.nc + sp.ny);
+    }
   }
   return !pairs.empty();
 }

@@ -27,6 +27,11 @@ namespace {
 // arena holds them) or one that recomputes them (checkpointed).
 std::vector<LoopReport> loop_reports(const Graph& g, const std::vector<int>& nodes) {
   std::vector<LoopReport> out;
+  // The forward loop of an every-k loop stores only its segment starts: reported with that loop.
+  std::vector<bool> checkpoints(g.size(), false);
+  for (const Node& n : g.nodes())
+    if (n.body && attr_int(n.attrs, "num_advance") > 0 && attr_int(n.attrs, "checkpoint") == 1)
+      checkpoints[size_t(n.inputs[size_t(attr_int(n.attrs, "num_carry"))].node)] = true;
   for (int id : nodes) {
     const Node& n = g.node(id);
     if (!n.body) continue;
@@ -36,9 +41,9 @@ std::vector<LoopReport> loop_reports(const Graph& g, const std::vector<int>& nod
     r.length = s.length;
     if (s.na > 0) {
       r.policy = s.checkpoint == 1 ? "every-k" : "revolve";
-      r.slots = int64_t(scan_slot_count(s));
+      r.slots = scan_stored_carries(s);
       r.recomputed = schedule_advances(scan_schedule(s));
-    } else if (s.save) {
+    } else if (s.save && !checkpoints[size_t(id)]) {
       r.policy = "store-all";
       r.slots = s.length;
     } else {

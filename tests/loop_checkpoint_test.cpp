@@ -1,8 +1,12 @@
 // Checkpointing of backward loops: the every-k and revolve schedules (validity, and revolve's
 // recomputation against the binomial optimum computed here in closed form), gradients of every
-// policy against storing every carry (f64 reference and compiled f32), second order through a
-// checkpointed loop, MAML's meta-gradient, and the memory budget (fits, or names the smallest).
+// policy against storing every carry (f64 reference and compiled f32, forward and reverse
+// loops), the every-k forward storing its segment starts (no first sweep: the reported
+// recomputation), second order through a checkpointed loop, MAML's meta-gradient, and the memory
+// budget (fits, or names the smallest).
 #include <gtest/gtest.h>
+
+#include <fmt/format.h>
 
 #include <cmath>
 
@@ -14,6 +18,8 @@
 #include "metagrad/pipeline.h"
 #include "metagrad/reference.h"
 #include "metagrad/scan.h"
+#include "metagrad/serialize.h"
+#include "ops/scan.h"
 #include "ops/scan_schedule.h"
 #include "passes/checkpoint_loops.h"
 #include "runtime/arena_plan.h"
@@ -28,12 +34,20 @@ using testing::random_ref;
 using LC = CompileOptions::LoopCheckpoint;
 
 // Runs a schedule over symbolic carries (the step index each holds) and checks that every reverse
-// step reads the carry of its own step, in the order n-1 .. 0, within `slots` slots.
-void expect_valid(const std::vector<LoopAction>& s, int64_t n, int64_t slots) {
+// step reads the carry of its own step, in the order n-1 .. 0, within `slots` slots; checkpoint i
+// (load) is the forward's carry at step i * stride (stride 0: there are none).
+void expect_valid(const std::vector<LoopAction>& s, int64_t n, int64_t slots, int64_t stride = 0) {
   std::vector<int64_t> slot(size_t(slots), -1);
   int64_t cur = 0, next_back = n - 1;
   for (const LoopAction& a : s) {
     switch (a.kind) {
+      case LoopAction::load:
+        ASSERT_GT(stride, 0) << "a checkpoint where the forward stores none";
+        ASSERT_GE(a.slot, 0);
+        ASSERT_LT(a.slot * stride, n);
+        ASSERT_EQ(a.step, a.slot * stride);
+        cur = a.step;
+        break;
       case LoopAction::store:
         ASSERT_LT(a.slot, slots);
         slot[size_t(a.slot)] = cur;
@@ -83,13 +97,19 @@ TEST(LoopCheckpoint, RevolveRecomputesTheBinomialOptimum) {
   EXPECT_EQ(revolve_cost(10, 10), 9) << "a slot per carry: each recomputed once";
 }
 
+// The forward stored the segment starts, so nothing runs before the last segment: each segment
+// of length l is recomputed once (l - 1 advances), n - ceil(n/k) in all, over k - 2 slots.
 TEST(LoopCheckpoint, EveryKSegmentsAreValid) {
   for (int64_t n = 1; n <= 30; ++n)
-    for (int64_t k = 1; k <= n; ++k) {
+    for (int64_t k = 1; k <= n + 2; ++k) {
       std::vector<LoopAction> sched = every_k_schedule(n, k);
-      expect_valid(sched, n, every_k_slots(n, k));
-      const int64_t m = (n + k - 1) / k;
-      EXPECT_EQ(schedule_advances(sched), (m - 1) * k + n - m) << n << "/" << k;
+      expect_valid(sched, n, every_k_slots(n, k), std::min(k, n));
+      const int64_t m = (n + std::min(k, n) - 1) / std::min(k, n);
+      EXPECT_EQ(schedule_advances(sched), n - m) << n << "/" << k;
+      EXPECT_EQ(every_k_slots(n, k), std::max<int64_t>(0, std::min(k, n) - 2)) << n << "/" << k;
+      EXPECT_EQ(schedule_slots(sched), every_k_slots(n, k)) << n << "/" << k;
+      ASSERT_FALSE(sched.empty());
+      EXPECT_EQ(sched.front().kind, LoopAction::load) << "no first sweep: the last segment's start is loaded";
     }
 }
 
@@ -98,16 +118,19 @@ struct Loop {
   Graph g;
   Tensor h0, g0, xs, w, loss;
 };
-Loop build_loop(int64_t T) {
+Loop build_loop(int64_t T, bool reverse = false) {
   Loop r;
   r.h0 = input(r.g, "h0", {2, 3});
   r.g0 = input(r.g, "g0", {2, 3});
   r.xs = input(r.g, "xs", {T, 2, 3});
   r.w = input(r.g, "w", {3, 3});
-  ScanResult s = scan(T, {r.h0, r.g0}, {r.xs}, {r.w}, [](const auto& c, const auto& x, const auto& k) {
-    Tensor next = tanh(matmul(c[0], k[0]) + x[0]) * (c[1] * 0.1 + 1.0);
-    return ScanStep{{next, c[1] + sin(c[0])}, {sum(c[0] * c[0])}};
-  });
+  ScanResult s = scan(
+      T, {r.h0, r.g0}, {r.xs}, {r.w},
+      [](const auto& c, const auto& x, const auto& k) {
+        Tensor next = tanh(matmul(c[0], k[0]) + x[0]) * (c[1] * 0.1 + 1.0);
+        return ScanStep{{next, c[1] + sin(c[0])}, {sum(c[0] * c[0])}};
+      },
+      reverse);
   RefTensor c = random_ref({T}, 7);
   r.loss = sum(square(s.carries[0])) + sum(s.carries[1]) + sum(s.ys[0] * constant(r.g, {T}, c.data));
   return r;
@@ -164,60 +187,132 @@ struct Policy {
   LC policy;
   int64_t slots;
 };
-const std::vector<Policy> kPolicies = {{LC::every_k, 0}, {LC::every_k, 3}, {LC::revolve, 1}, {LC::revolve, 2}, {LC::revolve, 4}};
+// Every-k at k = ceil(sqrt 9) = 3 (a multiple of the length), 1 and 2 (no slot: nothing or one
+// step recomputed per segment), 4 (a short last segment), the length and more (one segment);
+// revolve at a few slot counts.
+const std::vector<Policy> kPolicies = {{LC::every_k, 0}, {LC::every_k, 1}, {LC::every_k, 2}, {LC::every_k, 4},
+                                       {LC::every_k, 9}, {LC::every_k, 20}, {LC::revolve, 1}, {LC::revolve, 2},
+                                       {LC::revolve, 4}};
+
+// The forward steps a backward loop of `length` recomputes under p: every-k from the segment
+// starts the forward stored (the old first sweep would add (m - 1) k), revolve its optimum.
+int64_t expected_recomputed(const Policy& p, int64_t length) {
+  if (p.policy == LC::revolve) return revolve_cost(length, p.slots);
+  const int64_t k = std::min(p.slots ? p.slots : int64_t(std::ceil(std::sqrt(double(length)))), length);
+  return length - (length + k - 1) / k;
+}
+
+// The forward loop of a first-order graph rewritten by checkpoint_loops: its one plain loop.
+const Node& forward_loop(const Graph& g) {
+  for (const Node& n : g.nodes())
+    if (n.body && attr_int(n.attrs, "num_advance") == 0) return n;
+  throw Error("no plain loop");
+}
 
 TEST(LoopCheckpoint, EveryPolicyGivesTheStoreAllGradients) {
   const int64_t T = 9;
-  Loop r = build_loop(T);
-  auto d = grad(r.loss, {r.h0, r.g0, r.xs, r.w});
-  r.g.add_output("loss", r.loss.value());
-  for (size_t i = 0; i < d.size(); ++i) r.g.add_output("d" + std::to_string(i), d[i].value());
-  optimize(r.g);
-  RefValues f = loop_feeds(T);
-  std::vector<Value> outs;
-  for (const auto& o : r.g.outputs()) outs.push_back(o.value);
-  const auto ref = reference_eval(r.g, outs, f);
-  const auto all = run_compiled(r.g, f, {});
-  for (const Policy& p : kPolicies) {
-    // f64: the rewritten graph's reference, which recomputes through the advance outputs.
-    Graph c = r.g;
-    ASSERT_TRUE(checkpoint_loops(c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
-    verify(c);
-    const auto got = reference_eval(c, outs, f);
-    for (size_t i = 0; i < ref.size(); ++i)
-      for (size_t e = 0; e < ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], ref[i].data[e], 1e-12) << i << "/" << e;
-    // f32: compiled under the policy.
-    CompileOptions o;
-    o.loop_checkpoint = p.policy;
-    o.loop_slots = p.slots;
-    std::vector<LoopReport> loops;
-    expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
-    ASSERT_EQ(loops.size(), 1u);
-    EXPECT_EQ(loops[0].policy, p.policy == LC::every_k ? "every-k" : "revolve");
-    EXPECT_GT(loops[0].recomputed, 0);
+  for (bool reverse : {false, true}) {
+    SCOPED_TRACE(reverse ? "reverse loop" : "forward loop");
+    Loop r = build_loop(T, reverse);
+    auto d = grad(r.loss, {r.h0, r.g0, r.xs, r.w});
+    r.g.add_output("loss", r.loss.value());
+    for (size_t i = 0; i < d.size(); ++i) r.g.add_output("d" + std::to_string(i), d[i].value());
+    optimize(r.g);
+    RefValues f = loop_feeds(T);
+    std::vector<Value> outs;
+    for (const auto& o : r.g.outputs()) outs.push_back(o.value);
+    const auto ref = reference_eval(r.g, outs, f);
+    const auto all = run_compiled(r.g, f, {});
+    for (const Policy& p : kPolicies) {
+      SCOPED_TRACE(fmt::format("{} {}", p.policy == LC::every_k ? "every-k" : "revolve", p.slots));
+      // f64: the rewritten graph's reference, which recomputes through the advance outputs from
+      // the checkpoints the rewritten forward stored.
+      Graph c = r.g;
+      ASSERT_TRUE(checkpoint_loops(c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
+      verify(c);
+      const auto got = reference_eval(c, outs, f);
+      for (size_t i = 0; i < ref.size(); ++i)
+        for (size_t e = 0; e < ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], ref[i].data[e], 1e-12) << i << "/" << e;
+      // The forward stores ceil(n/k) segment starts (every-k) or nothing (revolve).
+      const Node& fwd = forward_loop(c);
+      const int64_t k = std::min<int64_t>(p.slots ? p.slots : 3, T);
+      if (p.policy == LC::every_k) {
+        ASSERT_EQ(fwd.outputs.size(), 2 + 1 + 2u);
+        EXPECT_EQ(fwd.outputs.back().shape, (Shape{(T + k - 1) / k, 2, 3}));
+      } else {
+        EXPECT_EQ(fwd.outputs.size(), 2 + 1u);
+      }
+      // f32: compiled under the policy (run_compiled also checks peak_bytes() == the plan).
+      CompileOptions o;
+      o.loop_checkpoint = p.policy;
+      o.loop_slots = p.slots;
+      std::vector<LoopReport> loops;
+      expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
+      ASSERT_EQ(loops.size(), 1u);
+      EXPECT_EQ(loops[0].policy, p.policy == LC::every_k ? "every-k" : "revolve");
+      EXPECT_EQ(loops[0].recomputed, expected_recomputed(p, T));
+      if (p.policy == LC::every_k) {
+        EXPECT_EQ(loops[0].slots, (T + k - 1) / k + std::max<int64_t>(0, k - 2)) << "segment starts + segment slots";
+        EXPECT_DOUBLE_EQ(loops[0].recompute_factor, double(2 * T - (T + k - 1) / k) / double(T));
+      }
+    }
   }
+}
+
+// The rewritten pair (save_every, checkpoint, num_advance) prints and parses back to itself, and
+// the parsed graph's reference is the original's.
+TEST(LoopCheckpoint, CheckpointedPairRoundTripsThroughText) {
+  const int64_t T = 7;
+  Loop r = build_loop(T, true);
+  r.g.add_output("dw", grad(r.loss, {r.w})[0].value());
+  optimize(r.g);
+  Graph c = r.g;
+  ASSERT_TRUE(checkpoint_loops(c, 1, [](int64_t) { return 3; }));
+  const std::string text = to_text(c);
+  EXPECT_NE(text.find("save_every=3"), std::string::npos) << text;
+  Graph back = parse_text(text);
+  EXPECT_EQ(to_text(back), text);
+  RefValues f = loop_feeds(T);
+  EXPECT_EQ(reference_eval(back, {back.output("dw")}, f)[0].data, reference_eval(c, {c.output("dw")}, f)[0].data);
 }
 
 TEST(LoopCheckpoint, SecondOrderThroughACheckpointedLoop) {
   const int64_t T = 6;
-  Loop r = build_loop(T);
-  RefTensor v = random_ref({3, 3}, 11);
-  Tensor d1 = sum(grad(r.loss, {r.w})[0] * constant(r.g, {3, 3}, v.data));
-  auto d2 = grad(d1, {r.w, r.h0});
-  r.g.add_output("d2w", d2[0].value());
-  r.g.add_output("d2h", d2[1].value());
-  optimize(r.g);
-  RefValues f = loop_feeds(T);
-  const auto all = run_compiled(r.g, f, {});
-  for (const Policy& p : kPolicies) {
-    CompileOptions o;
-    o.loop_checkpoint = p.policy;
-    o.loop_slots = p.slots;
-    std::vector<LoopReport> loops;
-    expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
-    int checkpointed = 0;
-    for (const auto& l : loops) checkpointed += l.policy != "store-all";
-    EXPECT_GE(checkpointed, 1) << "the backward of the backward loop is checkpointed";
+  for (bool reverse : {false, true}) {
+    SCOPED_TRACE(reverse ? "reverse loop" : "forward loop");
+    Loop r = build_loop(T, reverse);
+    RefTensor v = random_ref({3, 3}, 11);
+    Tensor d1 = sum(grad(r.loss, {r.w})[0] * constant(r.g, {3, 3}, v.data));
+    auto d2 = grad(d1, {r.w, r.h0});
+    r.g.add_output("d2w", d2[0].value());
+    r.g.add_output("d2h", d2[1].value());
+    optimize(r.g);
+    RefValues f = loop_feeds(T);
+    std::vector<Value> outs;
+    for (const auto& o : r.g.outputs()) outs.push_back(o.value);
+    const auto ref = reference_eval(r.g, outs, f);
+    const auto all = run_compiled(r.g, f, {});
+    for (const Policy& p : kPolicies) {
+      SCOPED_TRACE(fmt::format("{} {}", p.policy == LC::every_k ? "every-k" : "revolve", p.slots));
+      Graph c = r.g;
+      ASSERT_TRUE(checkpoint_loops(c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
+      verify(c);
+      const auto got = reference_eval(c, outs, f);
+      for (size_t i = 0; i < ref.size(); ++i)
+        for (size_t e = 0; e < ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], ref[i].data[e], 1e-11) << i << "/" << e;
+      CompileOptions o;
+      o.loop_checkpoint = p.policy;
+      o.loop_slots = p.slots;
+      std::vector<LoopReport> loops;
+      expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
+      int checkpointed = 0;
+      for (const auto& l : loops) {
+        if (l.policy == "store-all") continue;
+        ++checkpointed;
+        EXPECT_EQ(l.recomputed, expected_recomputed(p, T));
+      }
+      EXPECT_GE(checkpointed, 1) << "the backward of the backward loop is checkpointed";
+    }
   }
 }
 

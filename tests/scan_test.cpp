@@ -123,6 +123,74 @@ TEST(Scan, VerifierChecksTheBodySignature) {
             std::string::npos);
 }
 
+// save_every = k keeps the rows of the store-all saved carries at the iterations the loop runs as
+// its 0th, kth, 2kth, ... (the every-k segment starts, made at compile time), in row order: the
+// shape rule, the f64 reference and the kernel, forward and reverse, k dividing the length or
+// not, k = 1 and k past the length; the text form round-trips; save_every needs save_carries.
+TEST(Scan, SavingEveryKthCarryKeepsThoseRowsOfStoreAll) {
+  const int64_t T = 7;
+  for (bool reverse : {false, true})
+    for (int64_t k : {1, 2, 3, 7, 9}) {
+      SCOPED_TRACE(std::string(reverse ? "reverse" : "forward") + ", k " + std::to_string(k));
+      Graph g;
+      Tensor h0 = input(g, "h0", {2, 3}), xs = input(g, "xs", {T, 2, 3}), w = input(g, "w", {3, 3});
+      ScanResult loop = scan(
+          T, {h0}, {xs}, {w},
+          [](const auto& c, const auto& x, const auto& ks) {
+            auto [next, y] = rnn_step(c[0], x[0], ks[0]);
+            return ScanStep{{next}, {y}};
+          },
+          reverse);
+      const Node n = g.node(loop.carries[0].value().node);
+      auto saving = [&](int64_t every) {
+        Attrs a = n.attrs;
+        a["save_carries"] = int64_t(1);
+        a["save_every"] = every;
+        return g.add_op_multi("scan", n.inputs, a, "", n.body).back();
+      };
+      const Value all = saving(1), kept = saving(k);
+      const int64_t rows = (T + k - 1) / k;
+      ASSERT_EQ(g.type(kept).shape, (Shape{rows, 2, 3}));
+      g.add_output("all", all);
+      g.add_output("kept", kept);
+      // Row r holds the carry of the iteration run as the (r k)th (reverse: rows are in loop index
+      // order, so the last row is the first run).
+      auto iteration = [&](int64_t r) {
+        const int64_t j = (reverse ? rows - 1 - r : r) * k;
+        return reverse ? T - 1 - j : j;
+      };
+      const RefValues f = rnn_feeds(T);
+      const auto ref = reference_eval(g, {all, kept}, f);
+      for (int64_t r = 0; r < rows; ++r)
+        for (size_t e = 0; e < 6; ++e)
+          ASSERT_EQ(ref[1].data[size_t(r) * 6 + e], ref[0].data[size_t(iteration(r)) * 6 + e]) << "row " << r;
+      ParamStore store;
+      Executable exe(g, store);
+      std::vector<float> h(f.at("h0").data.begin(), f.at("h0").data.end()), x(f.at("xs").data.begin(), f.at("xs").data.end()),
+          wv(f.at("w").data.begin(), f.at("w").data.end());
+      exe.run({Feed::f32("h0", {2, 3}, h), Feed::f32("xs", {T, 2, 3}, x), Feed::f32("w", {3, 3}, wv)});
+      const auto got_all = exe.fetch(0), got_kept = exe.fetch(1);
+      ASSERT_EQ(got_kept.size(), size_t(rows) * 6);
+      for (int64_t r = 0; r < rows; ++r)
+        for (size_t e = 0; e < 6; ++e) {
+          EXPECT_EQ(got_kept[size_t(r) * 6 + e], got_all[size_t(iteration(r)) * 6 + e]) << "row " << r;
+          EXPECT_NEAR(got_kept[size_t(r) * 6 + e], ref[1].data[size_t(r) * 6 + e], 1e-5);
+        }
+      const std::string text = to_text(g);
+      EXPECT_EQ(to_text(parse_text(text)), text);
+    }
+  Graph g;
+  Tensor c = input(g, "c", {3}), xs = input(g, "xs", {4, 3});
+  ScanResult ok = scan(4, {c}, {xs}, {}, [](const auto& cs, const auto& x, const auto&) {
+    return ScanStep{{cs[0] * x[0]}, {}};
+  });
+  Attrs a = g.node(ok.carries[0].value().node).attrs;
+  a["save_every"] = int64_t(2);
+  EXPECT_NE(error_of([&] { g.add_op_multi("scan", {c.value(), xs.value()}, a, "", g.node(ok.carries[0].value().node).body); })
+                .find("save_every 2 needs save_carries"),
+            std::string::npos);
+}
+
 // A loop inside a loop, for the writers and the runtime.
 Graph nested_graph() {
   Graph g;
