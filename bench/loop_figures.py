@@ -15,10 +15,13 @@ is subtracted for the working memory. --parts picks the parts (compile, budget, 
 --cli may be given twice or more (e.g. a build of main, then this tree's): the budget part then
 runs every row with each build in turn, one after the other, so that their step times are
 measured side by side under the same load (each build's ratio is against its own store-all);
-the compile and torch parts use the first.
+the compile and torch parts use the first. --repeat N runs each budget row N times (the builds
+interleaved each time) and keeps the least step time, the run least disturbed by other load;
+--threads N passes --threads to its runs (on a shared, loaded machine one thread per run is far
+less disturbed than OpenMP threads waiting for each other).
 
   python3 bench/loop_figures.py [--cli build/metagrad [--cli other/metagrad]] [--iters 5]
-      [--parts compile,budget,torch] [--torch-python /usr/bin/python3] [--torch-iters 3]
+      [--repeat 1] [--threads N] [--parts compile,budget,torch] [--torch-python /usr/bin/python3] [--torch-iters 3]
 """
 import argparse
 import json
@@ -132,6 +135,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli", action="append", help="a metagrad binary (default build/metagrad); give more to compare builds")
     ap.add_argument("--iters", type=int, default=5, help="meta-iterations per run (step time is their mean)")
+    ap.add_argument("--repeat", type=int, default=1, help="budget part: runs per row and build, the least step time kept")
+    ap.add_argument("--threads", type=int, default=0, help="budget part: --threads for each run (0: the bench's default)")
     ap.add_argument("--parts", default="compile,budget,torch", help="comma-separated: compile, budget, torch")
     ap.add_argument("--torch-python", default="/usr/bin/python3", help="a Python with torch, for the torch part")
     ap.add_argument("--torch-iters", type=int, default=3, help="timed meta-iterations of each side in the torch part")
@@ -173,6 +178,23 @@ def compile_part(a, workloads):
 
 
 
+def runs_of(a, args, clis=None):
+    """bench args with each build, --repeat times, the builds interleaved each time: per build,
+    the run with the least step time (or the error)."""
+    best = {}
+    for _ in range(max(1, a.repeat)):
+        for cli in clis if clis is not None else a.cli:
+            j = bench(cli, args, a.iters)
+            if "error" in j:
+                best.setdefault(cli, j)
+                continue
+            if cli not in best or "error" in best[cli] or j["timing"]["ms_per_iter"] < best[cli]["timing"]["ms_per_iter"]:
+                best[cli] = j
+        if all("error" in j for j in best.values()):
+            break  # a plan that does not fit fails the same way every time
+    return best
+
+
 def budget_part(a):
     print("\n## Peak memory and step time under a memory budget (inner loop as scan)\n")
     many = len(a.cli) > 1
@@ -181,11 +203,14 @@ def budget_part(a):
     print("| --- " * (8 if many else 7) + "|")
     for name, base, n in [("sinusoid", ["sinusoid"], 100), ("conv-maml", ["conv-maml", "--synthetic"], 10)]:
         common = base + ["--inner-steps", str(n), "--inner-loop", "scan"]
+        if a.threads > 0:
+            common += ["--threads", str(a.threads)]
         # The budgets are store-all's peak of the first build; every build runs the same budgets.
         base_ms, peak = {}, None
+        store_all = runs_of(a, common + ["--loop-checkpoint", "all"])
         for cli in a.cli:
             cell = ("| %s " % cli) if many else ""
-            full = bench(cli, common + ["--loop-checkpoint", "all"], a.iters)
+            full = store_all[cli]
             if "error" in full:
                 print("%s| %s | %d | - | store-all failed: %s | | | |" % (cell, name, n, full["error"]))
                 continue
@@ -200,11 +225,9 @@ def budget_part(a):
         runs += [("1/%d (%s MiB)" % (d, mib(peak // d)), ["--memory-budget", str(peak // d)]) for d in (4, 16)]
         runs += [("every-k, k = sqrt(n)", ["--loop-checkpoint", "every-k"])]
         for label, extra in runs:
-            for cli in a.cli:
-                if cli not in base_ms:
-                    continue
+            results = runs_of(a, common + extra, [c for c in a.cli if c in base_ms])
+            for cli, j in results.items():
                 cell = ("| %s " % cli) if many else ""
-                j = bench(cli, common + extra, a.iters)
                 if "error" in j:
                     print("%s| %s | %d | %s | does not fit: %s | | | |" % (cell, name, n, label, j["error"]))
                     continue
