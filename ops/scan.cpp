@@ -42,6 +42,12 @@ ScanSig scan_sig(const Attrs& a, size_t num_inputs, const Graph& body) {
   return s;
 }
 
+std::vector<std::string> scan_invariant_names(const Graph& body, const ScanSig& s) {
+  std::vector<std::string> names;
+  for (size_t i = s.nc + s.nx; i < s.body_inputs.size(); ++i) names.push_back(body.node(s.body_inputs[i]).name);
+  return names;
+}
+
 namespace {
 
 std::vector<TensorType> scan_shape(const std::vector<TensorType>& in, const Attrs& a, const Graph& body) {
@@ -157,7 +163,7 @@ class ScanKernel final : public Kernel {
  public:
   explicit ScanKernel(const KernelCtx& ctx)
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
-        body_(std::make_unique<Executable>(*ctx.node.body, store_)),
+        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{}, loop_body_options(ctx, sig_))),
         carry_(ctx, sig_, *body_, false) {}
 
   void run(dnnl::stream&) override {

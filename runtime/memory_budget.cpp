@@ -38,9 +38,10 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   };
   int64_t lo = 1, hi = max_revolve_slots(longest);
   Graph best = with_slots(lo);
-  // A checkpointed loop holds fixed storage a plain one does not (the advance's own copy of the
-  // invariants, the working carry, a slot): with few steps of a large body that costs more than
-  // the carries it saves, and storing every carry stays leaner.
+  // A checkpointed loop holds fixed storage a plain one does not (the advance's fed block, the
+  // working carry, a slot, the staged carries): with few steps of a body whose carries are small
+  // next to its activations that costs more than the carries it saves, and storing every carry
+  // stays leaner.
   const size_t leanest = planned_peak(best);  // planning a graph is costly: once per candidate
   if (leanest >= planned_peak(g)) return false;
   if (leanest <= budget) {
@@ -89,7 +90,8 @@ RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches,
   RematReport remat;
   if (options.memory_budget == 0) return remat;
   const bool numerics = options.check_numerics;
-  PlannedPeak peak = [&fetches, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics); };
+  const std::vector<std::string> bound = bound_input_names(options.bound_inputs);
+  PlannedPeak peak = [&fetches, &bound, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics, bound); };
   size_t now = peak(g);
   if (now <= options.memory_budget) return remat;
   std::string tried;
