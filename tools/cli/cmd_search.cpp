@@ -64,7 +64,7 @@ int run_search(SearchFlags& f) {
   nlohmann::json timing{{"seconds", r.search_seconds + r.final_seconds}, {"search_seconds", r.search_seconds},
                         {"final_seconds", r.final_seconds}, {"rung_seconds", r.rung_seconds},
                         {"cpu_seconds", cpu_seconds}};
-  write_summary(f.common, summary_json("bench schedule-search", config, timing, result));
+  write_summary(f.common, bench_summary("bench schedule-search", config, timing, result, r.best_step));
   return 0;
 }
 
