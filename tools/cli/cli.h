@@ -89,8 +89,9 @@ void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f, Seed* seed,
 }
 inline void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f) { add_common_flags<int>(cli, cmd, f, nullptr, ""); }
 
-// The JSON every command writes with --json: {"command", "config", "timing", "result"}
-// (write_summary adds "distributed").
+// The JSON a command writes with --json: {"command", "config", "timing", "result"} (write_summary
+// adds "distributed"). Bench commands write it through bench_summary; eval-episodes, which
+// compiles no training step, directly.
 nlohmann::json summary_json(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result);
 // `result` with the compiled training step's figures under "compile" (nodes_raw, kernels,
 // peak_bytes, planned_peak_bytes, compile_seconds, loops, remat, ...): one key set, in every bench
