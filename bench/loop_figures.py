@@ -103,7 +103,7 @@ def torch_part(a):
         if "error" in j:
             print("| %s | failed: %s | | | | | |" % (label, j["error"]))
             continue
-        r = j["result"]
+        r = j["result"]["compile"]
         ms = j["timing"]["ms_per_iter"]
         w = j["maxrss_bytes"] - mg_base
         loops = r.get("loops", [])
@@ -115,7 +115,7 @@ def torch_part(a):
 
 
 def compile_row(j):
-    r, t = j["result"], j["timing"]
+    r, t = j["result"]["compile"], j["timing"]
     return r["kernels"], t.get("pass_seconds", 0.0) + r.get("compile_seconds", 0.0), r.get("planned_peak_bytes", 0)
 
 
@@ -177,7 +177,7 @@ def budget_part(a):
         if "error" in full:
             print("| %s | %d | - | store-all failed: %s | | | |" % (name, n, full["error"]))
             continue
-        peak = full["result"]["planned_peak_bytes"]
+        peak = full["result"]["compile"]["planned_peak_bytes"]
         base_ms = full["timing"]["ms_per_iter"]
         runs = [("1 (%s MiB)" % mib(peak), ["--memory-budget", str(peak)])]
         runs += [("1/%d (%s MiB)" % (d, mib(peak // d)), ["--memory-budget", str(peak // d)]) for d in (4, 16)]
@@ -187,7 +187,7 @@ def budget_part(a):
             if "error" in j:
                 print("| %s | %d | %s | does not fit: %s | | | |" % (name, n, label, j["error"]))
                 continue
-            r = j["result"]
+            r = j["result"]["compile"]
             loops = r.get("loops", [])
             pol = ", ".join(sorted({"%s (%d, %.2f)" % (l["policy"], l["slots"], l["recompute_factor"]) for l in loops})) or "none"
             ms = j["timing"]["ms_per_iter"]
