@@ -13,10 +13,12 @@ namespace metagrad {
 // fetches and options bound).
 using PlannedPeak = std::function<size_t(const Graph&)>;
 
-// A candidate is one value and one gap between its reads (or between its making and its first
-// read): the value dies at the read before the gap and is made again just before the read after
-// it, from operands alive there, or through a chain of at most 8 recomputed nodes whose leaves
-// are. Rounds against a liveness estimate of `g`'s node order take the candidate spanning the
+// First, n-ary sums whose addends are held until the sum are accumulated as the addends are made
+// (passes/accumulate_early.h), when that lowers the planned peak: no recomputation, only the
+// summation order changes. Then a candidate is one value and one gap between its reads (or
+// between its making and its first read): the value dies at the read before the gap and is made
+// again just before the read after it, from operands alive there, or through a chain of at most
+// 16 recomputed nodes whose leaves are. Rounds against a liveness estimate of `g`'s node order take the candidate spanning the
 // estimated peak step with the fewest FLOPs per byte it frees; the planned peak is checked at
 // every 16th application and when the estimate says it fits. Never recomputed: inputs,
 // parameters, constants, loops (scan), collectives (allreduce_sum), multi-output ops; the
