@@ -42,6 +42,12 @@ def run(cli, args, budget, threads):
             return json.load(f), ""
 
 
+def smallest_named(err):
+    """The smallest budget a does-not-fit error names, in bytes, or None."""
+    m = re.search(r"give a budget of at least (\d+) bytes", err)
+    return int(m.group(1)) if m else None
+
+
 def compiled(summary):
     """The training step's compile figures: conv-MAML's result holds them, fashion-mnist's result.compile."""
     r = summary["result"]
@@ -74,14 +80,15 @@ def main():
         base_ms = free["timing"]["ms_per_iter"]
         print(row(name, "none", full, free, base_ms))
         _, err = run(a.cli, args, 1, a.threads)
-        m = re.search(r"give a budget of at least (\d+) bytes", err)
-        if not m:
+        least = smallest_named(err)
+        if least is None:
             raise SystemExit(f"{name}: a 1-byte budget did not name the smallest: {err}")
-        least = int(m.group(1))
         for label, budget in (("3/4", full * 3 // 4), ("1/2", full // 2), ("smallest", least)):
             s, err = run(a.cli, args, budget, a.threads)
             if s is None:
-                print(f"| {name} | {label} | {budget / MiB:.2f} | does not fit: {err} | | | | | |")
+                named = smallest_named(err)
+                why = err if named is None else f"the smallest is {named / MiB:.2f} MiB"
+                print(f"| {name} | {label} | {budget / MiB:.2f} | does not fit: {why} | | | | | |")
             else:
                 print(row(name, label, budget, s, base_ms))
 
