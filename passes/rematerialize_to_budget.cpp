@@ -10,7 +10,6 @@
 
 #include "graph/op_def.h"
 #include "metagrad/attrs.h"
-#include "passes/accumulate_early.h"
 #include "passes/dead_code_elim.h"
 #include "passes/rebuild.h"
 
@@ -229,12 +228,6 @@ bool rematerialize_to_budget(Graph& g, size_t budget, const PlannedPeak& planned
   Graph cur = g, best = g;
   size_t best_peak = start;
   RematReport done, best_done;
-  // Addends held until one late sum cost memory without any recomputation: summed as they are
-  // made first, when that lowers the plan.
-  if (Graph acc = g; accumulate_sums_early(acc)) {
-    const size_t p = planned_peak(acc);
-    if (p < start) cur = best = acc, best_peak = p;
-  }
   // The planned peak differs from the estimate by the loops' own storage and the planner's
   // fragmentation; learnt at every check, so the estimate is driven to where the plan fits.
   int64_t offset = int64_t(best_peak) - int64_t(analyse(cur).peak);

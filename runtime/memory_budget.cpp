@@ -1,7 +1,8 @@
 // The memory reducers tried under CompileOptions::memory_budget, and the forced loop policies.
 // One row per reducer, in the order they are tried: the loops' checkpointing first, as it costs
 // one recomputed body step per saved carry and reaches what straight-line recomputation cannot
-// (the carries a loop stores); then straight-line rematerialization on what remains, which
+// (the carries a loop stores); then early accumulation of many-way sums, which costs nothing to
+// run; then straight-line rematerialization on what remains, which
 // recomputes values of the enclosing graph cheapest per byte first.
 #include "runtime/memory_budget.h"
 
@@ -11,6 +12,7 @@
 #include <cmath>
 
 #include "metagrad/error.h"
+#include "passes/accumulate_early.h"
 #include "passes/checkpoint_loops.h"
 #include "runtime/arena_plan.h"
 
@@ -56,6 +58,15 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   return true;
 }
 
+// Addends held until one late sum cost memory without any recomputation: summed as they are made,
+// when that lowers the plan.
+bool accumulate_sums_to_budget(Graph& g, size_t, const PlannedPeak& planned_peak, RematReport&) {
+  Graph acc = g;
+  if (!accumulate_sums_early(acc) || planned_peak(acc) >= planned_peak(g)) return false;
+  g = std::move(acc);
+  return true;
+}
+
 bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport& remat) {
   return rematerialize_to_budget(g, budget, planned_peak, &remat);
 }
@@ -65,6 +76,7 @@ bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& 
 const std::vector<MemoryReducer>& memory_reducers() {
   static const std::vector<MemoryReducer> table = {
       {"checkpoint-loops", checkpoint_loops_to_budget, true},
+      {"accumulate-early", accumulate_sums_to_budget, false},
       {"rematerialize", rematerialize_values_to_budget, false},
   };
   return table;
