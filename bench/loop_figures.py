@@ -111,7 +111,7 @@ def torch_part(a):
         if "error" in j:
             print("| %s | failed: %s | | | | | |" % (label, j["error"]))
             continue
-        r = j["result"]
+        r = j["result"]["compile"]
         ms = j["timing"]["ms_per_iter"]
         w = j["maxrss_bytes"] - mg_base
         loops = r.get("loops", [])
@@ -123,7 +123,7 @@ def torch_part(a):
 
 
 def compile_row(j):
-    r, t = j["result"], j["timing"]
+    r, t = j["result"]["compile"], j["timing"]
     return r["kernels"], t.get("pass_seconds", 0.0) + r.get("compile_seconds", 0.0), r.get("planned_peak_bytes", 0)
 
 
@@ -178,6 +178,11 @@ def compile_part(a, workloads):
 
 
 
+def compile_of(j):
+    """The compile report of a bench --json (result.compile; a build before it: result itself)."""
+    return j["result"].get("compile", j["result"])
+
+
 def runs_of(a, args, clis=None):
     """bench args with each build, --repeat times, the builds interleaved each time: per build,
     the run with the least step time (or the error)."""
@@ -214,10 +219,10 @@ def budget_part(a):
             if "error" in full:
                 print("%s| %s | %d | - | store-all failed: %s | | | |" % (cell, name, n, full["error"]))
                 continue
-            peak = peak or full["result"]["planned_peak_bytes"]
+            peak = peak or compile_of(full)["planned_peak_bytes"]
             base_ms[cli] = full["timing"]["ms_per_iter"]
             print("%s| %s | %d | store-all | store-all (%d, 1.00) | %s | %.1f | 1.00x |" % (
-                cell, name, n, n, mib(full["result"]["planned_peak_bytes"]), base_ms[cli]))
+                cell, name, n, n, mib(compile_of(full)["planned_peak_bytes"]), base_ms[cli]))
             sys.stdout.flush()
         if peak is None:
             continue
@@ -231,7 +236,7 @@ def budget_part(a):
                 if "error" in j:
                     print("%s| %s | %d | %s | does not fit: %s | | | |" % (cell, name, n, label, j["error"]))
                     continue
-                r = j["result"]
+                r = compile_of(j)
                 loops = r.get("loops", [])
                 pol = ", ".join(sorted({"%s (%d, %.2f)" % (l["policy"], l["slots"], l["recompute_factor"]) for l in loops})) or "none"
                 ms = j["timing"]["ms_per_iter"]

@@ -59,6 +59,12 @@ int64_t scan_checkpoint_row(const ScanSig& s, int64_t seg) {
   return s.reverse ? seg : scan_saved_rows(s.length, s.slots) - 1 - seg;
 }
 
+std::vector<std::string> scan_invariant_names(const Graph& body, const ScanSig& s) {
+  std::vector<std::string> names;
+  for (size_t i = s.nc + s.nx; i < s.body_inputs.size(); ++i) names.push_back(body.node(s.body_inputs[i]).name);
+  return names;
+}
+
 namespace {
 
 // The leading dimension of a checkpointed loop's advance slices (every-k: the forward's segment
@@ -198,7 +204,7 @@ class ScanKernel final : public Kernel {
  public:
   explicit ScanKernel(const KernelCtx& ctx)
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
-        body_(std::make_unique<Executable>(*ctx.node.body, store_)),
+        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{}, loop_body_options(ctx, sig_))),
         carry_(ctx, sig_, *body_, false) {}
 
   void run(dnnl::stream&) override {

@@ -90,6 +90,16 @@ void LoopCarry::finish() {
   for (size_t i = 0; i < sig_.nc; ++i) std::memcpy(out_[i].dst, current(i), out_[i].bytes);
 }
 
+CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s, CompileOptions options) {
+  options.shared_workspace = &ctx.workspace;
+  options.scratch_arena = ctx.loop_scratch;
+  options.scratch_arena_bytes = ctx.loop_scratch_bytes;
+  const Graph& body = *ctx.node.body;
+  for (size_t i = s.nc + s.nx; i < ctx.in.size(); ++i)
+    options.bound_inputs.push_back({body.node(s.body_inputs[i]).name, ctx.in[i]});
+  return options;
+}
+
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all) {
   size_t bytes = 0;
   for (size_t k = 0; k < s.nc; ++k)

@@ -20,7 +20,8 @@ class BodyFeeds {
   BodyFeeds(const KernelCtx& ctx, const ScanSig& s, Executable& exe);
   // Loop input i (one slice of it, for a stacked input) from `src`.
   void feed(size_t i, const char* src);
-  // The initial carries and the invariants, from the loop's inputs.
+  // The initial carries and any invariant the executable reads from a slot of its own (a loop
+  // kernel binds them instead, loop_body_options below), from the loop's inputs.
   void feed_fixed();
   // Slice t of the stacked inputs [from, nc + nx).
   void feed_slices(size_t from, size_t t);
@@ -75,6 +76,12 @@ class LoopCarry {
   std::vector<char> staging_;
   bool stage_all_;
 };
+
+// How a loop kernel compiles its body executables: the body's invariants bound to the loop's input
+// buffers (ctx.in), which hold through the loop's run, so the body reads the loop's weights and
+// data in place; and, since a body runs only inside the loop kernel's own run, planned into the
+// enclosing executable's loop scratch (all but the fed inputs) with its workspace.
+CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s, CompileOptions options = {});
 
 // The staging a LoopCarry over `body` allocates (at least one byte).
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);

@@ -5,9 +5,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstring>
-#include <new>
 
 #include "metagrad/error.h"
 #include "metagrad/executable.h"
@@ -55,48 +53,36 @@ size_t state_bytes(const Graph& body, const ScanSig& s) {
   return b;
 }
 
-// The reverse step and the advance never run at once: they share one scratch region, the larger
-// of their two plans; each keeps its fed inputs in a block of its own.
-size_t shared_scratch_bytes(const Graph& body, const ScanSig& s) {
-  return std::max(planned_peak_parts(body, scan_step_fetches(body, s), false).scratch,
-                  planned_peak_parts(body, scan_advance_fetches(body, s), false).scratch);
-}
-
 }  // namespace
 
-size_t scan_kernel_bytes(const Node& n) {
+// A plain loop: one body executable. A checkpointed one: the reverse step and the advance, which
+// never run at once, so the larger of their plans is the scratch they share; each keeps its fed
+// inputs in a block of its own. At least 64 bytes of scratch, so that every loop kernel is given
+// a region and plans its bodies the same way.
+LoopBytes scan_kernel_bytes(const Node& n) {
   const Graph& body = *n.body;
   const ScanSig s = scan_sig(n.attrs, n.inputs.size(), body);
-  if (s.na == 0) return planned_peak_bytes(body, {}, false) + scan_staging_bytes(body, s, false);
-  const PeakParts step = planned_peak_parts(body, scan_step_fetches(body, s), false);
-  const PeakParts adv = planned_peak_parts(body, scan_advance_fetches(body, s), false);
-  return step.fed + step.loops + adv.fed + adv.loops + std::max(step.scratch, adv.scratch) +
-         scan_staging_bytes(body, s, true) + (scan_slot_count(s) + 1) * state_bytes(body, s);
+  const std::vector<std::string> bound = scan_invariant_names(body, s);
+  LoopBytes b;
+  if (s.na == 0) {
+    const PeakParts p = planned_peak_parts(body, {}, false, bound);
+    b.own = p.fed + p.loops + scan_staging_bytes(body, s, false);
+    b.scratch = p.scratch;
+  } else {
+    const PeakParts step = planned_peak_parts(body, scan_step_fetches(body, s), false, bound);
+    const PeakParts adv = planned_peak_parts(body, scan_advance_fetches(body, s), false, bound);
+    b.own = step.fed + step.loops + adv.fed + adv.loops + scan_staging_bytes(body, s, true) +
+            (scan_slot_count(s) + 1) * state_bytes(body, s);
+    b.scratch = std::max(step.scratch, adv.scratch);
+  }
+  b.scratch = std::max<size_t>(64, b.scratch);
+  return b;
 }
 
 namespace {
 
-// 64-byte aligned memory of a fixed size, for an arena.
-struct AlignedBlock {
-  explicit AlignedBlock(size_t n) : bytes(n), ptr(std::aligned_alloc(64, std::max<size_t>(64, (n + 63) / 64 * 64))) {
-    if (!ptr) throw std::bad_alloc();
-  }
-  ~AlignedBlock() { std::free(ptr); }
-  AlignedBlock(const AlignedBlock&) = delete;
-  AlignedBlock& operator=(const AlignedBlock&) = delete;
-  size_t bytes;
-  void* ptr;
-};
-
-CompileOptions in_scratch(const AlignedBlock& b) {
-  CompileOptions o;
-  o.scratch_arena = b.ptr;
-  o.scratch_arena_bytes = b.bytes;
-  return o;
-}
-
 // Two executables of one body: the reverse step (the body's own outputs) and the advance (the
-// forward step of the carries it reads), over one shared scratch arena. A run feeds the
+// forward step of the carries it reads), both planned into the loop scratch. A run feeds the
 // invariants once, then follows the schedule over `cur_` (the recomputed forward carry) and the
 // slots; the reverse step's carries are copied out after each of its runs (an advance may run
 // before the next reverse step and overwrite the scratch) and fed back from there.
@@ -104,9 +90,10 @@ class CheckpointedScanKernel final : public Kernel {
  public:
   explicit CheckpointedScanKernel(const KernelCtx& ctx)
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
-        scratch_(shared_scratch_bytes(*ctx.node.body, sig_)),
-        step_(std::make_unique<Executable>(*ctx.node.body, store_, scan_step_fetches(*ctx.node.body, sig_), in_scratch(scratch_))),
-        adv_(std::make_unique<Executable>(*ctx.node.body, store_, scan_advance_fetches(*ctx.node.body, sig_), in_scratch(scratch_))),
+        step_(std::make_unique<Executable>(*ctx.node.body, store_, scan_step_fetches(*ctx.node.body, sig_),
+                                           loop_body_options(ctx, sig_))),
+        adv_(std::make_unique<Executable>(*ctx.node.body, store_, scan_advance_fetches(*ctx.node.body, sig_),
+                                          loop_body_options(ctx, sig_))),
         carry_(ctx, sig_, *step_, true),
         adv_feeds_(ctx, sig_, *adv_) {
     const Graph& body = *ctx.node.body;
@@ -162,13 +149,12 @@ class CheckpointedScanKernel final : public Kernel {
                        sig_.slots);
   }
   size_t own_bytes() const override {
-    return step_->peak_bytes() + adv_->peak_bytes() + scratch_.bytes + carry_.staging_bytes() + slots_.size() + cur_.size();
+    return step_->peak_bytes() + adv_->peak_bytes() + carry_.staging_bytes() + slots_.size() + cur_.size();
   }
 
  private:
   ScanSig sig_;
   ParamStore store_;
-  AlignedBlock scratch_;  // the arena both executables plan into, less their fed inputs
   std::unique_ptr<Executable> step_, adv_;
   LoopCarry carry_;     // the reverse step's inputs and carries
   BodyFeeds adv_feeds_;  // the advance's inputs

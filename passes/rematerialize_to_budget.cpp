@@ -17,8 +17,9 @@ namespace metagrad {
 
 namespace {
 
-constexpr size_t kMaxChain = 8;         // nodes made again for one candidate, the value included
+constexpr size_t kMaxChain = 16;        // nodes made again for one candidate, the value included
 constexpr int kCheckEvery = 16;         // applications between planner checks of the leanest graph
+constexpr int kPerRound = 4;            // candidates applied together in one round
 
 double numel(const TensorType& t) { return double(t.numel()); }
 
@@ -189,11 +190,11 @@ size_t chain_peak(const Graph& g, const std::vector<int>& chain) {
   return top;
 }
 
-// The candidate spanning the estimated peak step that frees its bytes at the fewest FLOPs per
-// byte, if any.
-std::optional<Candidate> cheapest_at_peak(const Graph& g, const Liveness& L, const std::vector<char>& pinned) {
+// The candidates spanning the estimated peak step, the fewest FLOPs per freed byte first (ties in
+// node order).
+std::vector<Candidate> candidates_at_peak(const Graph& g, const Liveness& L, const std::vector<char>& pinned) {
   const int P = L.peak_step;
-  std::optional<Candidate> best;
+  std::vector<Candidate> found;
   for (const Node& v : g.nodes()) {
     const size_t id = size_t(v.id);
     if (!L.live[id] || !recomputable(v) || pinned[id] || L.step[id] >= P || L.last[id] <= P) continue;
@@ -213,9 +214,10 @@ std::optional<Candidate> cheapest_at_peak(const Graph& g, const Liveness& L, con
     const int64_t there = int64_t(L.at[size_t(t - 1)]) - int64_t(L.dying[size_t(t - 1)]) - int64_t(v.type().bytes());
     if (there + int64_t(chain_peak(g, *chain)) >= int64_t(L.peak)) continue;
     const double per_byte = std::max(0.0, cost) / double(v.type().bytes());
-    if (!best || per_byte < best->per_byte) best = Candidate{*after, std::move(*chain), std::max(0.0, cost), per_byte};
+    found.push_back(Candidate{*after, std::move(*chain), std::max(0.0, cost), per_byte});
   }
-  return best;
+  std::stable_sort(found.begin(), found.end(), [](const Candidate& a, const Candidate& b) { return a.per_byte < b.per_byte; });
+  return found;
 }
 
 }  // namespace
@@ -228,10 +230,11 @@ bool rematerialize_to_budget(Graph& g, size_t budget, const PlannedPeak& planned
   RematReport done, best_done;
   // The planned peak differs from the estimate by the loops' own storage and the planner's
   // fragmentation; learnt at every check, so the estimate is driven to where the plan fits.
-  int64_t offset = int64_t(start) - int64_t(analyse(cur).peak);
-  // Checks at every kCheckEvery-th application whatever the budget, so that compiling again with
+  int64_t offset = int64_t(best_peak) - int64_t(analyse(cur).peak);
+  // Checks once every kCheckEvery applications whatever the budget, so that compiling again with
   // the smallest budget a run reached retraces the same graphs and finds the same fit.
   int64_t checked = -1;  // the application count last checked
+  int64_t next_periodic = kCheckEvery;
   auto check = [&](const Graph& c) {
     const size_t p = planned_peak(c);
     if (p < best_peak) best = c, best_peak = p, best_done = done;
@@ -241,21 +244,35 @@ bool rematerialize_to_budget(Graph& g, size_t budget, const PlannedPeak& planned
   const size_t max_rounds = 4 * g.size();
   for (size_t round = 0; round < max_rounds; ++round) {
     const Liveness L = analyse(cur);
-    const bool periodic = done.values > 0 && done.values % kCheckEvery == 0;
+    const bool periodic = done.values >= next_periodic;
+    if (periodic) next_periodic = (done.values / kCheckEvery + 1) * kCheckEvery;
     if (checked != done.values && (int64_t(L.peak) + offset <= int64_t(budget) || periodic)) {
       const size_t p = check(cur);
       if (p <= budget) break;
       offset = int64_t(p) - int64_t(L.peak);
     }
-    std::optional<Candidate> c = cheapest_at_peak(cur, L, pinned_nodes(cur));
-
-    if (!c) break;
+    const std::vector<Candidate> cs = candidates_at_peak(cur, L, pinned_nodes(cur));
+    if (cs.empty()) break;
+    // The peak step is usually held up by many values: the cheapest few are applied together,
+    // as long as no node is in two of their chains and their copies are made before different
+    // reads (each one's new-peak test was made without the others). A fixed count, not what the
+    // budget still needs, so that the graphs a run passes through do not depend on the budget.
     std::vector<std::vector<Recompute>> again(cur.size());
-    again[size_t(c->reader)].push_back({c->chain, true});
+    std::vector<char> used(cur.size(), 0);
+    int taken = 0;
+    for (const Candidate& c : cs) {
+      if (taken == kPerRound) break;
+      if (!again[size_t(c.reader)].empty() ||
+          std::any_of(c.chain.begin(), c.chain.end(), [&](int n) { return used[size_t(n)] != 0; }))
+        continue;
+      for (int n : c.chain) used[size_t(n)] = 1;
+      again[size_t(c.reader)].push_back({c.chain, true});
+      taken += 1;
+      done.values += 1;
+      done.nodes += int64_t(c.chain.size());
+      done.extra_flops += c.cost;
+    }
     cur = rebuild_with_recomputation(cur, again);
-    done.values += 1;
-    done.nodes += int64_t(c->chain.size());
-    done.extra_flops += c->cost;
   }
   if (checked != done.values) check(cur);
   if (best_peak >= start) return false;

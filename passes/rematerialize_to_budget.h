@@ -13,17 +13,19 @@ namespace metagrad {
 // fetches and options bound).
 using PlannedPeak = std::function<size_t(const Graph&)>;
 
-// A candidate is one value and one gap between its reads (or between its making and its first
-// read): the value dies at the read before the gap and is made again just before the read after
-// it, from operands alive there, or through a chain of at most 8 recomputed nodes whose leaves
-// are. Rounds against a liveness estimate of `g`'s node order take the candidate spanning the
-// estimated peak step with the fewest FLOPs per byte it frees; the planned peak is checked at
-// every 16th application and when the estimate says it fits. Never recomputed: inputs,
-// parameters, constants, loops (scan), collectives (allreduce_sum), multi-output ops; the
-// registry has no random op. Ends when the
-// planned peak fits or nothing at the peak step can be recomputed, leaving the leanest graph
-// checked. Returns whether it changed `g` (only when that lowered the planned peak); adds what
-// it recomputed to `report`.
+// First, n-ary sums whose addends are held until the sum are accumulated as the addends are made
+// (passes/accumulate_early.h), when that lowers the planned peak: no recomputation, only the
+// summation order changes. Then a candidate is one value and one gap between its reads (or
+// between its making and its first read): the value dies at the read before the gap and is made
+// again just before the read after it, from operands alive there, or through a chain of at most
+// 16 recomputed nodes whose leaves are. Rounds against a liveness estimate of `g`'s node order
+// take the candidates spanning the estimated peak step, the fewest FLOPs per byte they free
+// first, up to four at once with disjoint chains and copies before different reads; the planned
+// peak is checked once every 16 applications and when the estimate says it fits. Never
+// recomputed: inputs, parameters, constants, loops (scan), collectives (allreduce_sum),
+// multi-output ops; the registry has no random op. Ends when the planned peak fits or nothing at
+// the peak step can be recomputed, leaving the leanest graph checked. Returns whether it changed
+// `g` (only when that lowered the planned peak); adds what it recomputed to `report`.
 bool rematerialize_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport* report = nullptr);
 
 }  // namespace metagrad

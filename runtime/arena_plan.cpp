@@ -28,7 +28,8 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
   return wanted;
 }
 
-ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics, bool separate_fed) {
+ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics, bool separate_fed,
+                     const std::vector<std::string>& bound) {
   ArenaPlan ap;
   ap.wanted = wanted;
   const size_t n = g.size();
@@ -56,6 +57,7 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
   for (size_t i = 0; i < n; ++i) {
     const Node& node = g.node(int(i));
     if (!needed[i] || node.kind == NodeKind::Parameter || node.kind == NodeKind::Constant) continue;
+    if (node.kind == NodeKind::Input && std::find(bound.begin(), bound.end(), node.name) != bound.end()) continue;
     // Inputs are written before the first step and stay intact through the whole run, so a
     // caller may run again without feeding again.
     const bool fed = node.kind == NodeKind::Input;
@@ -109,22 +111,35 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
 namespace {
 
 size_t loop_bytes(const Graph& g, const ArenaPlan& ap) {
-  size_t b = 0;
+  size_t own = 0, scratch = 0;
   for (const Node& n : g.nodes())
-    if (ap.needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) b += scan_kernel_bytes(n);
-  return b;
+    if (ap.needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) {
+      const LoopBytes b = scan_kernel_bytes(n);
+      own += b.own, scratch = std::max(scratch, b.scratch);
+    }
+  return own + loop_scratch_bytes(scratch);
 }
 
 }  // namespace
 
-size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics) {
-  ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics);
+size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                          const std::vector<std::string>& bound) {
+  ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, false, bound);
   return ap.memory.peak_bytes + loop_bytes(g, ap);
 }
 
-PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics) {
-  ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, true);
+PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                             const std::vector<std::string>& bound) {
+  ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, true, bound);
   return {ap.fed_bytes, ap.memory.peak_bytes, loop_bytes(g, ap)};
+}
+
+size_t loop_scratch_bytes(size_t largest) { return largest == 0 ? 0 : (largest + 63) / 64 * 64; }
+
+std::vector<std::string> bound_input_names(const std::vector<CompileOptions::BoundInput>& bound) {
+  std::vector<std::string> names;
+  for (const auto& b : bound) names.push_back(b.name);
+  return names;
 }
 
 }  // namespace metagrad

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "metagrad/executable.h"
 #include "metagrad/graph.h"
 #include "runtime/memory_plan.h"
 
@@ -30,20 +31,29 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
 // through the whole run; an in-place op may take over an operand dying at it (not when
 // `check_numerics`, which keeps a faulty kernel's operands intact). `separate_fed` keeps the fed
 // inputs out of the planned region (CompileOptions::scratch_arena), so that the region can be
-// shared with another executable while the inputs hold between runs.
+// shared with another executable while the inputs hold between runs. The inputs named in `bound`
+// read caller memory (CompileOptions::bound_inputs) and get no buffer.
 ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics,
-                     bool separate_fed = false);
+                     bool separate_fed = false, const std::vector<std::string>& bound = {});
 
 // The planned peak in parts: the fed block and the rest of the arena (as plan_arena with
 // separate_fed places them), and the loop kernels' own storage.
 struct PeakParts {
   size_t fed = 0, scratch = 0, loops = 0;
 };
-PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics);
+PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                             const std::vector<std::string>& bound = {});
 
 // The arena peak plus the storage the loop kernels allocate for themselves (their bodies' own
 // plans, checkpoint slots), as the compiled executable would report it. Workspace (oneDNN
 // scratch) is not included.
-size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics);
+size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                          const std::vector<std::string>& bound = {});
+
+// The loop scratch an executable allocates for its largest loop's `largest` bytes (ops/scan.h).
+size_t loop_scratch_bytes(size_t largest);
+
+// The names of CompileOptions::bound_inputs, as the planner takes them.
+std::vector<std::string> bound_input_names(const std::vector<CompileOptions::BoundInput>& bound);
 
 }  // namespace metagrad

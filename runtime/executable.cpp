@@ -94,7 +94,10 @@ struct Executable::Impl {
   dnnl::engine engine_;
   dnnl::stream stream_;
   float* arena_ = nullptr;
-  Workspace workspace_;  // scratch shared by all kernels (oneDNN scratchpads, reordered operands)
+  void* loop_scratch_ = nullptr;  // shared by the loop kernels (KernelCtx::loop_scratch)
+  size_t loop_scratch_bytes_ = 0;
+  Workspace own_workspace_;  // scratch shared by all kernels (oneDNN scratchpads, reordered operands)
+  Workspace& workspace_;     // own_workspace_, or the enclosing executable's (shared_workspace)
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
   std::vector<std::vector<float>> constants_;  // f32/i32 payloads of constant nodes
   std::vector<std::vector<void*>> ptrs_;        // per node, per output
@@ -110,11 +113,26 @@ struct Executable::Impl {
 
 Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std::string>& fetches,
                        const CompileOptions& options)
-    : graph_(g), store_(store), options_(options), engine_(dnnl::engine::kind::cpu, 0), stream_(engine_) {
+    : graph_(g),
+      store_(store),
+      options_(options),
+      engine_(dnnl::engine::kind::cpu, 0),
+      stream_(engine_),
+      workspace_(options.shared_workspace ? *options.shared_workspace : own_workspace_) {
   verify(graph_);
+  const std::vector<std::string> bound = bound_input_names(options_.bound_inputs);
+  for (size_t b = 0; b < bound.size(); ++b) {
+    const int id = graph_.find(bound[b]);
+    if (id < 0 || graph_.node(id).kind != NodeKind::Input)
+      throw RuntimeError(fmt::format("bound input \"{}\": the graph has no input of that name", bound[b]));
+    if (!options_.bound_inputs[b].data) throw RuntimeError(fmt::format("bound input \"{}\": null data", bound[b]));
+    if (std::find(bound.begin(), bound.begin() + ptrdiff_t(b), bound[b]) != bound.begin() + ptrdiff_t(b))
+      throw RuntimeError(fmt::format("bound input \"{}\" is bound twice", bound[b]));
+  }
   remat_ = fit_memory_budget(graph_, fetches, options_);
   char* const scratch = static_cast<char*>(options_.scratch_arena);
-  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, scratch != nullptr);
+  ArenaPlan ap =
+      plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, scratch != nullptr, bound);
   const std::vector<NamedOutput>& wanted = ap.wanted;
   const std::vector<char>& needed = ap.needed;
   const std::vector<BufferRequest>& requests = ap.requests;
@@ -152,6 +170,9 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
       if (payload.empty()) payload.resize(1);
       constants_.push_back(std::move(payload));
       ptrs_[i] = {constants_.back().data()};
+    } else if (const auto b = std::find(bound.begin(), bound.end(), node.name);
+               node.kind == NodeKind::Input && b != bound.end()) {
+      ptrs_[i] = {const_cast<void*>(options_.bound_inputs[size_t(b - bound.begin())].data)};  // read only
     } else {
       for (size_t k = 0; k < node.outputs.size(); ++k) {
         const size_t r = request_of.at({int(i), int(k)});
@@ -162,10 +183,18 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     }
   }
 
+  size_t largest_loop_scratch = 0;
+  for (size_t i = 0; i < n; ++i)
+    if (needed[i] && graph_.node(int(i)).body)
+      largest_loop_scratch = std::max(largest_loop_scratch, scan_kernel_bytes(graph_.node(int(i))).scratch);
+  if ((loop_scratch_bytes_ = loop_scratch_bytes(largest_loop_scratch)) > 0) {
+    loop_scratch_ = std::aligned_alloc(64, loop_scratch_bytes_);
+    if (!loop_scratch_) throw std::bad_alloc();
+  }
   for (size_t i = 0; i < n; ++i) {
     const Node& node = graph_.node(int(i));
     if (!needed[i] || node.kind != NodeKind::Op) continue;
-    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective};
+    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective, loop_scratch_, loop_scratch_bytes_};
     for (Value v : node.inputs) {
       ctx.in_types.push_back(graph_.type(v));
       ctx.in.push_back(value_ptr(v));
@@ -177,7 +206,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     }
     kernel_nodes_.push_back(int(i));
   }
-  workspace_.allocate();
+  if (!options_.shared_workspace) workspace_.allocate();
   for (const auto& u : graph_.updates()) {
     const Node& p = graph_.node(u.param);
     writebacks_.push_back({store_.data(p.name).data(), static_cast<const float*>(value_ptr(u.value)),
@@ -190,7 +219,11 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
   }
 }
 
-Executable::Impl::~Impl() { std::free(arena_); }
+Executable::Impl::~Impl() {
+  kernels_.clear();  // loop kernels' body executables plan into loop_scratch_
+  std::free(loop_scratch_);
+  std::free(arena_);
+}
 
 void* Executable::Impl::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
 
@@ -203,6 +236,8 @@ int Executable::Impl::find_input_slot(const std::string& name) const noexcept {
 int Executable::Impl::input_slot(const std::string& name) const {
   if (const int slot = find_input_slot(name); slot >= 0) return slot;
   int id = graph_.find(name);
+  for (const auto& b : options_.bound_inputs)
+    if (b.name == name) throw RuntimeError(fmt::format("input \"{}\" is bound to caller memory, not fed", name));
   if (id >= 0 && graph_.node(id).kind == NodeKind::Input)
     throw RuntimeError(fmt::format("input \"{}\" is not needed by the compiled fetches", name));
   throw RuntimeError(fmt::format("graph has no input \"{}\"", name));
@@ -234,6 +269,7 @@ void Executable::Impl::run(const std::vector<Feed>& feeds) {
                                      shape_str(f.shape)));
     if (!f.data) throw RuntimeError(fmt::format("input \"{}\" fed a null pointer", f.name));
     std::memcpy(s.ptr, f.data, s.type.bytes());
+    s.set = true;  // a later run() may reuse it without feeding again
     fed[size_t(slot)] = 1;
   }
   for (size_t i = 0; i < inputs_.size(); ++i)
@@ -367,7 +403,7 @@ size_t Executable::workspace_bytes() const { return impl_->workspace_.bytes(); }
 size_t Executable::naive_bytes() const { return impl_->naive_bytes_; }
 size_t Executable::kernel_count() const { return impl_->kernels_.size(); }
 size_t Executable::loop_storage_bytes() const {
-  size_t b = 0;
+  size_t b = impl_->loop_scratch_bytes_;
   for (const auto& k : impl_->kernels_) b += k->own_bytes();
   return b;
 }

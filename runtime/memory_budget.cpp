@@ -1,7 +1,8 @@
 // The memory reducers tried under CompileOptions::memory_budget, and the forced loop policies.
 // One row per reducer, in the order they are tried: the loops' checkpointing first, as it costs
 // one recomputed body step per saved carry and reaches what straight-line recomputation cannot
-// (the carries a loop stores); then straight-line rematerialization on what remains, which
+// (the carries a loop stores); then early accumulation of many-way sums, which costs nothing to
+// run; then straight-line rematerialization on what remains, which
 // recomputes values of the enclosing graph cheapest per byte first.
 #include "runtime/memory_budget.h"
 
@@ -11,6 +12,7 @@
 #include <cmath>
 
 #include "metagrad/error.h"
+#include "passes/accumulate_early.h"
 #include "passes/checkpoint_loops.h"
 #include "runtime/arena_plan.h"
 
@@ -38,9 +40,10 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   };
   int64_t lo = 1, hi = max_revolve_slots(longest);
   Graph best = with_slots(lo);
-  // A checkpointed loop holds fixed storage a plain one does not (the advance's own copy of the
-  // invariants, the working carry, a slot): with few steps of a large body that costs more than
-  // the carries it saves, and storing every carry stays leaner.
+  // A checkpointed loop holds fixed storage a plain one does not (the advance's fed block, the
+  // working carry, a slot, the staged carries): with few steps of a body whose carries are small
+  // next to its activations that costs more than the carries it saves, and storing every carry
+  // stays leaner.
   const size_t leanest = planned_peak(best);  // planning a graph is costly: once per candidate
   if (leanest >= planned_peak(g)) return false;
   if (leanest <= budget) {
@@ -55,6 +58,15 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   return true;
 }
 
+// Addends held until one late sum cost memory without any recomputation: summed as they are made,
+// when that lowers the plan.
+bool accumulate_sums_to_budget(Graph& g, size_t, const PlannedPeak& planned_peak, RematReport&) {
+  Graph acc = g;
+  if (!accumulate_sums_early(acc) || planned_peak(acc) >= planned_peak(g)) return false;
+  g = std::move(acc);
+  return true;
+}
+
 bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport& remat) {
   return rematerialize_to_budget(g, budget, planned_peak, &remat);
 }
@@ -64,6 +76,7 @@ bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& 
 const std::vector<MemoryReducer>& memory_reducers() {
   static const std::vector<MemoryReducer> table = {
       {"checkpoint-loops", checkpoint_loops_to_budget, true},
+      {"accumulate-early", accumulate_sums_to_budget, false},
       {"rematerialize", rematerialize_values_to_budget, false},
   };
   return table;
@@ -89,7 +102,8 @@ RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches,
   RematReport remat;
   if (options.memory_budget == 0) return remat;
   const bool numerics = options.check_numerics;
-  PlannedPeak peak = [&fetches, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics); };
+  const std::vector<std::string> bound = bound_input_names(options.bound_inputs);
+  PlannedPeak peak = [&fetches, &bound, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics, bound); };
   size_t now = peak(g);
   if (now <= options.memory_budget) return remat;
   std::string tried;

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <sstream>
 #include <sys/wait.h>
 
@@ -20,7 +21,8 @@ using metagrad::testing::CliRun;
 using metagrad::testing::lines;
 using metagrad::testing::run;
 
-// The JSON every bench command writes: {"command", "config", "timing", "result"}.
+// The JSON every command writes: {"command", "config", "timing", "result"} (and "distributed";
+// Cli.EveryBenchCommandWritesOneJsonShape checks the whole shape of every bench command's).
 void expect_header(const nlohmann::json& j, const std::string& command) {
   EXPECT_EQ(j.value("command", ""), command);
   for (const char* k : {"config", "timing", "result"}) EXPECT_TRUE(j.contains(k) && j[k].is_object()) << command << ": " << k;
@@ -59,7 +61,8 @@ TEST(Cli, BenchSinusoidWritesTheSummary) {
   std::ifstream in(json);
   auto j = nlohmann::json::parse(in);
   expect_header(j, "bench sinusoid");
-  for (const char* k : {"pre_adapt_mse", "post_adapt_mse", "peak_bytes", "mse_by_step"}) EXPECT_TRUE(j["result"].contains(k)) << k;
+  for (const char* k : {"pre_adapt_mse", "post_adapt_mse", "mse_by_step"}) EXPECT_TRUE(j["result"].contains(k)) << k;
+  EXPECT_GT(j["result"]["compile"]["peak_bytes"].get<double>(), 0.0);
   EXPECT_EQ(j["config"]["iters"], 50);
   EXPECT_EQ(j["timing"]["iters"], 50);
   expect_two_times(j["timing"]);
@@ -74,10 +77,10 @@ TEST(Cli, BenchConvMamlSyntheticWritesTheSummaryAndNeedsItsDataSource) {
   std::ifstream in(json);
   auto j = nlohmann::json::parse(in);
   expect_header(j, "bench conv-maml");
-  for (const char* k : {"pre_adapt_accuracy", "post_adapt_accuracy", "peak_bytes", "naive_bytes", "working_bytes", "kernels"})
-    EXPECT_TRUE(j["result"].contains(k)) << k;
+  for (const char* k : {"pre_adapt_accuracy", "post_adapt_accuracy", "working_bytes"}) EXPECT_TRUE(j["result"].contains(k)) << k;
+  for (const char* k : {"peak_bytes", "naive_bytes", "kernels"}) EXPECT_TRUE(j["result"]["compile"].contains(k)) << k;
   expect_two_times(j["timing"]);
-  EXPECT_LT(j["result"]["peak_bytes"].get<double>(), j["result"]["naive_bytes"].get<double>());
+  EXPECT_LT(j["result"]["compile"]["peak_bytes"].get<double>(), j["result"]["compile"]["naive_bytes"].get<double>());
   std::filesystem::remove(json);
 
   CliRun no_data = run("bench conv-maml --iters 1");
@@ -359,6 +362,7 @@ TEST(Cli, BenchTransferReportsEveryStrategyAndIsReproducible) {
     nlohmann::json j = nlohmann::json::parse(std::ifstream(dir + "/" + name));
     expect_header(j, "bench transfer");
     j.erase("timing");  // wall-clock time differs between runs
+    j["result"]["compile"].erase("compile_seconds");
     return j["result"];
   };
   nlohmann::json ja = read("metagrad_transfer_a.json");
@@ -396,7 +400,7 @@ namespace {
 
 const char* const kCommands[] = {"bench sinusoid",   "bench conv-maml", "bench fashion-mnist", "bench optimizer-table",
                                  "bench learned-schedule", "bench omniglot", "bench fewshot", "bench multitask",
-                                 "bench transfer",   "dump sinusoid",   "dump conv-maml",      "inspect",
+                                 "bench transfer",   "bench schedule-search", "dump sinusoid", "dump conv-maml", "inspect",
                                  "eval-episodes",    "make-runs"};
 
 TEST(Cli, EveryCommandHasHelpAndABadFlagExitsTwoWithOneLine) {
@@ -482,6 +486,79 @@ TEST(Cli, SaveEveryWritesACheckpointThatLoads) {
   EXPECT_EQ(run(common + " --iters 3 --save-every 2").status, 2) << "--save-every needs --save";
   std::filesystem::remove(ckpt);
   std::filesystem::remove(ckpt + ".json");
+}
+
+// The subcommands `metagrad bench --help` lists.
+std::set<std::string> bench_commands() {
+  const std::string help = run("bench --help").out;
+  std::set<std::string> names;
+  std::istringstream in(help.substr(help.find("Subcommands:")));
+  std::string line;
+  std::getline(in, line);
+  while (std::getline(in, line) && line.rfind("  ", 0) == 0) {
+    std::istringstream words(line);
+    std::string name;
+    words >> name;
+    names.insert(name);
+  }
+  return names;
+}
+
+std::set<std::string> keys_of(const nlohmann::json& j) {
+  std::set<std::string> keys;
+  for (const auto& item : j.items()) keys.insert(item.key());
+  return keys;
+}
+
+// Every bench command writes one JSON shape: the same top-level keys, and its compiled training
+// step's figures in `result.compile` with one key set (so scripts read `result.compile.remat` of
+// any bench). The table must name every command `bench --help` lists: a new bench is checked too.
+TEST(Cli, EveryBenchCommandWritesOneJsonShape) {
+  const std::string folders = image_folders("metagrad_cli_shape", 4, 4), json = temp_path("shape_json");
+  const std::vector<std::pair<std::string, std::string>> tiny = {
+      {"sinusoid", "--iters 2 --eval-tasks 1 --meta-batch 2"},
+      {"conv-maml", "--synthetic --iters 1 --eval-tasks 1 --meta-batch 1 --query 1 --filters 4"},
+      {"fashion-mnist", "--model mlp --max-train 256 --epochs 1"},
+      {"optimizer-table", "--model mlp --max-train 256 --epochs 1 --optimizers sgd --no-hd-sweep -o - --plot none"},
+      {"learned-schedule", "--unroll 2 --meta-iters 1 --eval-unrolls 1 --val-batch 20 --hidden 8"},
+      {"omniglot", "--algo protonet --filters 4 --iters 1 --meta-batch 1 --eval-episodes 1 --data " + kOmniglot},
+      {"fewshot", "--algo protonet --ways 2 --shots 1 --query 1 --eval-query 2 --filters 4 --meta-batch 1 --iters 1 "
+                  "--eval-episodes 1 --held-out 0.5 --data " + folders},
+      {"multitask", "--modes single --seeds 1 --epochs 1 --max-train 256 --max-test 100"},
+      {"transfer", "--strategy scratch --seeds 1 --max-source 256 --max-test 100 --source-epochs 1 --target-samples 5 "
+                   "--epochs 1 --batch 5"},
+      {"schedule-search", "--optimizers sgd --lr-scales 1 --schedules constant --configs 1 --min-epochs 1 --max-epochs 1 "
+                          "--max-train 300 --val 100 --max-test 100"},
+  };
+  std::set<std::string> listed;
+  for (const auto& cmd : tiny) listed.insert(cmd.first);
+  EXPECT_EQ(listed, bench_commands()) << "every bench command needs a tiny run here";
+
+  const std::set<std::string> top = {"command", "config", "timing", "result", "distributed"};
+  std::set<std::string> compile_keys;
+  for (const auto& cmd : tiny) {
+    const std::string name = cmd.first;
+    CliRun r = run("bench " + name + " " + cmd.second + " --threads 1 --quiet --json " + json);
+    ASSERT_EQ(r.status, 0) << name << ": " << r.err;
+    const nlohmann::json j = read_json(json);
+    EXPECT_EQ(keys_of(j), top) << name;
+    expect_header(j, "bench " + name);
+    ASSERT_TRUE(j["result"].contains("compile") && j["result"]["compile"].is_object()) << name;
+    const nlohmann::json& c = j["result"]["compile"];
+    if (compile_keys.empty()) compile_keys = keys_of(c);
+    EXPECT_EQ(keys_of(c), compile_keys) << name;
+    EXPECT_GT(c.value("kernels", size_t(0)), 0u) << name << ": the figures of a step that was compiled";
+    EXPECT_GE(c.value("planned_peak_bytes", size_t(0)), c.value("peak_bytes", size_t(1))) << name;
+    EXPECT_TRUE(c["remat"].is_object() && c["loops"].is_array()) << name;
+    for (const char* k : {"nodes_raw", "peak_bytes", "loop_storage_bytes", "compile_seconds"})
+      EXPECT_FALSE(j["result"].contains(k)) << name << ": " << k << " belongs in result.compile";
+    if (name == "optimizer-table") {
+      for (const auto& row : j["result"]["rows"]) EXPECT_EQ(keys_of(row["result"]["compile"]), compile_keys) << "a row";
+    }
+  }
+  EXPECT_TRUE(compile_keys.count("remat") && compile_keys.count("planned_peak_bytes"));
+  std::filesystem::remove(json);
+  std::filesystem::remove_all(folders);
 }
 
 }  // namespace

@@ -193,5 +193,35 @@ TEST(Runtime, RunningAgainWithoutFeedingReusesTheFedInputs) {
   EXPECT_NEAR(first[10], 64 * std::exp(0.1f) + 1, 1e-3);
 }
 
+// A bound input is read where the caller keeps it: no slot, no arena space, and a change to the
+// caller's memory is seen by the next run without feeding.
+TEST(Runtime, BoundInputsAreReadInPlace) {
+  Graph g;
+  Tensor x = input(g, "x", {1024});
+  Tensor y = input(g, "y", {1});
+  g.add_output("out", (sum(x * 2.0, {0}, true) + y).value());
+  std::vector<float> xv(1024, 0.5f), yv{3};
+  ParamStore store;
+  CompileOptions o;
+  o.bound_inputs = {{"x", xv.data()}};
+  Executable bound(g, store, {}, o), fed(g, store);
+  EXPECT_EQ(bound.find_input_slot("x"), -1);
+  EXPECT_GE(fed.arena_bytes(), bound.arena_bytes() + 1024 * sizeof(float)) << "the bound input takes no arena space";
+  bound.run({Feed::f32("y", {1}, yv)});
+  EXPECT_FLOAT_EQ(bound.fetch("out")[0], 1027.0f);
+  xv[7] = 10.5f;  // +20 in the sum, seen without feeding x
+  bound.run();
+  EXPECT_FLOAT_EQ(bound.fetch("out")[0], 1047.0f);
+  EXPECT_NE(testing::error_of([&] { bound.run({Feed::f32("x", {1024}, xv), Feed::f32("y", {1}, yv)}); }).find("\"x\" is bound"),
+            std::string::npos);
+  CompileOptions unknown;
+  unknown.bound_inputs = {{"z", xv.data()}};
+  EXPECT_NE(testing::error_of([&] { Executable e(g, store, {}, unknown); }).find("bound input \"z\": the graph has no input"),
+            std::string::npos);
+  CompileOptions null;
+  null.bound_inputs = {{"x", nullptr}};
+  EXPECT_NE(testing::error_of([&] { Executable e(g, store, {}, null); }).find("null data"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace metagrad

@@ -2,6 +2,9 @@
 // loop against the unrolled graph, passes on loops, and derivatives through loops to third order.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
+
 #include "graph/op_def.h"
 #include "metagrad/autodiff.h"
 #include "metagrad/executable.h"
@@ -10,6 +13,7 @@
 #include "metagrad/reference.h"
 #include "metagrad/scan.h"
 #include "metagrad/serialize.h"
+#include "runtime/arena_plan.h"
 #include "tests/alloc_counter.h"
 #include "tests/grad_check.h"
 #include "tests/test_util.h"
@@ -367,6 +371,49 @@ TEST(Scan, CseDoesNotMergeLoopsWithDifferentBodies) {
   auto out = reference_eval(g, {g.output("a"), g.output("b")}, f);
   EXPECT_EQ(out[0].data, (std::vector<double>{8, 16, 24}));
   EXPECT_EQ(out[1].data, (std::vector<double>{27, 54, 81}));
+}
+
+// A loop's invariants (its weights and data) are read by the body where the loop's inputs are,
+// not copied into the body executable: the loop's own storage is far smaller than its invariant.
+TEST(Scan, InvariantsAreReadInPlaceNotCopiedIntoTheBody) {
+  Graph g;
+  Tensor c = input(g, "c", {1});
+  Tensor k = input(g, "k", {1 << 16});
+  ScanResult s = scan(4, {c}, {}, {k}, [](const auto& cs, const auto&, const auto& ks) {
+    return ScanStep{{cs[0] + sum(ks[0], {0}, true)}, {}};
+  });
+  g.add_output("c", s.carries[0].value());
+  RefValues f{{"c", random_ref({1}, 1)}, {"k", random_ref({1 << 16}, 2)}};
+  auto ref = reference_eval(g, {g.output("c")}, f);
+  ParamStore store;
+  Executable exe(g, store);
+  std::vector<float> cv = testing::to_f32(f["c"]), kv = testing::to_f32(f["k"]);
+  exe.run({Feed::f32("c", {1}, cv), Feed::f32("k", {1 << 16}, kv)});
+  EXPECT_NEAR(exe.fetch(0)[0], ref[0].data[0], 1e-3 * std::max(1.0, std::abs(ref[0].data[0])));
+  EXPECT_LT(exe.loop_storage_bytes(), (size_t(1) << 16) * sizeof(float) / 8);
+  EXPECT_EQ(exe.peak_bytes(), planned_peak_bytes(exe.graph(), {}, false)) << "the plan counts the same";
+}
+
+// A loop body's kernels share the enclosing executable's workspace (they run only inside the
+// loop kernel's run): the executable reports it, and the loop still equals the reference.
+TEST(Scan, BodyKernelsShareTheEnclosingWorkspace) {
+  Graph g;
+  Tensor c = input(g, "c", {1, 8, 6, 6});
+  Tensor w = input(g, "w", {8, 8, 3, 3});
+  ScanResult s = scan(3, {c}, {}, {w}, [](const auto& cs, const auto&, const auto& ks) {
+    return ScanStep{{tanh(conv2d(cs[0], ks[0], {1, 1}, {1, 1}))}, {}};
+  });
+  g.add_output("c", s.carries[0].value());
+  RefValues f{{"c", random_ref({1, 8, 6, 6}, 1)}, {"w", random_ref({8, 8, 3, 3}, 2)}};
+  auto ref = reference_eval(g, {g.output("c")}, f);
+  ParamStore store;
+  Executable exe(g, store);
+  EXPECT_GT(exe.workspace_bytes(), 0u) << "the body's convolution scratch is in the enclosing workspace";
+  std::vector<float> cv = testing::to_f32(f["c"]), wv = testing::to_f32(f["w"]);
+  exe.run({Feed::f32("c", {1, 8, 6, 6}, cv), Feed::f32("w", {8, 8, 3, 3}, wv)});
+  auto got = exe.fetch(0);
+  ASSERT_EQ(got.size(), ref[0].data.size());
+  for (size_t e = 0; e < got.size(); ++e) EXPECT_NEAR(got[e], ref[0].data[e], 1e-4) << e;
 }
 
 }  // namespace

@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 
-from metagrad_json import run_metagrad_json
+from metagrad_json import compiled, run_metagrad_json
 
 
 def rss_bytes():
@@ -148,10 +148,11 @@ def main():
           f"{' '.join(f'{x:.1f}' for x in torch_ms)}), working memory {mib(min(torch_mem)):7.1f} MiB")
     for name, rs in (("metagrad -O1 (default)", mg), ("metagrad -O0", mg0)):
         ms = [r["timing"]["ms_per_iter"] for r in rs]
-        r = max(rs, key=lambda r: r["result"]["working_bytes"])["result"]
+        s = max(rs, key=lambda r: r["result"]["working_bytes"])
+        r, c = s["result"], compiled(s)
         print(f"{name:32s}: {med(ms):8.1f} ms/iter ({' '.join(f'{x:.1f}' for x in ms)}), working memory "
-              f"{mib(r['working_bytes']):7.1f} MiB (arena {mib(r['peak_bytes']):.1f} MiB of {mib(r['naive_bytes']):.1f} naive, "
-              f"{r['kernels']} kernels)")
+              f"{mib(r['working_bytes']):7.1f} MiB (arena {mib(c['peak_bytes']):.1f} MiB of {mib(c['naive_bytes']):.1f} naive, "
+              f"{c['kernels']} kernels)")
     ratios = [m["timing"]["ms_per_iter"] / t for m, t in zip(mg, torch_ms)]
     ratios0 = [m["timing"]["ms_per_iter"] / m0["timing"]["ms_per_iter"] for m, m0 in zip(mg, mg0)]
     print(f"time:   metagrad/PyTorch = {med(ratios):.2f} (median of per-round ratios {' '.join(f'{x:.2f}' for x in ratios)}; "

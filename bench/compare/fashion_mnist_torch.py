@@ -92,7 +92,7 @@ def main():
     print(f"PyTorch {torch.__version__}: {t_ep:.2f} s per epoch (epochs: {', '.join(f'{t:.2f}' for t in t_times)}), "
           f"test accuracy {t_acc:.4f}")
     print(f"metagrad: {m_ep:.2f} s per epoch (epochs: {', '.join(f'{t:.2f}' for t in m_times)}), "
-          f"test accuracy {m['epochs'][-1]['test_accuracy']:.4f}")
+          f"test accuracy {m['result']['epochs'][-1]['test_accuracy']:.4f}")
     print(f"speed-up: {t_ep / m_ep:.2f}x")
 
 

@@ -3,7 +3,7 @@
 
 For each workload, in one run: no budget; budgets of 3/4 and 1/2 of the unconstrained peak; and the
 smallest budget that fits (the one the error of a 1-byte budget names). Each row gives the compiled
-plan's peak (arena plus loop storage, `result.planned_peak_bytes`, which equals the planner's
+plan's peak (arena plus loop storage, `result.compile.planned_peak_bytes`, which equals the planner's
 estimate), what rematerialization recomputed (`remat`), the time to build the executable (the
 budget's search included, the graph passes before it not) and the time per step against the
 unconstrained row.
@@ -17,6 +17,8 @@ import os
 import re
 import subprocess
 import tempfile
+
+from metagrad_json import compiled
 
 MiB = 2**20
 
@@ -42,10 +44,10 @@ def run(cli, args, budget, threads):
             return json.load(f), ""
 
 
-def compiled(summary):
-    """The training step's compile figures: conv-MAML's result holds them, fashion-mnist's result.compile."""
-    r = summary["result"]
-    return r.get("compile", r)
+def smallest_named(err):
+    """The smallest budget a does-not-fit error names, in bytes, or None."""
+    m = re.search(r"give a budget of at least (\d+) bytes", err)
+    return int(m.group(1)) if m else None
 
 
 def row(name, label, budget, summary, base_ms):
@@ -74,14 +76,15 @@ def main():
         base_ms = free["timing"]["ms_per_iter"]
         print(row(name, "none", full, free, base_ms))
         _, err = run(a.cli, args, 1, a.threads)
-        m = re.search(r"give a budget of at least (\d+) bytes", err)
-        if not m:
+        least = smallest_named(err)
+        if least is None:
             raise SystemExit(f"{name}: a 1-byte budget did not name the smallest: {err}")
-        least = int(m.group(1))
         for label, budget in (("3/4", full * 3 // 4), ("1/2", full // 2), ("smallest", least)):
             s, err = run(a.cli, args, budget, a.threads)
             if s is None:
-                print(f"| {name} | {label} | {budget / MiB:.2f} | does not fit: {err} | | | | | |")
+                named = smallest_named(err)
+                why = err if named is None else f"the smallest is {named / MiB:.2f} MiB"
+                print(f"| {name} | {label} | {budget / MiB:.2f} | does not fit: {why} | | | | | |")
             else:
                 print(row(name, label, budget, s, base_ms))
 

@@ -11,3 +11,9 @@ def run_metagrad_json(binary, args):
         subprocess.run([binary, *args, "--quiet", "--json", path], check=True, stdout=subprocess.DEVNULL)
         with open(path) as f:
             return json.load(f)
+
+
+def compiled(summary):
+    """The compiled training step's figures (kernels, peak_bytes, planned_peak_bytes, loops, remat, ...):
+    `result.compile` of every bench command's summary."""
+    return summary["result"]["compile"]

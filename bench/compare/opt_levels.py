@@ -11,7 +11,7 @@ Usage: python3 bench/compare/opt_levels.py [--metagrad build/metagrad] [--rounds
 import argparse
 import statistics
 
-from metagrad_json import run_metagrad_json
+from metagrad_json import compiled, run_metagrad_json
 
 WORKLOADS = {
     "sinusoid (5 inner steps)": ["bench", "sinusoid", "--inner-steps", "5", "--iters", "2000", "--eval-tasks", "0"],
@@ -37,10 +37,10 @@ def main():
                 results[level].append(run(a.metagrad, args, level, a.threads))
         ms = {lv: statistics.median(r["timing"]["ms_per_iter"] for r in rs) for lv, rs in results.items()}
         for level in (1, 0):
-            r = results[level][-1]
+            r = compiled(results[level][-1])
             print(f"{name:26s} {'-O' + str(level):>5s} {ms[level]:9.3f} {r['kernels']:8d} {r['peak_bytes'] / 2**20:9.2f} "
                   f"{r['naive_bytes'] / 2**20:10.2f} {r['peak_bytes'] / r['naive_bytes']:10.2f}")
-        k1, k0 = results[1][-1]["result"]["kernels"], results[0][-1]["result"]["kernels"]
+        k1, k0 = compiled(results[1][-1])["kernels"], compiled(results[0][-1])["kernels"]
         print(f"{name:26s} -O1/-O0 time {ms[1] / ms[0]:.2f}, kernels {k1 / k0:.2f} ({100 * (1 - k1 / k0):.0f}% fewer)")
 
 

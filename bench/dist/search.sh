@@ -27,7 +27,9 @@ for role in ("best", "best_constant", "best_hypergradient"):
         x = r[role]
         print(f"| {role} | {x['config']} | {x['rung'] + 1} | {x['val_loss']:.4f} | {100 * x['val_accuracy']:.2f}% | "
               f"{100 * x['test_accuracy']:.2f}% |")
-print(f"results of 1 and 2 ranks identical: {one['result'] == two['result']}")
+# result.compile holds each run's compile time, and the 2-rank step is compiled for its share.
+same = {k: v for k, v in one["result"].items() if k != "compile"} == {k: v for k, v in two["result"].items() if k != "compile"}
+print(f"results of 1 and 2 ranks identical: {same}")
 t1, t2 = one["timing"], two["timing"]
 print(f"wall: 1 rank {t1['seconds']:.1f} s, 2 ranks {t2['seconds']:.1f} s ({t1['seconds'] / t2['seconds']:.2f}x); "
       f"CPU of rank 0: {t1['cpu_seconds']:.1f} s, {t2['cpu_seconds']:.1f} s ({t1['cpu_seconds'] / t2['cpu_seconds']:.2f}x less work)")

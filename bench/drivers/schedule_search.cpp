@@ -181,13 +181,15 @@ SupervisedConfig training(const ScheduleSearchConfig& c, const ClassifierConfig&
 }
 
 // Trains trials[ids[i]] for `epochs` on `train` and returns {loss, accuracy} on `eval` for each,
-// spread over the ranks; a diverged run scores {inf, 0}.
+// spread over the ranks; a diverged run scores {inf, 0}. `first_step`, if given, receives the
+// compiled step of ids[0]'s run on the rank that trains it.
 std::vector<double> train_and_score(const ScheduleSearchConfig& c, const ClassifierConfig& model,
                                     const std::vector<Trial>& trials, const std::vector<size_t>& ids, int64_t epochs,
-                                    const ImageSet& train, const ImageSet& eval) {
+                                    const ImageSet& train, const ImageSet& eval, CompileStats* first_step = nullptr) {
   return score_across_ranks(c.group, ids.size(), 2, [&](size_t i) {
     try {
       const SupervisedResult r = train_classifier(training(c, model, trials[ids[i]], epochs, train.count), train, eval, nullptr);
+      if (i == 0 && first_step) *first_step = r.compile;
       return std::vector<double>{r.epochs.back().test_loss, r.epochs.back().test_accuracy};
     } catch (const RuntimeError&) {
       return std::vector<double>{std::numeric_limits<double>::infinity(), 0.0};
@@ -355,14 +357,18 @@ ScheduleSearchResult run_schedule_search(const ScheduleSearchConfig& cfg, std::o
     if (best_where(role.pred, f.outcome)) res.report.push_back(f);
   }
 
-  // The test set, once: each reported trial retrained for the full budget.
+  // The test set, once: each reported trial retrained for the full budget, a trial holding several
+  // roles once (the same seed would train it to the same weights), the best first.
   const auto t1 = std::chrono::steady_clock::now();
   std::vector<size_t> ids;
-  for (const FinalReport& f : res.report) ids.push_back(f.outcome.trial);
-  const std::vector<double> s = train_and_score(cfg, model, res.trials, ids, cfg.max_epochs, train, test);
+  for (const FinalReport& f : res.report)
+    if (std::find(ids.begin(), ids.end(), f.outcome.trial) == ids.end()) ids.push_back(f.outcome.trial);
+  res.final_trainings = int64_t(ids.size());
+  const std::vector<double> s = train_and_score(cfg, model, res.trials, ids, cfg.max_epochs, train, test, &res.best_step);
   for (size_t i = 0; i < res.report.size(); ++i) {
-    res.report[i].test_loss = s[2 * i];
-    res.report[i].test_accuracy = s[2 * i + 1];
+    const size_t at = size_t(std::find(ids.begin(), ids.end(), res.report[i].outcome.trial) - ids.begin());
+    res.report[i].test_loss = s[2 * at];
+    res.report[i].test_accuracy = s[2 * at + 1];
     if (progress)
       *progress << fmt::format("{}: {}: validation loss {:.4f} (rung {}), test accuracy {:.2f}%\n", res.report[i].role,
                                trial_str(res.trials[res.report[i].outcome.trial]), res.report[i].outcome.val_loss,

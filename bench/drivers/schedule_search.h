@@ -10,6 +10,7 @@
 
 #include "meta/data/idx.h"
 #include "metagrad/collective.h"
+#include "metagrad/driver.h"
 #include "metagrad/executable.h"
 
 namespace metagrad {
@@ -103,6 +104,12 @@ struct ScheduleSearchResult {
   std::vector<std::vector<double>> rung_accuracy;  // validation accuracy, as rungs[k].ids
   std::vector<double> rung_seconds;
   std::vector<FinalReport> report;   // the roles present in the sample
+  // Configurations retrained for the test set: each distinct one once, however many roles it holds
+  // (the best configuration is often also the best hypergradient one).
+  int64_t final_trainings = 0;
+  // The training step of the best configuration's final run (what `result.compile` reports);
+  // filled on the rank that trains it, rank 0 (it takes the first of the final runs).
+  CompileStats best_step;
   int64_t train_images = 0, val_images = 0, test_images = 0;
   double search_seconds = 0, final_seconds = 0;
 };

@@ -156,6 +156,7 @@ TransferBenchResult run_transfer_bench(const TransferBenchConfig& cfg, std::ostr
     pre.label = tag + " pre-train";
     const SupervisedResult pr = train_classifier(pre, source_train, source_test, progress, &run.source);
     res.pretrain_seconds += seconds_since(t0);
+    res.pretrain_step = pr.compile;
     res.source_accuracy.push_back(pr.epochs.back().test_accuracy);
 
     auto [labelled, pool] = sample_per_class(target_train, target_classes, cfg.target_samples, seed);

@@ -57,6 +57,7 @@ struct TransferBenchResult {
   double pretrain_seconds = 0;
   int64_t labelled = 0, unlabelled = 0, target_test = 0;
   std::vector<StrategyResult> strategies;
+  CompileStats pretrain_step;  // the pre-training step (what `result.compile` reports)
 };
 
 // Progress bars and per-seed lines go to `progress` (may be null). Throws on bad configuration or data.

@@ -40,6 +40,7 @@ struct KernelProfile {
 };
 
 class Collective;
+class Workspace;  // runtime/kernel.h
 
 // How a graph is compiled; the defaults are what every benchmark uses.
 struct CompileOptions {
@@ -65,10 +66,25 @@ struct CompileOptions {
   // Caller-owned memory (64-byte aligned, not owned, outliving the executable) for every arena
   // buffer but the fed inputs, which stay in a block of the executable's own so that they hold
   // between runs; then arena_bytes() counts that block only. Executables that never run at once
-  // share one region (a checkpointed loop's reverse step and advance); the region is sized from
-  // their plans (runtime/arena_plan.h, planned_peak_parts), and a smaller one is an error.
+  // share one region (the body executables of all the loop kernels of one executable); it is
+  // sized from their plans (runtime/arena_plan.h, planned_peak_parts), and a smaller one is an
+  // error.
   void* scratch_arena = nullptr;
   std::size_t scratch_arena_bytes = 0;
+  // Inputs read in place from caller memory instead of fed: the kernels that read input `name`
+  // read `data` itself (not owned, not copied), which must hold the input's type, stay unchanged
+  // while the executable runs and outlive it. A bound input has no slot and no arena space. A
+  // loop kernel binds its body's invariants to the loop's own input buffers this way, so the
+  // loop's weights and data are not copied into every body executable.
+  struct BoundInput {
+    std::string name;
+    const void* data = nullptr;
+  };
+  std::vector<BoundInput> bound_inputs{};
+  // Internal, for loop kernels: the workspace (oneDNN scratchpads, reordered operands) of the
+  // executable this one runs inside. Its kernels run only while one kernel of that executable
+  // runs, so they share its workspace, which that executable sizes and allocates. Null: its own.
+  Workspace* shared_workspace = nullptr;
 };
 
 // How one backward loop of a compiled graph gets the forward carries it reads.
@@ -120,6 +136,7 @@ class Executable {
   const std::vector<std::string>& fetch_names() const;
 
   size_t arena_bytes() const;
+  // Scratch shared by the kernels, those of loop bodies included (they share it).
   size_t workspace_bytes() const;
   size_t naive_bytes() const;
   size_t kernel_count() const;

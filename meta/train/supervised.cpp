@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <random>
 
@@ -86,33 +87,41 @@ void check_set(const ImageSet& s, const ClassifierConfig& model, const char* wha
 }  // namespace
 
 std::vector<double> evaluate_outputs(const std::function<Graph(int64_t)>& make_graph, ParamStore& store, const ImageSet& set,
-                                     int64_t batch, const std::vector<std::string>& names) {
+                                     int64_t batch, const std::vector<std::string>& names, const DriverConfig* driver) {
   if (set.count == 0) throw RuntimeError("evaluation on an empty set");
   const int64_t ppi = set.pixels_per_image();
-  const int64_t full = std::min(batch, set.count), rest = set.count % full;
-  std::vector<double> sums(names.size(), 0.0);
-  auto run_chunks = [&](int64_t n, int64_t begin, int64_t end) {
-    Graph g = make_graph(n);
-    optimize(g);
-    Executable exe(g, store, names);
-    const int xs = exe.input_slot("x"), ys = exe.input_slot("y");
-    for (int64_t i = begin; i + n <= end; i += n) {
-      exe.set_input(xs, std::span<const float>(set.pixels.data() + i * ppi, size_t(n * ppi)));
-      exe.set_input(ys, std::span<const int32_t>(set.labels.data() + i, size_t(n)));
-      exe.run();
-      for (size_t k = 0; k < names.size(); ++k) sums[k] += exe.fetch(int(k))[0] * double(n);
+  const int64_t full = std::min(batch, set.count), chunks = (set.count + full - 1) / full;
+  const TaskRange mine = (driver ? driver->shard : Shard{}).balanced(chunks);
+  std::vector<std::vector<double>> sums(names.size());  // per output, per chunk of this process: mean x images
+  std::unique_ptr<Executable> exe;  // for chunks of `compiled` images: the full ones, then the remainder
+  int64_t compiled = 0;
+  for (int64_t c = mine.begin; c < mine.end; ++c) {
+    const int64_t begin = c * full, n = std::min(full, set.count - begin);
+    if (n != compiled) {
+      Graph g = make_graph(n);
+      optimize(g);
+      exe = std::make_unique<Executable>(g, store, names);
+      compiled = n;
     }
-  };
-  run_chunks(full, 0, set.count - rest);
-  if (rest > 0) run_chunks(rest, set.count - rest, set.count);
-  for (double& v : sums) v /= double(set.count);
-  return sums;
+    exe->set_input(exe->input_slot("x"), std::span<const float>(set.pixels.data() + begin * ppi, size_t(n * ppi)));
+    exe->set_input(exe->input_slot("y"), std::span<const int32_t>(set.labels.data() + begin, size_t(n)));
+    exe->run();
+    for (size_t k = 0; k < names.size(); ++k) sums[k].push_back(exe->fetch(int(k))[0] * double(n));
+  }
+  if (driver && driver->gather) driver->gather(sums);
+  std::vector<double> means(names.size(), 0.0);
+  for (size_t k = 0; k < names.size(); ++k) {
+    for (double s : sums[k]) means[k] += s;
+    means[k] /= double(set.count);
+  }
+  return means;
 }
 
-EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store, const ImageSet& test, int64_t eval_batch) {
+EvalResult evaluate_classifier(const ClassifierConfig& model, ParamStore& store, const ImageSet& test, int64_t eval_batch,
+                               const DriverConfig* driver) {
   check_set(test, model, "test");
   const std::vector<double> m = evaluate_outputs([&](int64_t n) { return eval_graph(model, n, model.image); }, store, test,
-                                                 eval_batch, {"loss", "accuracy"});
+                                                 eval_batch, {"loss", "accuracy"}, driver);
   return {m[0], m[1]};
 }
 
@@ -268,7 +277,7 @@ SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& t
       rec.test_loss = rec.test_accuracy = std::numeric_limits<double>::quiet_NaN();
       return;
     }
-    const EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch);
+    const EvalResult ev = evaluate_classifier(cfg.model, store, test, cfg.eval_batch, &cfg.driver);
     rec.test_loss = ev.loss;
     rec.test_accuracy = ev.accuracy;
     if (plateau) {

@@ -81,8 +81,10 @@ struct EvalResult {
 SupervisedResult train_classifier(const SupervisedConfig& cfg, const ImageSet& train, const ImageSet& test,
                                   std::ostream* progress, class ParamStore* store = nullptr);
 
+// In a data-parallel run (`driver`: its shard and gather, SupervisedConfig::driver) the chunks of
+// `eval_batch` images are split over the processes and gathered, as evaluate_outputs does.
 EvalResult evaluate_classifier(const ClassifierConfig& model, class ParamStore& store, const ImageSet& test,
-                               int64_t eval_batch = 1000);
+                               int64_t eval_batch = 1000, const DriverConfig* driver = nullptr);
 
 // ---- pieces for other supervised trainers (transfer, multi-task) ----
 
@@ -112,8 +114,12 @@ SupervisedResult run_training(const std::function<class Graph(const GradientComb
 
 // Means over `set` of the scalar outputs `names` of make_graph(n), a graph with inputs "x" [n, 1, H, W]
 // and "y" [n] i32, run on chunks of `batch` images (and one shorter chunk for the remainder).
+// With `driver` (a data-parallel run's shard and gather) each process runs its share of whole
+// chunks (Shard::balanced) and the chunks' sums are gathered and added in chunk order, so every
+// process returns the one-process means, bit for bit; without, or in one process, all chunks here.
 std::vector<double> evaluate_outputs(const std::function<class Graph(int64_t)>& make_graph, class ParamStore& store,
-                                     const ImageSet& set, int64_t batch, const std::vector<std::string>& names);
+                                     const ImageSet& set, int64_t batch, const std::vector<std::string>& names,
+                                     const DriverConfig* driver = nullptr);
 
 // Adds the classifier's parameters "<prefix>.*" to the store (initialised; those present are kept).
 void init_classifier(class ParamStore& store, const ClassifierConfig& model, const std::string& prefix = "net",

@@ -1,6 +1,6 @@
 // A small program tests/mpi/mpi_test.cpp runs under mpirun: collectives, the allreduce_sum op in
-// a compiled graph, faults (a rank that hangs or dies), and a data-parallel training run whose
-// loss curve is compared with one process's.
+// a compiled graph, faults (a rank that hangs or dies), a data-parallel training run whose
+// loss curve is compared with one process's, and a supervised evaluation split over the ranks.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -16,6 +16,7 @@
 #include "meta/dist/comm.h"
 #include "meta/dist/data_parallel.h"
 #include "meta/dist/gradient_allreduce.h"
+#include "meta/train/supervised.h"
 #include "metagrad/metagrad.h"
 
 using namespace metagrad;
@@ -164,6 +165,34 @@ int train(Comm& c, int steps, int64_t global, size_t bucket_bytes) {
   return 0;
 }
 
+// The MLP classifier (its initial weights) on the first `images` Fashion-MNIST test images in
+// chunks of `batch`, split over the ranks as a data-parallel run's epoch evaluation is: every
+// rank must get what it computes alone over all chunks, exactly; its own chunks without the
+// gather give a part of the mean, and the parts add up to it. Rank 0 prints loss and accuracy.
+int classify(Comm& c, int64_t images, int64_t batch) {
+  ClassifierConfig model;
+  model.model = "mlp";
+  const ImageSet test = first_images(load_fashion_mnist(kFashionMnistDir, false), images);
+  ParamStore store;
+  init_classifier(store, model);
+  DriverConfig run;
+  join_data_parallel(c, run);
+  const EvalResult split = evaluate_classifier(model, store, test, batch, &run);
+  const EvalResult whole = evaluate_classifier(model, store, test, batch);
+  if (split.loss != whole.loss || split.accuracy != whole.accuracy)
+    return fail(c, fmt::format("split evaluation {} / {}, alone {} / {}", split.loss, split.accuracy, whole.loss, whole.accuracy));
+  DriverConfig own = run;
+  own.gather = nullptr;
+  const EvalResult part = evaluate_classifier(model, store, test, batch, &own);
+  double parts[2] = {part.loss, part.accuracy};
+  c.allreduce_sum(parts, 2);
+  if (std::abs(parts[0] - whole.loss) > 1e-9 * whole.loss || std::abs(parts[1] - whole.accuracy) > 1e-9 ||
+      (c.size() > 1 && !(part.loss < whole.loss)))
+    return fail(c, fmt::format("this rank's part {} of the loss {}; all parts {}", part.loss, whole.loss, parts[0]));
+  if (c.rank() == 0) std::printf("loss %.17g\naccuracy %.17g\n", split.loss, split.accuracy);
+  return 0;
+}
+
 // Rank 1 builds a model with one more tensor: broadcast_params must refuse on every rank.
 int mismatch(Comm& c) {
   Graph g;
@@ -186,7 +215,7 @@ int mismatch(Comm& c) {
 int main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr, "usage: metagrad_dist_probe collectives|graph-op|hang RANK|die RANK|train STEPS GLOBAL "
-                         "[BUCKET_BYTES]|mismatch\n");
+                         "[BUCKET_BYTES]|mismatch|classify IMAGES BATCH\n");
     return 2;
   }
   std::unique_ptr<Comm> comm = connect();
@@ -199,6 +228,7 @@ int main(int argc, char** argv) {
     else if (mode == "train" && argc > 3)
       rc = train(*comm, std::atoi(argv[2]), std::atoll(argv[3]), argc > 4 ? size_t(std::atoll(argv[4])) : size_t(4) << 20);
     else if (mode == "mismatch") return mismatch(*comm);
+    else if (mode == "classify" && argc > 3) rc = classify(*comm, std::atoll(argv[2]), std::atoll(argv[3]));
   } catch (const std::exception& e) {
     return fail(*comm, e.what());
   }

@@ -122,15 +122,34 @@ nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
           {"pass_seconds", t.compile.pass_seconds}};
 }
 
+namespace {
+size_t planned_peak(const CompileStats& c) { return c.arena_bytes + c.loop_storage_bytes; }
+
 nlohmann::json compile_json(const CompileStats& c) {
   nlohmann::json loops = nlohmann::json::array();
   for (const LoopReport& r : c.loops)
     loops.push_back({{"length", r.length}, {"policy", r.policy}, {"slots", r.slots}, {"recompute_factor", r.recompute_factor}});
   return {{"nodes_raw", c.nodes_raw},     {"nodes_optimized", c.nodes_optimized}, {"kernels", c.kernels},
           {"peak_bytes", c.arena_bytes},  {"naive_bytes", c.naive_bytes},         {"workspace_bytes", c.workspace_bytes},
-          {"loop_storage_bytes", c.loop_storage_bytes}, {"planned_peak_bytes", c.arena_bytes + c.loop_storage_bytes},
+          {"loop_storage_bytes", c.loop_storage_bytes}, {"planned_peak_bytes", planned_peak(c)},
           {"compile_seconds", c.compile_seconds}, {"loops", loops},
           {"remat", {{"values", c.remat.values}, {"nodes", c.remat.nodes}, {"extra_flops", c.remat.extra_flops}}}};
+}
+}  // namespace
+
+nlohmann::json with_compile(nlohmann::json result, const CompileStats& step) {
+  result["compile"] = compile_json(step);
+  return result;
+}
+
+nlohmann::json bench_summary(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result,
+                             const CompileStats& step) {
+  return summary_json(command, std::move(config), std::move(timing), with_compile(std::move(result), step));
+}
+
+const CompileStats& larger_step(const CompileStats& a, const CompileStats& b) {
+  if (a.kernels == 0) return b;
+  return b.kernels > 0 && planned_peak(b) > planned_peak(a) ? b : a;
 }
 
 void write_summary(const CommonFlags& f, const nlohmann::json& summary) {
@@ -198,6 +217,18 @@ void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::s
          "--inner-loop", [&m](const std::string& v) { m.inner_loop = v == "scan"; },
          "unrolled (default): every inner step in the graph; scan: the inner steps as one loop node")
       ->check(CLI::IsMember({"unrolled", "scan"}));
+}
+
+void add_opt_level_flag(CLI::App* cmd, int& level) {
+  cmd->add_option("--opt-level", level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
+}
+
+void add_fewshot_bench_flags(Cli& cli, CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos,
+                             CommonFlags& common, DriverConfig& run) {
+  add_fewshot_flags(cmd, m, algos, false);
+  add_common_flags(cli, cmd, common, &m.net.seed, "seed of initialisation and episode sampling");
+  add_opt_level_flag(cmd, run.opt_level);
+  cli.data_parallel.push_back(cmd);
 }
 
 void write_output(const std::string& path, const std::string& text) {

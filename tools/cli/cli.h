@@ -89,11 +89,22 @@ void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f, Seed* seed,
 }
 inline void add_common_flags(const Cli& cli, CLI::App* cmd, CommonFlags& f) { add_common_flags<int>(cli, cmd, f, nullptr, ""); }
 
-// The JSON every bench command writes: {"command", "config", "timing", "result"}.
+// The JSON a command writes with --json: {"command", "config", "timing", "result"} (write_summary
+// adds "distributed"). Bench commands write it through bench_summary; eval-episodes, which
+// compiles no training step, directly.
 nlohmann::json summary_json(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result);
-// The driver's timing and compile statistics ("timing" of summary_json, plus eval seconds).
+// `result` with the compiled training step's figures under "compile" (nodes_raw, kernels,
+// peak_bytes, planned_peak_bytes, compile_seconds, loops, remat, ...): one key set, in every bench
+// command's result and in each run of a table of runs.
+nlohmann::json with_compile(nlohmann::json result, const CompileStats& step);
+// The JSON every bench command writes: summary_json with_compile(result, step).
+nlohmann::json bench_summary(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result,
+                             const CompileStats& step);
+// Of several trainings, the step a bench reports: the one with the larger planned peak (arena plus
+// loop storage), `a` on a tie; a step never compiled (no kernels) loses to any other.
+const CompileStats& larger_step(const CompileStats& a, const CompileStats& b);
+// The driver's timing ("timing" of summary_json, plus eval seconds).
 nlohmann::json timing_json(const TrainResult& t, double eval_seconds);
-nlohmann::json compile_json(const CompileStats& c);
 // Writes summary_json to --json, if given, on rank 0, with "distributed": {"ranks", and in a
 // data-parallel run the allreduce calls, bytes and seconds in all and per training step}; in a
 // data-parallel run also prints that cost in one line.
@@ -104,6 +115,14 @@ void add_maml_flags(CLI::App* cmd, MamlConfig& m, bool with_seed = true);
 
 // Few-shot flags shared by conv-maml and omniglot: --algo (one of `algos`), --ways, --shots, ...
 void add_fewshot_flags(CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos, bool with_seed = true);
+
+// --opt-level 0|1 into `level`: the graph passes a bench compiles its steps with.
+void add_opt_level_flag(CLI::App* cmd, int& level);
+
+// Everything a few-shot bench command (conv-maml, omniglot, fewshot) shares: the few-shot flags,
+// the common flags with the episode seed, --opt-level into `run`, and running data-parallel.
+void add_fewshot_bench_flags(Cli& cli, CLI::App* cmd, FewShotConfig& m, const std::vector<std::string>& algos,
+                             CommonFlags& common, DriverConfig& run);
 
 // Sets the oneDNN/OpenMP thread count (n > 0); throws if this build has no OpenMP runtime.
 void set_threads(int n);

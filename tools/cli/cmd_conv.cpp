@@ -27,7 +27,7 @@ nlohmann::json to_json(const ConvFlags& f, const ConvBenchResult& r) {
                            {"meta_batch", m.meta_batch}, {"meta_lr", m.meta_lr},   {"seed", m.net.seed},
                            {"iters", f.cfg.run.iters},   {"eval_tasks", f.cfg.eval_tasks},
                            {"opt_level", f.cfg.run.opt_level}, {"data", "synthetic"}};
-  nlohmann::json result = compile_json(r.train.compile);
+  nlohmann::json result;
   result["pre_adapt_accuracy"] = r.pre_accuracy.mean;
   result["pre_adapt_accuracy_ci95"] = r.pre_accuracy.ci95;
   result["post_adapt_accuracy"] = r.post_accuracy.mean;
@@ -37,7 +37,7 @@ nlohmann::json to_json(const ConvFlags& f, const ConvBenchResult& r) {
   result["final_train_loss"] = r.train.final_metrics[0];
   result["loss_curve"] = r.train.losses;
   result["working_bytes"] = r.train.working_bytes;
-  return summary_json("bench conv-maml", config, timing_json(r.train, r.eval_seconds), result);
+  return bench_summary("bench conv-maml", config, timing_json(r.train, r.eval_seconds), result, r.train.compile);
 }
 
 int run_conv(ConvFlags& f) {
@@ -76,14 +76,11 @@ void register_conv_commands(Cli& cli) {
   auto fp = std::make_shared<ConvFlags>();
   ConvFlags& f = *fp;
   CLI::App* b = cli.bench->add_subcommand("conv-maml", "second-order MAML with the 4-block conv network (Finn et al. 2017)");
-  add_fewshot_flags(b, f.cfg.maml, {"maml", "fomaml"}, false);
-  add_common_flags(cli, b, f.common, &f.cfg.maml.net.seed, "seed of initialisation and episode sampling");
-  cli.data_parallel.push_back(b);
+  add_fewshot_bench_flags(cli, b, f.cfg.maml, {"maml", "fomaml"}, f.common, f.cfg.run);
   b->add_flag("--synthetic", f.synthetic, "random 28x28 episodes (required: the only data source of this workload)");
   b->add_option("--iters", f.cfg.run.iters, "meta-iterations")->check(kNonNegative)->capture_default_str();
   b->add_option("--eval-tasks", f.cfg.eval_tasks, "fresh tasks to evaluate on")->check(kNonNegative)->capture_default_str();
   b->add_option("--eval-steps", f.cfg.eval_steps, "adaptation steps at evaluation (default: --inner-steps)")->check(kNonNegative);
-  b->add_option("--opt-level", f.cfg.run.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
   cli.on_parsed(b, [fp] { return run_conv(*fp); });
 
   auto dp = std::make_shared<DumpFlags>();

@@ -56,7 +56,7 @@ void add_train_flags(const Cli& cli, CLI::App* c, TrainFlags& f) {
       ->check(kNonNegative);
   c->add_flag("--hd-multiplicative", f.cfg.opt.hd.multiplicative,
               "HD optimizers: lr *= exp(beta*cos(g, previous direction)) rather than lr += beta*g.(previous direction)");
-  c->add_option("--opt-level", f.cfg.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
+  add_opt_level_flag(c, f.cfg.opt_level);
   add_common_flags(cli, c, f.common, &f.cfg.seed, "seed of initialisation and data order");
 }
 
@@ -99,8 +99,7 @@ nlohmann::json result_json(const SupervisedResult& r) {
           {"epochs", epochs},
           {"hd_guard_cuts", r.hd_guard_cuts},
           {"loss_curve", r.loss_curve},
-          {"curve_window", r.curve_window},
-          {"compile", compile_json(r.compile)}};
+          {"curve_window", r.curve_window}};
 }
 
 int run_fashion(TrainFlags& f) {
@@ -123,7 +122,7 @@ int run_fashion(TrainFlags& f) {
                            r.train_seconds / double(std::max<size_t>(r.epochs.size(), 1)), r.parameters);
   if (reports_guard_cuts(f.cfg.opt))
     std::cout << fmt::format("the HD guard cut the rate on {} steps\n", r.hd_guard_cuts);
-  write_summary(f.common, summary_json("bench fashion-mnist", config_json(f.cfg), timing_json(r), result_json(r)));
+  write_summary(f.common, bench_summary("bench fashion-mnist", config_json(f.cfg), timing_json(r), result_json(r), r.compile));
   return 0;
 }
 
@@ -207,6 +206,7 @@ int run_table(TableFlags& t) {
   md += "| --- | --- | --- | --- | --- | --- | --- |\n";
   nlohmann::json j = nlohmann::json::array();
   double seconds = 0;
+  CompileStats largest;
   for (const Row& r : rows) {
     seconds += r.res.train_seconds;
     if (!r.error.empty()) {
@@ -219,7 +219,9 @@ int run_table(TableFlags& t) {
     md += fmt::format("| {} | {:.3g} | {:.4f} | {:.4f} | {} | {:.1f} | {:.3g}{} |\n", r.name, r.cfg.opt.lr, last.train_loss,
                       r.res.best_accuracy, r.res.epochs_to_85 > 0 ? std::to_string(r.res.epochs_to_85) : "-",
                       r.res.train_seconds, last.lr, cuts);
-    j.push_back({{"name", r.name}, {"config", config_json(r.cfg)}, {"timing", timing_json(r.res)}, {"result", result_json(r.res)}});
+    j.push_back({{"name", r.name}, {"config", config_json(r.cfg)}, {"timing", timing_json(r.res)},
+                 {"result", with_compile(result_json(r.res), r.res.compile)}});
+    largest = larger_step(largest, r.res.compile);
   }
   if (f.common.writes_files()) write_output(t.out, md);
   if (t.out != "-" && !t.out.empty()) std::cout << md;
@@ -233,7 +235,7 @@ int run_table(TableFlags& t) {
   nlohmann::json config = config_json(f.cfg);
   config["optimizers"] = t.optimizers;
   config["hd_sweep"] = t.hd_sweep;
-  write_summary(f.common, summary_json("bench optimizer-table", config, {{"train_seconds", seconds}}, {{"rows", j}}));
+  write_summary(f.common, bench_summary("bench optimizer-table", config, {{"train_seconds", seconds}}, {{"rows", j}}, largest));
   return 0;
 }
 
@@ -273,8 +275,8 @@ int run_learned_schedule(ScheduleFlags& f) {
                         {"best_constant_test_loss", r.best_constant.test_loss}, {"learned_schedule", r.schedule},
                         {"learned_val_loss", r.learned.val_loss}, {"learned_val_ci95", r.learned.val_ci95},
                         {"learned_test_loss", r.learned.test_loss}, {"meta_loss_curve", r.meta_loss_curve},
-                        {"compile", compile_json(r.train.compile)}, {"working_bytes", r.train.working_bytes}};
-  write_summary(f.common, summary_json("bench learned-schedule", config, timing, result));
+                        {"working_bytes", r.train.working_bytes}};
+  write_summary(f.common, bench_summary("bench learned-schedule", config, timing, result, r.train.compile));
   return 0;
 }
 

@@ -151,11 +151,15 @@ int run_multitask(MultitaskFlags& f) {
                         {"balance_weight", f.cfg.balance_weight}};
   nlohmann::json result{{"modes", nlohmann::json::array()}};
   double seconds = 0;
+  CompileStats largest;
   for (const ModeRuns& m : modes) {
     result["modes"].push_back(mode_json(f, m));
-    for (const MultitaskResult& r : m.runs) seconds += r.training.train_seconds;
+    for (const MultitaskResult& r : m.runs) {
+      seconds += r.training.train_seconds;
+      largest = larger_step(largest, r.training.compile);
+    }
   }
-  write_summary(f.common, summary_json("bench multitask", config, {{"train_seconds", seconds}}, result));
+  write_summary(f.common, bench_summary("bench multitask", config, {{"train_seconds", seconds}}, result, largest));
   return 0;
 }
 

@@ -58,7 +58,7 @@ nlohmann::json to_json(const OmniglotFlags& f, const OmniglotBenchResult& r) {
   config["data"] = f.cfg.data_dir.empty() ? default_omniglot_dir() : f.cfg.data_dir;
   nlohmann::json timing = timing_json(x.train, x.eval_seconds);
   timing["load_seconds"] = r.load_seconds;
-  nlohmann::json result = compile_json(x.train.compile);
+  nlohmann::json result;
   result["train_classes"] = r.train_classes;
   result["eval_classes"] = r.eval_classes;
   result["accuracy"] = x.post_accuracy.mean;
@@ -69,7 +69,7 @@ nlohmann::json to_json(const OmniglotFlags& f, const OmniglotBenchResult& r) {
   result["final_train_loss"] = x.train.final_metrics[0];
   result["loss_curve"] = x.train.losses;
   result["final_train_accuracy"] = x.train.final_metrics[1];
-  return summary_json(f.command, config, timing, result);
+  return bench_summary(f.command, config, timing, result, x.train.compile);
 }
 
 int run_omniglot(OmniglotFlags& f) {
@@ -214,9 +214,7 @@ void register_episode_bench(Cli& cli, const std::string& name, const std::string
   f.cfg.run.maml.query = 5;
   f.cfg.run.eval_query = 15;
   CLI::App* b = cli.bench->add_subcommand(name, what);
-  add_fewshot_flags(b, f.cfg.run.maml, fewshot_algorithms(), false);
-  add_common_flags(cli, b, f.common, &f.cfg.run.maml.net.seed, "seed of initialisation and episode sampling");
-  cli.data_parallel.push_back(b);
+  add_fewshot_bench_flags(cli, b, f.cfg.run.maml, fewshot_algorithms(), f.common, f.cfg.run.run);
   b->add_option("--metric-rank", f.cfg.run.maml.metric_rank, "rank of the learned metric's low-rank term")
       ->check(kNonNegative)
       ->capture_default_str();
@@ -251,9 +249,6 @@ void register_episode_bench(Cli& cli, const std::string& name, const std::string
       ->check(kPositive)
       ->needs(save);
   b->add_option("--load", f.load_path, "start from a checkpoint saved with --save (--iters 0: evaluate only)");
-  b->add_option("--opt-level", f.cfg.run.run.opt_level, "0: no graph passes, 1: default pipeline")
-      ->check(CLI::Range(0, 1))
-      ->capture_default_str();
   cli.on_parsed(b, [fp] { return run_omniglot(*fp); });
 }
 

@@ -48,7 +48,7 @@ int run_search(SearchFlags& f) {
     rungs.push_back({{"epochs", r.rungs[k].epochs}, {"configs", rows}});
   }
   nlohmann::json result{{"train_images", r.train_images}, {"val_images", r.val_images}, {"test_images", r.test_images},
-                        {"trials", trials}, {"rungs", rungs}};
+                        {"trials", trials}, {"rungs", rungs}, {"final_trainings", r.final_trainings}};
   std::cout << "| role | configuration | rung | validation loss | test accuracy |\n| --- | --- | --- | --- | --- |\n";
   for (const FinalReport& rep : r.report) {
     result[rep.role] = outcome_json(r, rep);
@@ -64,7 +64,7 @@ int run_search(SearchFlags& f) {
   nlohmann::json timing{{"seconds", r.search_seconds + r.final_seconds}, {"search_seconds", r.search_seconds},
                         {"final_seconds", r.final_seconds}, {"rung_seconds", r.rung_seconds},
                         {"cpu_seconds", cpu_seconds}};
-  write_summary(f.common, summary_json("bench schedule-search", config, timing, result));
+  write_summary(f.common, bench_summary("bench schedule-search", config, timing, result, r.best_step));
   return 0;
 }
 

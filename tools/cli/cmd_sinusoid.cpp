@@ -25,7 +25,7 @@ nlohmann::json to_json(const SinusoidFlags& f, const SinusoidBenchResult& r) {
                            {"inner_lr", m.inner_lr}, {"meta_batch", m.meta_batch}, {"meta_lr", m.meta_lr}, {"seed", m.seed},
                            {"iters", f.cfg.run.iters}, {"eval_tasks", f.cfg.eval_tasks}, {"eval_shots", f.cfg.eval_shots},
                            {"eval_steps", f.cfg.eval_steps}, {"opt_level", f.cfg.run.opt_level}};
-  nlohmann::json result = compile_json(r.train.compile);
+  nlohmann::json result;
   result["pre_adapt_mse"] = r.pre.mean;
   result["pre_adapt_mse_ci95"] = r.pre.ci95;
   result["post_adapt_mse"] = r.post.mean;
@@ -34,7 +34,7 @@ nlohmann::json to_json(const SinusoidFlags& f, const SinusoidBenchResult& r) {
   result["final_train_loss"] = r.train.final_metrics[0];
   result["loss_curve"] = r.train.losses;
   result["working_bytes"] = r.train.working_bytes;
-  return summary_json("bench sinusoid", config, timing_json(r.train, r.eval_seconds), result);
+  return bench_summary("bench sinusoid", config, timing_json(r.train, r.eval_seconds), result, r.train.compile);
 }
 
 int run_sinusoid(SinusoidFlags& f) {
@@ -86,7 +86,7 @@ void register_sinusoid_commands(Cli& cli) {
   bs->add_option("--eval-tasks", sf.cfg.eval_tasks, "fresh tasks to evaluate on")->check(kNonNegative)->capture_default_str();
   bs->add_option("--eval-shots", sf.eval_shots, "support points at evaluation (default: --shots)")->check(kPositive);
   bs->add_option("--eval-steps", sf.eval_steps, "adaptation steps at evaluation (default: --inner-steps)")->check(kNonNegative);
-  bs->add_option("--opt-level", sf.cfg.run.opt_level, "0: no graph passes, 1: default pipeline")->check(CLI::Range(0, 1))->capture_default_str();
+  add_opt_level_flag(bs, sf.cfg.run.opt_level);
 
   cli.on_parsed(bs, [sfp] { return run_sinusoid(*sfp); });
 

@@ -65,7 +65,7 @@ int run_transfer(TransferFlags& f) {
                         {"search_proposals", c.search_proposals}};
   nlohmann::json result{{"labelled", r.labelled}, {"unlabelled", r.unlabelled}, {"target_test", r.target_test},
                         {"source_accuracy", r.source_accuracy}, {"strategies", rows}};
-  write_summary(f.common, summary_json("bench transfer", config, timing, result));
+  write_summary(f.common, bench_summary("bench transfer", config, timing, result, r.pretrain_step));
   return 0;
 }
 
