@@ -154,7 +154,10 @@ TEST(Cli, UnwritableOutputIsAnErrorNotACrash) {
 
 namespace {
 
-std::string temp_file(const std::string& name) { return (std::filesystem::temp_directory_path() / name).string(); }
+// Per process, so that test runs side by side (two engineers, two builds) do not share files.
+std::string temp_file(const std::string& name) {
+  return (std::filesystem::temp_directory_path() / (std::to_string(::getpid()) + "_" + name)).string();
+}
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);
