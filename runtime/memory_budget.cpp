@@ -10,8 +10,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
+#include "graph/op_def.h"
 #include "metagrad/error.h"
+#include "ops/scan.h"
+#include "ops/scan_schedule.h"
 #include "passes/accumulate_early.h"
 #include "passes/checkpoint_loops.h"
 #include "runtime/arena_plan.h"
@@ -27,34 +31,66 @@ namespace {
 
 int64_t ceil_sqrt(int64_t n) { return std::max<int64_t>(1, int64_t(std::ceil(std::sqrt(double(n))))); }
 
-// The backward loops under revolve with the most slots (at most `s` each) whose plan fits.
+// Forward steps the checkpointed backward loops of `g` run again, in all.
+int64_t recomputed_steps(const Graph& g) {
+  int64_t r = 0;
+  for (const Node& n : g.nodes())
+    if (n.kind == NodeKind::Op && n.body && attr_int(n.attrs, "num_advance") > 0)
+      r += schedule_advances(scan_schedule(scan_sig(n.attrs, n.inputs.size(), *n.body)));
+  return r;
+}
+
+// The checkpointable loops under `policy` (1 every-k, 2 revolve) with parameter p, capped per loop.
+Graph with_policy(const Graph& g, int64_t policy, int64_t p) {
+  Graph c = g;
+  checkpoint_loops(c, policy, [policy, p](int64_t n) { return std::min(p, policy == 1 ? n : max_revolve_slots(n)); });
+  return c;
+}
+
+// The form of one policy that fits with the least recomputation: p searched over [lo, hi], over
+// which the peak falls as p moves toward `lean` (revolve: fewer slots; every-k: segments up to
+// sqrt(n) long, beyond which the stored segment starts are fewer than the slots a segment needs).
+std::optional<Graph> least_recomputation_that_fits(const Graph& g, int64_t policy, int64_t lo, int64_t hi, bool lean_is_lo,
+                                                   size_t budget, const PlannedPeak& planned_peak) {
+  Graph best = with_policy(g, policy, lean_is_lo ? lo : hi);
+  if (planned_peak(best) > budget) return std::nullopt;
+  while (lo < hi) {
+    const int64_t mid = lean_is_lo ? (lo + hi + 1) / 2 : (lo + hi) / 2;
+    Graph c = with_policy(g, policy, mid);
+    const bool fits = planned_peak(c) <= budget;
+    if (fits) best = std::move(c);
+    if (lean_is_lo == fits) lo = fits ? mid : mid + 1;
+    else hi = fits ? mid : mid - 1;
+  }
+  return best;
+}
+
+// The backward loops under the policy that fits with the least recomputation: revolve with the
+// most slots that fit, or every-k with the shortest segments that fit (every-k's forward stores
+// its segment starts, so for as many stored carries it can recompute less than revolve, which
+// re-runs the forward to place its slots). Nothing fits: revolve with one slot, the leanest.
 bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& planned_peak, RematReport&) {
   const std::vector<LoopPair> pairs = checkpointable_loops(g);
   if (pairs.empty()) return false;
   int64_t longest = 0;
   for (const LoopPair& p : pairs) longest = std::max(longest, p.length);
-  auto with_slots = [&](int64_t s) {
-    Graph c = g;
-    checkpoint_loops(c, 2, [s](int64_t n) { return std::min(s, max_revolve_slots(n)); });
-    return c;
-  };
-  int64_t lo = 1, hi = max_revolve_slots(longest);
-  Graph best = with_slots(lo);
+  Graph leanest = with_policy(g, 2, 1);
   // A checkpointed loop holds fixed storage a plain one does not (the advance's fed block, the
   // working carry, a slot, the staged carries): with few steps of a body whose carries are small
   // next to its activations that costs more than the carries it saves, and storing every carry
   // stays leaner.
-  const size_t leanest = planned_peak(best);  // planning a graph is costly: once per candidate
-  if (leanest >= planned_peak(g)) return false;
-  if (leanest <= budget) {
-    while (lo < hi) {  // the peak grows with the slots: the most slots that fit
-      const int64_t mid = (lo + hi + 1) / 2;
-      Graph c = with_slots(mid);
-      if (planned_peak(c) <= budget) lo = mid, best = std::move(c);
-      else hi = mid - 1;
-    }
+  const size_t leanest_peak = planned_peak(leanest);  // planning a graph is costly: once per candidate
+  if (leanest_peak >= planned_peak(g)) return false;
+  if (leanest_peak > budget) {
+    g = std::move(leanest);
+    return true;
   }
-  g = std::move(best);
+  std::optional<Graph> best = least_recomputation_that_fits(g, 2, 1, max_revolve_slots(longest), true, budget, planned_peak);
+  if (longest >= 4) {
+    std::optional<Graph> every = least_recomputation_that_fits(g, 1, 2, ceil_sqrt(longest), false, budget, planned_peak);
+    if (every && (!best || recomputed_steps(*every) < recomputed_steps(*best))) best = std::move(every);
+  }
+  g = best ? std::move(*best) : std::move(leanest);
   return true;
 }
 

@@ -394,26 +394,45 @@ TEST(LoopCheckpoint, BudgetPicksTheLeastRecomputationThatFits) {
   ASSERT_TRUE(checkpoint_loops(lean, 2, [](int64_t) { return 1; }));
   const size_t least = planned_peak_bytes(lean, {}, false);
   ASSERT_LT(least, all.peak_bytes()) << "checkpointing saves memory here";
-  size_t prev_slots = 1 << 30;
-  for (size_t div : {2, 4}) {
+  // Recomputed steps of a compiled form, and of the least-recomputing form of each policy that
+  // fits, found by trying every parameter.
+  auto recomputed = [](const std::vector<LoopReport>& loops) {
+    int64_t r = 0;
+    for (const LoopReport& l : loops) r += l.recomputed;
+    return r;
+  };
+  auto best_of = [&](int64_t policy, size_t budget) {
+    int64_t least_recomputed = -1;
+    for (int64_t p = policy == 1 ? 2 : 1; p <= c.inner_steps; ++p) {
+      Graph f = g;
+      checkpoint_loops(f, policy, [p](int64_t n) { return std::min(p, n); });
+      if (planned_peak_bytes(f, {}, false) > budget) continue;
+      ParamStore s;
+      Executable e(f, s);
+      const int64_t r = recomputed(e.loops());
+      if (least_recomputed < 0 || r < least_recomputed) least_recomputed = r;
+    }
+    return least_recomputed;  // -1: no parameter fits
+  };
+  Graph every_sqrt = g;
+  checkpoint_loops(every_sqrt, 1, [](int64_t n) { return std::min<int64_t>(n, 7); });  // ceil(sqrt(40))
+  bool every_k_won = false;
+  for (size_t budget : {least + (all.peak_bytes() - least) / 2, least + (all.peak_bytes() - least) / 4,
+                        planned_peak_bytes(every_sqrt, {}, false)}) {
+    SCOPED_TRACE(budget);
     CompileOptions o;
-    o.memory_budget = least + (all.peak_bytes() - least) / div;
+    o.memory_budget = budget;
     ParamStore s;
     Executable exe(g, s, {}, o);
     EXPECT_LE(exe.peak_bytes(), o.memory_budget);
     ASSERT_FALSE(exe.loops().empty());
-    for (const LoopReport& l : exe.loops()) {
-      EXPECT_EQ(l.policy, "revolve");
-      EXPECT_LE(size_t(l.slots), prev_slots);
-    }
-    prev_slots = size_t(exe.loops()[0].slots);
-    // One slot more per loop would not fit (or is more than the loop's length allows).
-    Graph more = g;
-    checkpoint_loops(more, 2, [&](int64_t n) { return std::min<int64_t>(n, int64_t(prev_slots) + 1); });
-    if (int64_t(prev_slots) < c.inner_steps) {
-      EXPECT_GT(planned_peak_bytes(more, {}, false), o.memory_budget);
-    }
+    const int64_t rev = best_of(2, budget), every = best_of(1, budget);
+    ASSERT_GE(rev, 0) << "revolve fits every budget above the leanest plan";
+    const int64_t least_of_both = every < 0 ? rev : std::min(rev, every);
+    EXPECT_EQ(recomputed(exe.loops()), least_of_both) << "revolve " << rev << ", every-k " << every;
+    every_k_won |= every >= 0 && every < rev && exe.loops()[0].policy == "every-k";
   }
+  EXPECT_TRUE(every_k_won) << "every-k, its segment starts stored by the forward, recomputes less somewhere";
   // A budget under the leanest plan: the error names the smallest that works, and that one does.
   CompileOptions tiny;
   tiny.memory_budget = 1000;
