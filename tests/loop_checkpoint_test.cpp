@@ -209,6 +209,37 @@ const Node& forward_loop(const Graph& g) {
   throw Error("no plain loop");
 }
 
+std::string policy_name(const Policy& p) {
+  return fmt::format("{} {}", p.policy == LC::every_k ? "every-k" : "revolve", p.slots);
+}
+
+// A loop graph's outputs under store-all: the f64 reference and the compiled f32 values.
+struct StoreAll {
+  RefValues feeds;
+  std::vector<Value> outs;
+  std::vector<RefTensor> ref;
+  std::vector<std::vector<float>> compiled;
+};
+StoreAll store_all(const Graph& g, int64_t T) {
+  StoreAll b;
+  b.feeds = loop_feeds(T);
+  for (const auto& o : g.outputs()) b.outs.push_back(o.value);
+  b.ref = reference_eval(g, b.outs, b.feeds);
+  b.compiled = run_compiled(g, b.feeds, {});
+  return b;
+}
+
+// `g` with policy `p` applied by the compile-time rewrite (into `c`), its f64 reference checked
+// against store-all's to `tol`.
+void rewrite_and_check(const Graph& g, const Policy& p, const StoreAll& b, double tol, Graph* c) {
+  *c = g;
+  ASSERT_TRUE(checkpoint_loops(*c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
+  verify(*c);
+  const auto got = reference_eval(*c, b.outs, b.feeds);
+  for (size_t i = 0; i < b.ref.size(); ++i)
+    for (size_t e = 0; e < b.ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], b.ref[i].data[e], tol) << i << "/" << e;
+}
+
 TEST(LoopCheckpoint, EveryPolicyGivesTheStoreAllGradients) {
   const int64_t T = 9;
   for (bool reverse : {false, true}) {
@@ -218,21 +249,13 @@ TEST(LoopCheckpoint, EveryPolicyGivesTheStoreAllGradients) {
     r.g.add_output("loss", r.loss.value());
     for (size_t i = 0; i < d.size(); ++i) r.g.add_output("d" + std::to_string(i), d[i].value());
     optimize(r.g);
-    RefValues f = loop_feeds(T);
-    std::vector<Value> outs;
-    for (const auto& o : r.g.outputs()) outs.push_back(o.value);
-    const auto ref = reference_eval(r.g, outs, f);
-    const auto all = run_compiled(r.g, f, {});
+    const StoreAll b = store_all(r.g, T);
     for (const Policy& p : kPolicies) {
-      SCOPED_TRACE(fmt::format("{} {}", p.policy == LC::every_k ? "every-k" : "revolve", p.slots));
+      SCOPED_TRACE(policy_name(p));
       // f64: the rewritten graph's reference, which recomputes through the advance outputs from
       // the checkpoints the rewritten forward stored.
-      Graph c = r.g;
-      ASSERT_TRUE(checkpoint_loops(c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
-      verify(c);
-      const auto got = reference_eval(c, outs, f);
-      for (size_t i = 0; i < ref.size(); ++i)
-        for (size_t e = 0; e < ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], ref[i].data[e], 1e-12) << i << "/" << e;
+      Graph c;
+      ASSERT_NO_FATAL_FAILURE(rewrite_and_check(r.g, p, b, 1e-12, &c));
       // The forward stores ceil(n/k) segment starts (every-k) or nothing (revolve).
       const Node& fwd = forward_loop(c);
       const int64_t k = std::min<int64_t>(p.slots ? p.slots : 3, T);
@@ -247,7 +270,7 @@ TEST(LoopCheckpoint, EveryPolicyGivesTheStoreAllGradients) {
       o.loop_checkpoint = p.policy;
       o.loop_slots = p.slots;
       std::vector<LoopReport> loops;
-      expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
+      expect_close(b.compiled, run_compiled(r.g, b.feeds, o, &loops), 1e-5);
       ASSERT_EQ(loops.size(), 1u);
       EXPECT_EQ(loops[0].policy, p.policy == LC::every_k ? "every-k" : "revolve");
       EXPECT_EQ(loops[0].recomputed, expected_recomputed(p, T));
@@ -287,24 +310,16 @@ TEST(LoopCheckpoint, SecondOrderThroughACheckpointedLoop) {
     r.g.add_output("d2w", d2[0].value());
     r.g.add_output("d2h", d2[1].value());
     optimize(r.g);
-    RefValues f = loop_feeds(T);
-    std::vector<Value> outs;
-    for (const auto& o : r.g.outputs()) outs.push_back(o.value);
-    const auto ref = reference_eval(r.g, outs, f);
-    const auto all = run_compiled(r.g, f, {});
+    const StoreAll b = store_all(r.g, T);
     for (const Policy& p : kPolicies) {
-      SCOPED_TRACE(fmt::format("{} {}", p.policy == LC::every_k ? "every-k" : "revolve", p.slots));
-      Graph c = r.g;
-      ASSERT_TRUE(checkpoint_loops(c, p.policy == LC::every_k ? 1 : 2, [&](int64_t) { return p.slots ? p.slots : 3; }));
-      verify(c);
-      const auto got = reference_eval(c, outs, f);
-      for (size_t i = 0; i < ref.size(); ++i)
-        for (size_t e = 0; e < ref[i].data.size(); ++e) ASSERT_NEAR(got[i].data[e], ref[i].data[e], 1e-11) << i << "/" << e;
+      SCOPED_TRACE(policy_name(p));
+      Graph c;
+      ASSERT_NO_FATAL_FAILURE(rewrite_and_check(r.g, p, b, 1e-11, &c));
       CompileOptions o;
       o.loop_checkpoint = p.policy;
       o.loop_slots = p.slots;
       std::vector<LoopReport> loops;
-      expect_close(all, run_compiled(r.g, f, o, &loops), 1e-5);
+      expect_close(b.compiled, run_compiled(r.g, b.feeds, o, &loops), 1e-5);
       int checkpointed = 0;
       for (const auto& l : loops) {
         if (l.policy == "store-all") continue;
