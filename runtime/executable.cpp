@@ -93,8 +93,12 @@ struct Executable::Impl {
   CompileOptions options_;
   dnnl::engine engine_;
   dnnl::stream stream_;
-  float* arena_ = nullptr;
-  void* loop_scratch_ = nullptr;  // shared by the loop kernels (KernelCtx::loop_scratch)
+  // Freed also when construction throws after allocating them.
+  struct Free {
+    void operator()(void* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> arena_;
+  std::unique_ptr<char, Free> loop_scratch_;  // shared by the loop kernels (KernelCtx::loop_scratch)
   size_t loop_scratch_bytes_ = 0;
   Workspace own_workspace_;  // scratch shared by all kernels (oneDNN scratchpads, reordered operands)
   Workspace& workspace_;     // own_workspace_, or the enclosing executable's (shared_workspace)
@@ -148,7 +152,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
                                    options_.scratch_arena_bytes, plan.peak_bytes));
   arena_bytes_ = scratch ? ap.fed_bytes : plan.peak_bytes;
   naive_bytes_ = plan.naive_bytes;
-  arena_ = static_cast<float*>(std::aligned_alloc(64, std::max<size_t>(64, (arena_bytes_ + 63) / 64 * 64)));
+  arena_.reset(static_cast<char*>(std::aligned_alloc(64, std::max<size_t>(64, (arena_bytes_ + 63) / 64 * 64))));
   if (!arena_) throw std::bad_alloc();
 
   ptrs_.assign(n, {});
@@ -176,7 +180,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     } else {
       for (size_t k = 0; k < node.outputs.size(); ++k) {
         const size_t r = request_of.at({int(i), int(k)});
-        char* base = scratch && !ap.in_fed[r] ? scratch : reinterpret_cast<char*>(arena_);
+        char* base = scratch && !ap.in_fed[r] ? scratch : arena_.get();
         ptrs_[i].push_back(base + plan.offsets[r]);
       }
       if (node.kind == NodeKind::Input) inputs_.push_back({node.name, node.type(), ptrs_[i][0]});
@@ -188,13 +192,14 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     if (needed[i] && graph_.node(int(i)).body)
       largest_loop_scratch = std::max(largest_loop_scratch, scan_kernel_bytes(graph_.node(int(i))).scratch);
   if ((loop_scratch_bytes_ = loop_scratch_bytes(largest_loop_scratch)) > 0) {
-    loop_scratch_ = std::aligned_alloc(64, loop_scratch_bytes_);
+    loop_scratch_.reset(static_cast<char*>(std::aligned_alloc(64, loop_scratch_bytes_)));
     if (!loop_scratch_) throw std::bad_alloc();
   }
   for (size_t i = 0; i < n; ++i) {
     const Node& node = graph_.node(int(i));
     if (!needed[i] || node.kind != NodeKind::Op) continue;
-    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective, loop_scratch_, loop_scratch_bytes_};
+    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective, loop_scratch_.get(),
+                  loop_scratch_bytes_};
     for (Value v : node.inputs) {
       ctx.in_types.push_back(graph_.type(v));
       ctx.in.push_back(value_ptr(v));
@@ -221,8 +226,6 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
 
 Executable::Impl::~Impl() {
   kernels_.clear();  // loop kernels' body executables plan into loop_scratch_
-  std::free(loop_scratch_);
-  std::free(arena_);
 }
 
 void* Executable::Impl::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
