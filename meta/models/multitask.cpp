@@ -216,7 +216,7 @@ TaskMetrics evaluate_multitask(const MultitaskConfig& cfg, ParamStore& store, co
         }
         return g;
       },
-      store, set, cfg.eval_batch, names);
+      store, set, cfg.eval_batch, names, &cfg.driver);
   TaskMetrics out;
   for (size_t t = 0; t < cfg.tasks.size(); ++t) {
     out.loss.push_back(v[2 * t]);

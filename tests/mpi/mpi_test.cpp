@@ -213,6 +213,24 @@ TEST(MpiCli, FashionMnistOnTwoRanksGivesTheOneProcessAnswer) {
   EXPECT_EQ(b["distributed"]["allreduce_calls_per_step"], 1.0);
 }
 
+// Multi-task evaluation is split over the ranks too: 2,500 test images are three chunks of at
+// most 1,000, two on rank 0 and one on rank 1, and every task's metrics equal one process's.
+TEST(MpiCli, MultitaskOnTwoRanksGivesTheOneProcessAnswer) {
+  auto [a, b] = one_and_two("multitask", "bench multitask --modes single,hard --max-train 256 --max-test 2500 --epochs 1 --seeds 1 --threads 1 --quiet");
+  ASSERT_FALSE(a.is_null());
+  EXPECT_EQ(b["distributed"]["ranks"], 2);
+  const auto& ma = a["result"]["modes"];
+  const auto& mb = b["result"]["modes"];
+  ASSERT_EQ(ma.size(), 2u);
+  ASSERT_EQ(mb.size(), ma.size());
+  for (size_t m = 0; m < ma.size(); ++m)
+    for (const auto& [task, metrics] : ma[m]["tasks"].items())
+      for (const char* k : {"accuracy", "loss"}) {
+        const double x1 = metrics[k][0], x2 = mb[m]["tasks"][task][k][0];
+        EXPECT_NEAR(x2, x1, 1e-5 * std::max(1.0, std::abs(x1))) << ma[m]["mode"] << " " << task << " " << k;
+      }
+}
+
 TEST(MpiCli, ResumingOnTwoRanksContinuesAOneRankRun) {
   // One rank trains 3 steps and saves; two ranks resume for 3 more, saving every step. The six
   // losses must be those of one uninterrupted one-rank run of 6 steps.
