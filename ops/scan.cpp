@@ -197,9 +197,9 @@ void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std:
 }
 
 // The loop kernel. The body is compiled once, at the loop's compile time, into an executable of
-// its own (kernels, arena, workspace); a run feeds the invariants once, then per iteration
-// feeds the slices and runs the body, the carry passed from its outputs back to its inputs
-// (ops/scan_carry.h).
+// its own (loop_body_options: the invariants read in place, its plan in the loop scratch); a run
+// feeds the initial carries, then per iteration feeds the slices and runs the body, the carry
+// passed from its outputs back to its inputs (ops/scan_carry.h).
 class ScanKernel final : public Kernel {
  public:
   explicit ScanKernel(const KernelCtx& ctx)

@@ -90,13 +90,13 @@ void LoopCarry::finish() {
   for (size_t i = 0; i < sig_.nc; ++i) std::memcpy(out_[i].dst, current(i), out_[i].bytes);
 }
 
-CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s, CompileOptions options) {
+CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s) {
+  CompileOptions options;
   options.shared_workspace = &ctx.workspace;
   options.scratch_arena = ctx.loop_scratch;
   options.scratch_arena_bytes = ctx.loop_scratch_bytes;
-  const Graph& body = *ctx.node.body;
-  for (size_t i = s.nc + s.nx; i < ctx.in.size(); ++i)
-    options.bound_inputs.push_back({body.node(s.body_inputs[i]).name, ctx.in[i]});
+  const std::vector<std::string> invariants = scan_invariant_names(*ctx.node.body, s);
+  for (size_t k = 0; k < invariants.size(); ++k) options.bound_inputs.push_back({invariants[k], ctx.in[s.nc + s.nx + k]});
   return options;
 }
 

@@ -1,5 +1,5 @@
 // How a scan kernel moves values between the loop's buffers and a body executable: the loop's
-// inputs fed into the body (initial carries and invariants once, one slice of each stacked input
+// inputs fed into the body (initial carries once, one slice of each stacked input
 // per iteration), the carry passed from the body's outputs back to its inputs, the saved carries
 // and the stacked outputs copied out. Shared by the plain loop kernel (ops/scan.cpp) and the
 // checkpointed one (ops/scan_checkpoint.cpp).
@@ -81,7 +81,7 @@ class LoopCarry {
 // buffers (ctx.in), which hold through the loop's run, so the body reads the loop's weights and
 // data in place; and, since a body runs only inside the loop kernel's own run, planned into the
 // enclosing executable's loop scratch (all but the fed inputs) with its workspace.
-CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s, CompileOptions options = {});
+CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s);
 
 // The staging a LoopCarry over `body` allocates (at least one byte).
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);

@@ -82,8 +82,8 @@ LoopBytes scan_kernel_bytes(const Node& n) {
 namespace {
 
 // Two executables of one body: the reverse step (the body's own outputs) and the advance (the
-// forward step of the carries it reads), both planned into the loop scratch. A run feeds the
-// invariants once, then follows the schedule over `cur_` (the recomputed forward carry) and the
+// forward step of the carries it reads), both planned into the loop scratch and reading the
+// invariants in place. A run feeds the initial carries, then follows the schedule over `cur_` (the recomputed forward carry) and the
 // slots; the reverse step's carries are copied out after each of its runs (an advance may run
 // before the next reverse step and overwrite the scratch) and fed back from there.
 class CheckpointedScanKernel final : public Kernel {

@@ -13,9 +13,8 @@ namespace metagrad {
 // fetches and options bound).
 using PlannedPeak = std::function<size_t(const Graph&)>;
 
-// First, n-ary sums whose addends are held until the sum are accumulated as the addends are made
-// (passes/accumulate_early.h), when that lowers the planned peak: no recomputation, only the
-// summation order changes. Then a candidate is one value and one gap between its reads (or
+// (The memory budget runs early accumulation of n-ary sums, passes/accumulate_early.h, as its
+// own reducer row before this one.) A candidate is one value and one gap between its reads (or
 // between its making and its first read): the value dies at the read before the gap and is made
 // again just before the read after it, from operands alive there, or through a chain of at most
 // 16 recomputed nodes whose leaves are. Rounds against a liveness estimate of `g`'s node order

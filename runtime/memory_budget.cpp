@@ -40,10 +40,14 @@ int64_t recomputed_steps(const Graph& g) {
   return r;
 }
 
-// The checkpointable loops under `policy` (1 every-k, 2 revolve) with parameter p, capped per loop.
+// A policy's parameter p (1 every-k: the segment length; 2 revolve: the slots) for a loop of n
+// steps: at most n, and revolve at most the slots its compile-time program allows.
+int64_t capped(int64_t policy, int64_t p, int64_t n) { return std::min(p, policy == 1 ? n : max_revolve_slots(n)); }
+
+// The checkpointable loops under `policy` with parameter p, capped per loop.
 Graph with_policy(const Graph& g, int64_t policy, int64_t p) {
   Graph c = g;
-  checkpoint_loops(c, policy, [policy, p](int64_t n) { return std::min(p, policy == 1 ? n : max_revolve_slots(n)); });
+  checkpoint_loops(c, policy, [policy, p](int64_t n) { return capped(policy, p, n); });
   return c;
 }
 
@@ -129,10 +133,9 @@ RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches,
   using LC = CompileOptions::LoopCheckpoint;
   if (options.loop_checkpoint == LC::every_k || options.loop_checkpoint == LC::revolve) {
     const bool every = options.loop_checkpoint == LC::every_k;
-    const int64_t fixed = options.loop_slots;
-    checkpoint_loops(g, every ? 1 : 2, [every, fixed](int64_t n) {
-      const int64_t s = fixed > 0 ? fixed : every ? ceil_sqrt(n) : 2 * ceil_sqrt(n);
-      return every ? std::min(s, n) : std::min(s, max_revolve_slots(n));
+    const int64_t fixed = options.loop_slots, policy = every ? 1 : 2;
+    checkpoint_loops(g, policy, [every, fixed, policy](int64_t n) {
+      return capped(policy, fixed > 0 ? fixed : every ? ceil_sqrt(n) : 2 * ceil_sqrt(n), n);
     });
   }
   RematReport remat;

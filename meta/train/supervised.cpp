@@ -95,6 +95,7 @@ std::vector<double> evaluate_outputs(const std::function<Graph(int64_t)>& make_g
   std::vector<std::vector<double>> sums(names.size());  // per output, per chunk of this process: mean x images
   std::unique_ptr<Executable> exe;  // for chunks of `compiled` images: the full ones, then the remainder
   int64_t compiled = 0;
+  int xs = -1, ys = -1;
   for (int64_t c = mine.begin; c < mine.end; ++c) {
     const int64_t begin = c * full, n = std::min(full, set.count - begin);
     if (n != compiled) {
@@ -102,9 +103,10 @@ std::vector<double> evaluate_outputs(const std::function<Graph(int64_t)>& make_g
       optimize(g);
       exe = std::make_unique<Executable>(g, store, names);
       compiled = n;
+      xs = exe->input_slot("x"), ys = exe->input_slot("y");
     }
-    exe->set_input(exe->input_slot("x"), std::span<const float>(set.pixels.data() + begin * ppi, size_t(n * ppi)));
-    exe->set_input(exe->input_slot("y"), std::span<const int32_t>(set.labels.data() + begin, size_t(n)));
+    exe->set_input(xs, std::span<const float>(set.pixels.data() + begin * ppi, size_t(n * ppi)));
+    exe->set_input(ys, std::span<const int32_t>(set.labels.data() + begin, size_t(n)));
     exe->run();
     for (size_t k = 0; k < names.size(); ++k) sums[k].push_back(exe->fetch(int(k))[0] * double(n));
   }
