@@ -204,8 +204,10 @@ class ScanKernel final : public Kernel {
  public:
   explicit ScanKernel(const KernelCtx& ctx)
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
-        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{}, loop_body_options(ctx, sig_))),
-        carry_(ctx, sig_, *body_, false) {}
+        carry_(ctx, sig_, false),
+        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{}, loop_body_options(ctx, sig_))) {
+    carry_.attach(ctx, *body_);
+  }
 
   void run(dnnl::stream&) override {
     carry_.feeds().feed_fixed();
@@ -222,8 +224,8 @@ class ScanKernel final : public Kernel {
  private:
   ScanSig sig_;
   ParamStore store_;  // the body has no parameters; Executable wants a store
-  std::unique_ptr<Executable> body_;
   LoopCarry carry_;
+  std::unique_ptr<Executable> body_;
 };
 
 // A node of a test body, built from the registry under construction: the builder functions

@@ -41,18 +41,31 @@ void BodyFeeds::feed_slices(size_t from, size_t t) {
   for (size_t i = from; i < nc_ + nx_; ++i) feed(i, in_[i].src + t * bytes(i));
 }
 
-LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, Executable& exe, bool stage_all)
-    : sig_(s), exe_(&exe), feeds_(ctx, s, exe), stage_all_(stage_all) {
-  const Graph& body = *ctx.node.body;
+LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all)
+    : sig_(s), body_(ctx.node.body.get()), stage_all_(stage_all), bound_(scan_carries_bound(*ctx.node.body, s, stage_all)) {
+  const Graph& body = *body_;
   size_t at = 0;
   for (size_t k = 0; k < s.nc + s.ny; ++k) {
-    Output o{exe.fetch(k).data(), body.type(body.outputs()[k].value).bytes(), static_cast<char*>(ctx.out[k]), -1};
+    Output o{nullptr, body.type(body.outputs()[k].value).bytes(), static_cast<char*>(ctx.out[k]), -1};
     if (k < s.nc && staged(body, k, stage_all)) o.stage = int(at), at += o.bytes;
     out_.push_back(o);
   }
   staging_.resize(scan_staging_bytes(body, s, stage_all));
+  for (size_t i = 0; i < s.nc; ++i) init_.push_back(static_cast<const char*>(ctx.in[i]));
   if (s.save)
     for (size_t i = 0; i < s.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[s.nc + s.ny + i]));
+}
+
+void LoopCarry::bind_carries(CompileOptions& options) const {
+  if (!bound_) return;
+  const std::vector<std::string> names = scan_carry_names(*body_, sig_);
+  for (size_t i = 0; i < sig_.nc; ++i) options.bound_inputs.push_back({names[i], staging_.data() + out_[i].stage});
+}
+
+void LoopCarry::attach(const KernelCtx& ctx, Executable& exe) {
+  exe_ = &exe;
+  feeds_.emplace(ctx, sig_, exe);
+  for (size_t k = 0; k < out_.size(); ++k) out_[k].src = exe.fetch(k).data();
 }
 
 const char* LoopCarry::carry_src(size_t i) const {
@@ -76,10 +89,12 @@ void LoopCarry::step(size_t t, bool first) {
   const int64_t row = sig_.save ? scan_saved_row(sig_, int64_t(t)) : -1;  // save_every: not every iteration
   if (row >= 0)
     for (size_t i = 0; i < nc; ++i)
-      std::memcpy(saved_[i] + size_t(row) * out_[i].bytes, first ? feeds_.src(i) : current(i), out_[i].bytes);
-  if (!first) {
+      std::memcpy(saved_[i] + size_t(row) * out_[i].bytes, first ? init_[i] : current(i), out_[i].bytes);
+  if (first && bound_) {
+    for (size_t i = 0; i < nc; ++i) std::memcpy(staging_.data() + out_[i].stage, init_[i], out_[i].bytes);
+  } else if (!first) {
     if (!stage_all_) stage();
-    for (size_t i = 0; i < nc; ++i) feeds_.feed(i, carry_src(i));
+    for (size_t i = 0; i < nc; ++i) feeds_->feed(i, carry_src(i));  // bound: a no-op, they are read where staged
   }
   exe_->run();
   if (stage_all_) stage();
@@ -98,6 +113,19 @@ CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s) {
   const std::vector<std::string> invariants = scan_invariant_names(*ctx.node.body, s);
   for (size_t k = 0; k < invariants.size(); ++k) options.bound_inputs.push_back({invariants[k], ctx.in[s.nc + s.nx + k]});
   return options;
+}
+
+bool scan_carries_bound(const Graph& body, const ScanSig& s, bool stage_all) {
+  if (!stage_all) return false;
+  for (size_t k = 0; k < s.nc; ++k)
+    if (body.node(body.outputs()[k].value.node).kind == NodeKind::Input) return false;
+  return true;
+}
+
+std::vector<std::string> scan_carry_names(const Graph& body, const ScanSig& s) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < s.nc; ++i) names.push_back(body.node(s.body_inputs[i]).name);
+  return names;
 }
 
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all) {

@@ -5,6 +5,7 @@
 // checkpointed one (ops/scan_checkpoint.cpp).
 #pragma once
 #include <cstddef>
+#include <optional>
 #include <vector>
 
 #include "metagrad/executable.h"
@@ -44,11 +45,19 @@ class BodyFeeds {
 // carry output that is itself a body input (a pass-through) is staged before the carries are
 // fed back, so that permuted carries do not overwrite each other; with `stage_all`, every carry
 // output is copied out right after its run, so that the body's buffers may be reused by another
-// executable before the next iteration.
+// executable before the next iteration. Built in two steps, since the body executable may read
+// its carries from the staging (bind_carries) and so is compiled after it: construct, compile
+// the body with bind_carries' options, attach.
 class LoopCarry {
  public:
-  LoopCarry(const KernelCtx& ctx, const ScanSig& s, Executable& exe, bool stage_all);
-  BodyFeeds& feeds() { return feeds_; }
+  LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all);
+  // With stage_all and no carry output a body input, the body reads its carries where they are
+  // staged instead of from slots of its own: the staging and the body's outputs are the two
+  // buffers a carry alternates between, and the fed copy of each carry is gone. Adds those
+  // bindings to `options` (a no-op otherwise).
+  void bind_carries(CompileOptions& options) const;
+  void attach(const KernelCtx& ctx, Executable& exe);
+  BodyFeeds& feeds() { return *feeds_; }
   // One iteration at loop index t (`first`: the loop's first): saves the carries it starts from
   // (save_carries), feeds the last iteration's carries, runs the body, copies the stacked outputs.
   // The slices (and any other per-iteration input) must be fed before.
@@ -69,12 +78,14 @@ class LoopCarry {
   void stage();
 
   ScanSig sig_;
-  Executable* exe_;
-  BodyFeeds feeds_;
+  const Graph* body_;
+  Executable* exe_ = nullptr;
+  std::optional<BodyFeeds> feeds_;
   std::vector<Output> out_;
   std::vector<char*> saved_;
   std::vector<char> staging_;
-  bool stage_all_;
+  std::vector<const char*> init_;  // the loop's initial carries
+  bool stage_all_, bound_;
 };
 
 // How a loop kernel compiles its body executables: the body's invariants bound to the loop's input
@@ -85,5 +96,10 @@ CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s);
 
 // The staging a LoopCarry over `body` allocates (at least one byte).
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);
+// Whether a LoopCarry with `stage_all` binds the body's carries to its staging: not when a carry
+// output is a body input, which the staging copy would read while overwriting it.
+bool scan_carries_bound(const Graph& body, const ScanSig& s, bool stage_all);
+// The names of the body's carry inputs [0, nc).
+std::vector<std::string> scan_carry_names(const Graph& body, const ScanSig& s);
 
 }  // namespace metagrad

@@ -53,6 +53,34 @@ size_t state_bytes(const Graph& body, const ScanSig& s) {
   return b;
 }
 
+// Per forward carry, its offset in the working carry and in each slot.
+std::vector<size_t> state_offsets(const Graph& body, const ScanSig& s) {
+  std::vector<size_t> at;
+  size_t b = 0;
+  for (size_t k = 0; k < s.na; ++k) at.push_back(b), b += body.node(s.body_inputs[s.nc + k]).type().bytes();
+  return at;
+}
+
+// Both executables read the forward carries in place, from the kernel's working carry, unless an
+// advance output is a body input: copying the advance into the working carry would then read it
+// while overwriting it.
+bool states_bound(const Graph& body, const ScanSig& s) {
+  for (size_t k = 0; k < s.na; ++k)
+    if (body.node(body.outputs()[s.nc + s.ny + k].value.node).kind == NodeKind::Input) return false;
+  return true;
+}
+
+// The inputs each executable reads in place: the invariants, the forward carries (states_bound)
+// and, for the reverse step, its carries where the LoopCarry stages them (scan_carries_bound).
+std::vector<std::string> bound_names(const Graph& body, const ScanSig& s, bool reverse_step) {
+  std::vector<std::string> names = scan_invariant_names(body, s);
+  if (states_bound(body, s))
+    for (size_t k = 0; k < s.na; ++k) names.push_back(body.node(s.body_inputs[s.nc + k]).name);
+  if (reverse_step && scan_carries_bound(body, s, true))
+    for (const std::string& c : scan_carry_names(body, s)) names.push_back(c);
+  return names;
+}
+
 }  // namespace
 
 // A plain loop: one body executable. A checkpointed one: the reverse step and the advance, which
@@ -62,15 +90,14 @@ size_t state_bytes(const Graph& body, const ScanSig& s) {
 LoopBytes scan_kernel_bytes(const Node& n) {
   const Graph& body = *n.body;
   const ScanSig s = scan_sig(n.attrs, n.inputs.size(), body);
-  const std::vector<std::string> bound = scan_invariant_names(body, s);
   LoopBytes b;
   if (s.na == 0) {
-    const PeakParts p = planned_peak_parts(body, {}, false, bound);
+    const PeakParts p = planned_peak_parts(body, {}, false, scan_invariant_names(body, s));
     b.own = p.fed + p.loops + scan_staging_bytes(body, s, false);
     b.scratch = p.scratch;
   } else {
-    const PeakParts step = planned_peak_parts(body, scan_step_fetches(body, s), false, bound);
-    const PeakParts adv = planned_peak_parts(body, scan_advance_fetches(body, s), false, bound);
+    const PeakParts step = planned_peak_parts(body, scan_step_fetches(body, s), false, bound_names(body, s, true));
+    const PeakParts adv = planned_peak_parts(body, scan_advance_fetches(body, s), false, bound_names(body, s, false));
     b.own = step.fed + step.loops + adv.fed + adv.loops + scan_staging_bytes(body, s, true) +
             (scan_slot_count(s) + 1) * state_bytes(body, s);
     b.scratch = std::max(step.scratch, adv.scratch);
@@ -83,31 +110,30 @@ namespace {
 
 // Two executables of one body: the reverse step (the body's own outputs) and the advance (the
 // forward step of the carries it reads), both planned into the loop scratch and reading the
-// invariants in place. A run feeds the initial carries, then follows the schedule over `cur_` (the recomputed forward carry) and the
-// slots; the reverse step's carries are copied out after each of its runs (an advance may run
-// before the next reverse step and overwrite the scratch) and fed back from there.
+// invariants and the working carry `cur_` (the recomputed forward carry) in place. A run follows
+// the schedule over `cur_` and the slots; the reverse step's carries are copied out after each of
+// its runs (an advance may run before the next reverse step and overwrite the scratch) and read
+// from there by the next.
 class CheckpointedScanKernel final : public Kernel {
  public:
   explicit CheckpointedScanKernel(const KernelCtx& ctx)
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
+        state_(state_offsets(*ctx.node.body, sig_)),
+        state_bytes_(state_bytes(*ctx.node.body, sig_)),
+        cur_(std::max<size_t>(1, state_bytes_)),
+        carry_(ctx, sig_, true),
         step_(std::make_unique<Executable>(*ctx.node.body, store_, scan_step_fetches(*ctx.node.body, sig_),
-                                           loop_body_options(ctx, sig_))),
+                                           body_options(ctx, true))),
         adv_(std::make_unique<Executable>(*ctx.node.body, store_, scan_advance_fetches(*ctx.node.body, sig_),
-                                          loop_body_options(ctx, sig_))),
-        carry_(ctx, sig_, *step_, true),
+                                          body_options(ctx, false))),
         adv_feeds_(ctx, sig_, *adv_) {
-    const Graph& body = *ctx.node.body;
-    for (size_t k = 0; k < sig_.na; ++k) {
-      state_.push_back(state_bytes_);
-      state_bytes_ += body.node(sig_.body_inputs[sig_.nc + k]).type().bytes();
-      advance_.push_back(adv_->fetch(k).data());
-    }
+    carry_.attach(ctx, *step_);
+    for (size_t k = 0; k < sig_.na; ++k) advance_.push_back(adv_->fetch(k).data());
     schedule_ = scan_schedule(sig_);
     if (size_t(schedule_slots(schedule_)) > scan_slot_count(sig_))
       throw RuntimeError(fmt::format("scan: the checkpoint schedule uses {} slots, more than {}", schedule_slots(schedule_),
                                      scan_slot_count(sig_)));
     slots_.resize(std::max<size_t>(1, scan_slot_count(sig_) * state_bytes_));
-    cur_.resize(std::max<size_t>(1, state_bytes_));
   }
 
   void run(dnnl::stream&) override {
@@ -129,13 +155,13 @@ class CheckpointedScanKernel final : public Kernel {
           break;
         }
         case LoopAction::advance:
-          for (size_t k = 0; k < na; ++k) adv_feeds_.feed(nc + k, cur_.data() + state_[k]);
+          for (size_t k = 0; k < na; ++k) adv_feeds_.feed(nc + k, cur_.data() + state_[k]);  // bound: a no-op
           adv_feeds_.feed_slices(nc + na, t);
           adv_->run();
           for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + state_[k], advance_[k], adv_feeds_.bytes(nc + k));
           break;
         case LoopAction::backward:
-          for (size_t k = 0; k < na; ++k) step_feeds.feed(nc + k, cur_.data() + state_[k]);
+          for (size_t k = 0; k < na; ++k) step_feeds.feed(nc + k, cur_.data() + state_[k]);  // bound: a no-op
           step_feeds.feed_slices(nc + na, t);
           carry_.step(t, q == 0);
           ++q;
@@ -153,16 +179,29 @@ class CheckpointedScanKernel final : public Kernel {
   }
 
  private:
+  // The options of the reverse step or the advance: loop_body_options, the forward carries bound
+  // to cur_ and, for the reverse step, its carries to their staging (bound_names says which).
+  CompileOptions body_options(const KernelCtx& ctx, bool reverse_step) {
+    const Graph& body = *ctx.node.body;
+    CompileOptions options = loop_body_options(ctx, sig_);
+    if (states_bound(body, sig_))
+      for (size_t k = 0; k < sig_.na; ++k)
+        options.bound_inputs.push_back({body.node(sig_.body_inputs[sig_.nc + k]).name, cur_.data() + state_[k]});
+    if (reverse_step) carry_.bind_carries(options);
+    return options;
+  }
+
   ScanSig sig_;
   ParamStore store_;
-  std::unique_ptr<Executable> step_, adv_;
-  LoopCarry carry_;     // the reverse step's inputs and carries
-  BodyFeeds adv_feeds_;  // the advance's inputs
   std::vector<size_t> state_;  // per recomputed carry: its offset in cur_ and in each slot
+  size_t state_bytes_;
+  std::vector<char> cur_;      // allocated before the executables, which read it in place
+  LoopCarry carry_;            // the reverse step's carries, staged; made before the reverse step reads them
+  std::unique_ptr<Executable> step_, adv_;
+  BodyFeeds adv_feeds_;        // the advance's inputs
   std::vector<const float*> advance_;
-  std::vector<char> slots_, cur_;
+  std::vector<char> slots_;
   std::vector<LoopAction> schedule_;
-  size_t state_bytes_ = 0;
 };
 
 }  // namespace

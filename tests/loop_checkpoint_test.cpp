@@ -397,6 +397,43 @@ TEST(LoopCheckpoint, ExecutablesShareAScratchArena) {
   EXPECT_THROW(Executable(r.g, s, fb, small), RuntimeError);
 }
 
+// A checkpointed kernel's two executables read the forward carry where the kernel recomputes it
+// and the reverse step's carries where the kernel stages them, so neither keeps a fed copy: its
+// own storage is the slot, the working carry and the staged cotangents (of the carry and of the
+// invariant), four carries; with the copies it was eight. The gradients equal store-all's.
+TEST(LoopCheckpoint, CarriesAreReadWhereTheKernelHoldsThem) {
+  const int64_t T = 6, N = 1 << 14;
+  const size_t carry = size_t(N) * sizeof(float);
+  Graph g;
+  Tensor h0 = input(g, "h0", {N}), w = input(g, "w", {N});
+  ScanResult s = scan(T, {h0}, {}, {w}, [](const auto& c, const auto&, const auto& k) {
+    return ScanStep{{tanh(c[0] * k[0])}, {}};
+  });
+  Tensor loss = sum(square(s.carries[0]));
+  std::vector<Tensor> d = grad(loss, {h0, w});
+  g.add_output("dh0", d[0].value());
+  g.add_output("dw", d[1].value());
+  optimize(g);
+  RefValues feeds{{"h0", random_ref({N}, 1)}, {"w", random_ref({N}, 2, -0.9, 0.9)}};
+  const auto plain = run_compiled(g, feeds, {});
+  CompileOptions o;
+  o.loop_checkpoint = LC::revolve;
+  o.loop_slots = 1;
+  std::vector<LoopReport> loops;
+  expect_close(plain, run_compiled(g, feeds, o, &loops), 1e-5);
+  ASSERT_EQ(loops.size(), 1u);
+  EXPECT_EQ(loops[0].policy, "revolve");
+  ParamStore store;
+  Executable exe(g, store, {}, o);
+  const Node* backward = nullptr;
+  for (const Node& n : exe.graph().nodes())
+    if (n.body && attr_int(n.attrs, "num_advance") > 0) backward = &n;
+  ASSERT_NE(backward, nullptr);
+  const LoopBytes b = scan_kernel_bytes(*backward);
+  EXPECT_GE(b.own, 4 * carry);
+  EXPECT_LT(b.own, 5 * carry) << "a fed copy of a carry in one of the executables";
+}
+
 TEST(LoopCheckpoint, BudgetPicksTheLeastRecomputationThatFits) {
   MamlConfig c;
   c.meta_batch = 2, c.hidden = 16, c.inner_steps = 40, c.inner_loop = true;
