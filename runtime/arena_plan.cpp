@@ -5,12 +5,43 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "graph/op_def.h"
 #include "metagrad/error.h"
 #include "ops/scan.h"
+#include "passes/accumulate_early.h"
+#include "runtime/memory_budget.h"
 
 namespace metagrad {
+
+namespace {
+
+// Per node: runs (or is read) for the fetches and updates.
+std::vector<char> needed_nodes(const Graph& g, const std::vector<NamedOutput>& wanted) {
+  std::vector<char> needed(g.size(), 0);
+  for (const auto& o : wanted) needed[size_t(o.value.node)] = 1;
+  for (const auto& u : g.updates()) needed[size_t(u.value.node)] = 1;
+  for (size_t i = g.size(); i-- > 0;)
+    if (needed[i])
+      for (Value v : g.node(int(i)).inputs) needed[size_t(v.node)] = 1;
+  return needed;
+}
+
+bool is_bound(const Node& node, const std::vector<std::string>& bound) {
+  return node.kind == NodeKind::Input && std::find(bound.begin(), bound.end(), node.name) != bound.end();
+}
+
+// Whether op `node` may write its one output over operand `v`, should v die at it: an in-place
+// kernel over a value an op made, of the output's type (never over a fed input, which the caller
+// may not re-feed before the next run; not when `check_numerics`, which keeps a faulty kernel's
+// operands intact).
+bool may_take_over(const Graph& g, const Node& node, Value v, bool check_numerics) {
+  return node.kind == NodeKind::Op && node.op->inplace && node.outputs.size() == 1 && !check_numerics &&
+         g.node(v.node).kind == NodeKind::Op && g.type(v) == node.type();
+}
+
+}  // namespace
 
 std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::string>& fetches) {
   if (fetches.empty()) return g.outputs();
@@ -33,13 +64,8 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
   ArenaPlan ap;
   ap.wanted = wanted;
   const size_t n = g.size();
-  std::vector<char>& needed = ap.needed;
-  needed.assign(n, 0);
-  for (const auto& o : wanted) needed[size_t(o.value.node)] = 1;
-  for (const auto& u : g.updates()) needed[size_t(u.value.node)] = 1;
-  for (size_t i = n; i-- > 0;)
-    if (needed[i])
-      for (Value v : g.node(int(i)).inputs) needed[size_t(v.node)] = 1;
+  ap.needed = needed_nodes(g, wanted);
+  const std::vector<char>& needed = ap.needed;
 
   // Schedule = node order restricted to needed nodes; buffers for inputs and op outputs.
   std::vector<int> step_of(n, -1);
@@ -57,7 +83,7 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
   for (size_t i = 0; i < n; ++i) {
     const Node& node = g.node(int(i));
     if (!needed[i] || node.kind == NodeKind::Parameter || node.kind == NodeKind::Constant) continue;
-    if (node.kind == NodeKind::Input && std::find(bound.begin(), bound.end(), node.name) != bound.end()) continue;
+    if (is_bound(node, bound)) continue;
     // Inputs are written before the first step and stay intact through the whole run, so a
     // caller may run again without feeding again.
     const bool fed = node.kind == NodeKind::Input;
@@ -66,15 +92,10 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
       request_of[{int(i), int(k)}] = requests.size();
       requests.push_back({node.outputs[k].bytes(), first, last});
     }
-    // An in-place kernel may write over an operand that dies here (never over a fed input,
-    // which the caller may not re-feed before the next run).
-    if (node.kind == NodeKind::Op && node.op->inplace && node.outputs.size() == 1 && !check_numerics)
-      for (Value v : node.inputs) {
-        const Node& src = g.node(v.node);
-        if (src.kind == NodeKind::Op && g.type(v) == node.type() && last_use[size_t(v.node)] == step_of[i]) {
-          requests.back().inplace_of = int(request_of.at(v));
-          break;
-        }
+    for (Value v : node.inputs)
+      if (may_take_over(g, node, v, check_numerics) && last_use[size_t(v.node)] == step_of[i]) {
+        requests.back().inplace_of = int(request_of.at(v));
+        break;
       }
   }
   ap.in_fed.assign(requests.size(), 0);
@@ -110,28 +131,105 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
 
 namespace {
 
-size_t loop_bytes(const Graph& g, const ArenaPlan& ap) {
+size_t loop_bytes(const Graph& g, const std::vector<char>& needed) {
   size_t own = 0, scratch = 0;
   for (const Node& n : g.nodes())
-    if (ap.needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) {
+    if (needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) {
       const LoopBytes b = scan_kernel_bytes(n);
       own += b.own, scratch = std::max(scratch, b.scratch);
     }
   return own + loop_scratch_bytes(scratch);
 }
 
+// What the arena of one form of a graph holds at least, however it is placed: the fed inputs,
+// which live through the whole run, and beside them the largest step, at which an op's operands
+// that ops made and its outputs are all live at once (fed operands are in the fed block already;
+// parameters, constants and bound inputs take no arena). The planner overlaps no two buffers live
+// at one step but an in-place output and the operand it takes over, so that one is counted once,
+// whether or not that operand dies there in this form.
+struct FormFloor {
+  size_t fed = 0, step = 0;
+  int node = -1;
+};
+
+FormFloor form_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                     const std::vector<std::string>& bound) {
+  const std::vector<char> needed = needed_nodes(g, wanted_outputs(g, fetches));
+  FormFloor f;
+  for (const Node& node : g.nodes()) {
+    if (!needed[size_t(node.id)]) continue;
+    if (node.kind == NodeKind::Input && !is_bound(node, bound))
+      for (const TensorType& t : node.outputs) f.fed += t.bytes();
+    if (node.kind != NodeKind::Op) continue;
+    size_t live = 0;
+    for (const TensorType& t : node.outputs) live += t.bytes();
+    std::vector<Value> seen;
+    bool shared = false;
+    for (Value v : node.inputs) {
+      if (g.node(v.node).kind != NodeKind::Op || std::find(seen.begin(), seen.end(), v) != seen.end()) continue;
+      seen.push_back(v);
+      live += g.type(v).bytes();
+      shared = shared || may_take_over(g, node, v, check_numerics);
+    }
+    if (shared) live -= node.type().bytes();
+    if (live > f.step) f.step = live, f.node = node.id;
+  }
+  return f;
+}
+
 }  // namespace
+
+// Sound over every graph the reducers make, because of what they may change:
+// - checkpoint-loops rewrites the loop pairs of checkpointable_loops, all under one policy. Every
+//   form of one policy has the same ops and operands (only the slots differ); revolve's backward
+//   reads the forward's initial carries where every-k's reads its stored segment starts (at least
+//   one carry each) and its forward stores none, so no step of a revolve form holds more than the
+//   same step of an every-k form, and leanest_loops stands for them all. Revolve over one slot
+//   keeps the fewest slots of any checkpointed loop, the rest of a loop's storage (its bodies'
+//   plans, staging) being the same under either policy, so the lesser of the loops' storage as
+//   they are and in that form is their least.
+// - accumulate-early, applied or not, rewrites the many-way sums of either form, once.
+// - rematerialize adds copies of ops, each reading values of the types its original read and
+//   none of them fed in place of a value an op made, and keeps every needed value made by its
+//   original or a copy: every step it makes holds what a step of its form's own ops does, and
+//   the fed inputs stay the same.
+// Each of these forms' arena peak is over its form_floor (the planned peak adds the loops'
+// storage to the arena's), so the least of them plus the loops' least bounds them all. The graph
+// outputs made before the largest step, though held to the end, are not added: recomputation may
+// make an output again after that step.
+PeakFloor planned_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                        const std::vector<std::string>& bound) {
+  std::vector<Graph> forms = {g, leanest_loops(g)};  // numbered alike: checkpointing edits nodes in place
+  for (size_t i = 0; i < 2; ++i) {
+    Graph acc = forms[i];
+    if (accumulate_sums_early(acc)) forms.push_back(std::move(acc));
+  }
+  PeakFloor best;
+  size_t least = SIZE_MAX;
+  for (const Graph& form : forms) {
+    const FormFloor f = form_floor(form, fetches, check_numerics, bound);
+    if (f.fed + f.step >= least) continue;
+    least = f.fed + f.step;
+    best.fed = f.fed, best.step_bytes = f.step, best.node = f.node;
+    best.node_desc = f.node < 0 ? "" : form.describe(f.node);
+  }
+  best.loops = SIZE_MAX;
+  for (size_t i = 0; i < 2; ++i)
+    best.loops = std::min(best.loops, loop_bytes(forms[i], needed_nodes(forms[i], wanted_outputs(forms[i], fetches))));
+  best.bytes = least + best.loops;
+  return best;
+}
 
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                           const std::vector<std::string>& bound) {
   ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, false, bound);
-  return ap.memory.peak_bytes + loop_bytes(g, ap);
+  return ap.memory.peak_bytes + loop_bytes(g, ap.needed);
 }
 
 PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                              const std::vector<std::string>& bound) {
   ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, true, bound);
-  return {ap.fed_bytes, ap.memory.peak_bytes, loop_bytes(g, ap)};
+  return {ap.fed_bytes, ap.memory.peak_bytes, loop_bytes(g, ap.needed)};
 }
 
 size_t loop_scratch_bytes(size_t largest) { return largest == 0 ? 0 : (largest + 63) / 64 * 64; }

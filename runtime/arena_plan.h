@@ -50,6 +50,21 @@ PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fet
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                           const std::vector<std::string>& bound = {});
 
+// A lower bound of the planned peak of every graph the memory reducers can make from `g`
+// (runtime/memory_budget.h), so that a budget below it is known to be out of reach rather than
+// merely not found: the fed inputs, plus the most that one op's step holds at once, plus the loops'
+// storage at its least. `node` is the op whose step sets it (-1 when the fed inputs and loops alone
+// do), numbered in `g`, or in the early-accumulated form of g when only that form's step is lower
+// (`node_desc` names it either way, as Graph::describe does); `step_bytes` is what that step holds.
+struct PeakFloor {
+  size_t bytes = 0;
+  int node = -1;
+  std::string node_desc;
+  size_t fed = 0, step_bytes = 0, loops = 0;
+};
+PeakFloor planned_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                        const std::vector<std::string>& bound = {});
+
 // The loop scratch an executable allocates for its largest loop's `largest` bytes (ops/scan.h).
 size_t loop_scratch_bytes(size_t largest);
 

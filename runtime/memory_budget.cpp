@@ -78,7 +78,7 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   if (pairs.empty()) return false;
   int64_t longest = 0;
   for (const LoopPair& p : pairs) longest = std::max(longest, p.length);
-  Graph leanest = with_policy(g, 2, 1);
+  Graph leanest = leanest_loops(g);
   // A checkpointed loop holds fixed storage a plain one does not (the advance's fed block, the
   // working carry, a slot, the staged carries): with few steps of a body whose carries are small
   // next to its activations that costs more than the carries it saves, and storing every carry
@@ -113,6 +113,8 @@ bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& 
 
 }  // namespace
 
+Graph leanest_loops(const Graph& g) { return with_policy(g, 2, 1); }
+
 const std::vector<MemoryReducer>& memory_reducers() {
   static const std::vector<MemoryReducer> table = {
       {"checkpoint-loops", checkpoint_loops_to_budget, true},
@@ -145,6 +147,7 @@ RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches,
   PlannedPeak peak = [&fetches, &bound, numerics](const Graph& c) { return planned_peak_bytes(c, fetches, numerics, bound); };
   size_t now = peak(g);
   if (now <= options.memory_budget) return remat;
+  const Graph given = g;  // what the floor is of, should nothing fit
   std::string tried;
   // A forced loop policy is the caller's choice: the loops are not re-planned, but the
   // straight-line graph around them may still be rematerialized.
@@ -156,10 +159,17 @@ RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches,
     now = peak(g);  // each reducer keeps its leanest form, so this is the smallest peak reached
     if (now <= options.memory_budget) return remat;
   }
-  throw Error(fmt::format("memory budget {} ({} bytes) is below the smallest plan found, {} ({} bytes{}{}); "
-                          "give a budget of at least {} bytes",
-                          format_bytes(options.memory_budget), options.memory_budget, format_bytes(now), now,
-                          tried.empty() ? "" : ", after trying ", tried, now));
+  const PeakFloor floor = planned_floor(given, fetches, numerics, bound);
+  const std::string step =
+      floor.node < 0 ? ""
+                     : fmt::format(", {} that {} alone needs at once", format_bytes(floor.step_bytes), floor.node_desc);
+  throw Error(
+      fmt::format("memory budget {} ({} bytes) is below the smallest plan found, {} ({} bytes{}{}); "
+                  "no plan of these ops is below {} ({} bytes: {} of fed inputs{}, {} of loop storage); "
+                  "give a budget of at least {} bytes",
+                  format_bytes(options.memory_budget), options.memory_budget, format_bytes(now), now,
+                  tried.empty() ? "" : ", after trying ", tried, format_bytes(floor.bytes), floor.bytes,
+                  format_bytes(floor.fed), step, format_bytes(floor.loops), now));
 }
 
 }  // namespace metagrad

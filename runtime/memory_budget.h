@@ -24,8 +24,13 @@ const std::vector<MemoryReducer>& memory_reducers();
 
 // Applies a forced loop_checkpoint policy, then, with a budget over the planned peak, the
 // reducers in table order, the planned peak recomputed after each. Throws Error naming every
-// reducer tried and the smallest peak reached when none fits. Returns what was rematerialized.
+// reducer tried, the smallest peak reached and the floor no plan goes below (planned_floor,
+// runtime/arena_plan.h) when none fits. Returns what was rematerialized.
 RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches, const CompileOptions& options);
+
+// `g` with its checkpointable loops in their leanest form, revolve over one slot: the form the
+// checkpoint-loops reducer falls back on when nothing fits.
+Graph leanest_loops(const Graph& g);
 
 // The revolve slots of one loop that the budget search may give it: the schedule's dynamic
 // program costs length^2 * slots at compile time, so long loops get fewer.

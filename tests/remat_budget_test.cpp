@@ -206,6 +206,82 @@ TEST(RematBudget, BudgetBelowReachNamesTheSmallest) {
   EXPECT_LE(peak, least);
 }
 
+// The floor's figure in an error: "no plan of these ops is below X (N bytes".
+std::string floor_text(size_t bytes) {
+  return "no plan of these ops is below " + format_bytes(bytes) + " (" + std::to_string(bytes) + " bytes";
+}
+
+// The error of compiling `g` under `budget`, and the smallest budget it names (0 if none).
+std::string budget_error(const Graph& g, size_t budget, size_t* least = nullptr) {
+  CompileOptions o;
+  o.memory_budget = budget;
+  const std::string msg = testing::error_of([&] {
+    ParamStore s;
+    Executable e(g, s, {}, o);
+  });
+  const size_t at = msg.find("give a budget of at least ");
+  if (least) *least = at == std::string::npos ? 0 : std::stoull(msg.substr(at + 26));
+  return msg;
+}
+
+// A matmul of a fed input by a value an op made, its result only summed: its step holds that
+// operand and its result (the fed input is counted once, with the fed block), more than any other.
+Graph one_large_step(int* large) {
+  Graph g;
+  Tensor x = input(g, "x", {256, 64});  // 64 KiB
+  Tensor y = input(g, "y", {64, 512});  // 128 KiB
+  Tensor m = matmul(x, exp(y));         // 128 KiB read, 512 KiB made
+  *large = m.value().node;
+  g.add_output("s", sum(m).value());
+  return g;
+}
+
+TEST(RematBudget, FloorIsTheFedInputsAndTheLargestStep) {
+  int large = -1;
+  const Graph g = one_large_step(&large);
+  const PeakFloor f = planned_floor(g, {}, false);
+  EXPECT_EQ(f.fed, size_t(192 * 1024));
+  EXPECT_EQ(f.step_bytes, size_t(640 * 1024));
+  EXPECT_EQ(f.loops, 0u);
+  EXPECT_EQ(f.bytes, size_t(832 * 1024));
+  EXPECT_EQ(f.node, large);
+  EXPECT_NE(f.node_desc.find("matmul"), std::string::npos) << f.node_desc;
+  EXPECT_LE(f.bytes, planned(g));
+}
+
+// The floor never exceeds the smallest plan the reducers find, loops (checkpointed to their
+// leanest for MAML's scan) and many-way sums (accumulated early) included, and the error names it.
+TEST(RematBudget, FloorIsBelowTheSmallestPlanFound) {
+  MamlConfig c;
+  c.meta_batch = 25, c.hidden = 40, c.inner_steps = 20, c.inner_loop = true;
+  const Graph scan_maml = build_maml_objective(c);
+  const Graph conv = optimized(convnet), unrolled_maml = optimized(maml);
+  for (const Graph* g : {&conv, &unrolled_maml, &scan_maml}) {
+    size_t least = 0;
+    const std::string msg = budget_error(*g, 1000, &least);
+    ASSERT_GT(least, 0u) << msg;
+    const PeakFloor f = planned_floor(*g, {}, false);
+    EXPECT_GT(f.step_bytes, 0u);
+    EXPECT_LE(f.bytes, least) << msg;
+    EXPECT_LE(f.bytes, planned(leanest_loops(*g)));
+    EXPECT_NE(msg.find(floor_text(f.bytes)), std::string::npos) << msg;
+    EXPECT_NE(msg.find(f.node_desc + " alone needs at once"), std::string::npos) << msg;
+  }
+  EXPECT_GT(planned_floor(scan_maml, {}, false).loops, 0u);
+}
+
+// Just below the floor the budget fails, naming the floor and the op that sets it.
+TEST(RematBudget, BudgetBelowTheFloorFails) {
+  int large = -1;
+  const Graph g = one_large_step(&large);
+  const PeakFloor f = planned_floor(g, {}, false);
+  size_t least = 0;
+  const std::string msg = budget_error(g, f.bytes - 1, &least);
+  ASSERT_GE(least, f.bytes) << msg;
+  EXPECT_NE(msg.find(floor_text(f.bytes)), std::string::npos) << msg;
+  EXPECT_NE(msg.find(g.describe(large) + " alone needs at once"), std::string::npos) << msg;
+}
+
 // A value made through ten elementwise steps from an input and read only after the peak it spans:
 // making it again takes a chain of ten nodes (the bound was 8 nodes, which left it held).
 TEST(RematBudget, ChainsLongerThanEightNodes) {
@@ -262,6 +338,7 @@ TEST(RematBudget, SumsAccumulatedAsTheirAddendsAreMade) {
   fit_memory_budget(lean, {}, o);  // the reducer table: early accumulation, then recomputation
   verify(lean);
   EXPECT_LE(planned(lean), budget);
+  EXPECT_LE(planned_floor(g, {}, false).bytes, planned(lean)) << "the floor allows for early accumulation";
   expect_same(run(g, {}), run(lean, {}));
 }
 
@@ -287,7 +364,13 @@ TEST(RematBudget, CliConvMaml) {
   testing::CliRun small = testing::run(w + " --memory-budget 1M");
   EXPECT_EQ(small.status, 1);
   EXPECT_NE(small.err.find("rematerialize"), std::string::npos) << small.err;
-  EXPECT_NE(small.err.find("give a budget of at least"), std::string::npos) << small.err;
+  const size_t at = small.err.find("give a budget of at least ");
+  ASSERT_NE(at, std::string::npos) << small.err;
+  const size_t floor_at = small.err.find("no plan of these ops is below ");
+  ASSERT_NE(floor_at, std::string::npos) << small.err;
+  const size_t paren = small.err.find('(', floor_at);
+  ASSERT_NE(paren, std::string::npos) << small.err;
+  EXPECT_LE(std::stoull(small.err.substr(paren + 1)), std::stoull(small.err.substr(at + 26))) << small.err;
 }
 
 }  // namespace
