@@ -91,6 +91,10 @@ struct OpDef {
   GradFn grad;
   RefFn reference;
   KernelFactory kernel;
+  // Bytes of the arena its kernel uses during its own run only (KernelCtx::scratch: a loop's
+  // carries, slots and body plans), which the planner places beside the values live at its step;
+  // null: none.
+  std::function<size_t(const Node&)> kernel_scratch;
   bool elementwise = false;  // output element i depends only on input elements at i (after broadcast)
   EltwiseFn eltwise_f32 = nullptr;  // set for elementwise ops that fusion may chain
   std::string eltwise_param;        // the float attribute passed as EltwiseFn's param, if any

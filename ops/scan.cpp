@@ -197,20 +197,22 @@ void scan_reference(const Node& n, const std::vector<const RefTensor*>& in, std:
 }
 
 // The loop kernel. The body is compiled once, at the loop's compile time, into an executable of
-// its own (loop_body_options: the invariants read in place, its plan in the loop scratch); a run
-// feeds the initial carries, then per iteration feeds the slices and runs the body, the carry
-// passed from its outputs back to its inputs (ops/scan_carry.h).
+// its own (loop_body_options: the invariants read in place, its plan in the kernel's region of
+// the arena after the carry staging); a run feeds the initial carries, then per iteration feeds
+// the slices and runs the body, the carry passed from its outputs back to its inputs
+// (ops/scan_carry.h).
 class ScanKernel final : public Kernel {
  public:
   explicit ScanKernel(const KernelCtx& ctx)
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
-        carry_(ctx, sig_, false),
-        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{}, loop_body_options(ctx, sig_))) {
+        region_(static_cast<char*>(ctx.scratch), ctx.scratch_bytes),
+        carry_(ctx, sig_, false, region_),
+        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{},
+                                           loop_body_options(ctx, sig_, region_))) {
     carry_.attach(ctx, *body_);
   }
 
   void run(dnnl::stream&) override {
-    carry_.feeds().feed_fixed();
     for (int64_t step = 0; step < sig_.length; ++step) {
       const size_t t = size_t(sig_.reverse ? sig_.length - 1 - step : step);
       carry_.feeds().feed_slices(sig_.nc, t);
@@ -219,11 +221,11 @@ class ScanKernel final : public Kernel {
     carry_.finish();
   }
   std::string impl() const override { return fmt::format("scan:{}x{}", sig_.length, body_->kernel_count()); }
-  size_t own_bytes() const override { return body_->peak_bytes() + carry_.staging_bytes(); }
 
  private:
   ScanSig sig_;
   ParamStore store_;  // the body has no parameters; Executable wants a store
+  Region region_;
   LoopCarry carry_;
   std::unique_ptr<Executable> body_;
 };
@@ -278,6 +280,7 @@ void register_scan_ops(OpRegistry& r) {
   def.body_shape = scan_shape;
   def.grad = scan_grad;
   def.reference = scan_reference;
+  def.kernel_scratch = scan_kernel_scratch;
   def.kernel = [](const KernelCtx& ctx) -> std::unique_ptr<Kernel> {
     if (attr_int(ctx.node.attrs, "num_advance") > 0) return make_checkpointed_scan_kernel(ctx);
     return std::make_unique<ScanKernel>(ctx);

@@ -65,16 +65,12 @@ int64_t scan_stored_carries(const ScanSig& s);
 // (CompileOptions::bound_inputs) rather than copying them into its body executables.
 std::vector<std::string> scan_invariant_names(const Graph& body, const ScanSig& s);
 
-// What a scan kernel needs beside the arena, computed from the plans without building them, in two
-// parts: its own (its body executables' fed inputs and their own loops, carry staging, checkpoint
-// slots) and the scratch its body executables are planned into. The scratch is one region per
-// enclosing executable, as large as its largest loop's (KernelCtx::loop_scratch): loop kernels
-// run one at a time and leave nothing there, so a meta-batch of inner loops needs one body plan,
-// not one per task.
-struct LoopBytes {
-  size_t own = 0, scratch = 0;
-};
-LoopBytes scan_kernel_bytes(const Node& n);
+// The region of the arena a scan kernel uses during its run (OpDef::kernel_scratch), computed from
+// its bodies' plans without building them: its carry staging (and, checkpointed, its slots and
+// working carry), then the plan its body executables share, fed inputs included (they are fed
+// before every run of a body). A loop leaves nothing there, so the planner overlaps the region
+// with whatever is dead while it runs, and the inner loops of a meta-batch overlap each other.
+size_t scan_kernel_scratch(const Node& n);
 // The body outputs a checkpointed loop's two executables fetch: the reverse step and the advance.
 std::vector<std::string> scan_step_fetches(const Graph& body, const ScanSig& s);
 std::vector<std::string> scan_advance_fetches(const Graph& body, const ScanSig& s);

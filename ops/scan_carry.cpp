@@ -1,9 +1,13 @@
 // The carry staging of the scan kernels (see ops/scan_carry.h).
 #include "ops/scan_carry.h"
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cstring>
 #include <span>
 
+#include "metagrad/error.h"
 
 namespace metagrad {
 
@@ -32,16 +36,21 @@ void BodyFeeds::feed(size_t i, const char* src) {
   else exe_->set_input(in.slot, std::span(reinterpret_cast<const float*>(src), in.count));
 }
 
-void BodyFeeds::feed_fixed() {
-  for (size_t i = 0; i < in_.size(); ++i)
-    if (i < nc_ || i >= nc_ + nx_) feed(i, in_[i].src);
-}
-
 void BodyFeeds::feed_slices(size_t from, size_t t) {
   for (size_t i = from; i < nc_ + nx_; ++i) feed(i, in_[i].src + t * bytes(i));
 }
 
-LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all)
+size_t region_piece(size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+char* Region::take(size_t bytes) {
+  char* p = rest();
+  used_ += region_piece(bytes);
+  if (base_ && used_ > bytes_)
+    throw RuntimeError(fmt::format("scan: the kernel's region of {} bytes is smaller than the {} it needs", bytes_, used_));
+  return p;
+}
+
+LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all, Region& region)
     : sig_(s), body_(ctx.node.body.get()), stage_all_(stage_all), bound_(scan_carries_bound(*ctx.node.body, s, stage_all)) {
   const Graph& body = *body_;
   size_t at = 0;
@@ -50,7 +59,7 @@ LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all)
     if (k < s.nc && staged(body, k, stage_all)) o.stage = int(at), at += o.bytes;
     out_.push_back(o);
   }
-  staging_.resize(scan_staging_bytes(body, s, stage_all));
+  staging_ = region.take(scan_staging_bytes(body, s, stage_all));
   for (size_t i = 0; i < s.nc; ++i) init_.push_back(static_cast<const char*>(ctx.in[i]));
   if (s.save)
     for (size_t i = 0; i < s.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[s.nc + s.ny + i]));
@@ -59,7 +68,7 @@ LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all)
 void LoopCarry::bind_carries(CompileOptions& options) const {
   if (!bound_) return;
   const std::vector<std::string> names = scan_carry_names(*body_, sig_);
-  for (size_t i = 0; i < sig_.nc; ++i) options.bound_inputs.push_back({names[i], staging_.data() + out_[i].stage});
+  for (size_t i = 0; i < sig_.nc; ++i) options.bound_inputs.push_back({names[i], staging_ + out_[i].stage});
 }
 
 void LoopCarry::attach(const KernelCtx& ctx, Executable& exe) {
@@ -70,7 +79,7 @@ void LoopCarry::attach(const KernelCtx& ctx, Executable& exe) {
 
 const char* LoopCarry::carry_src(size_t i) const {
   const Output& o = out_[i];
-  return o.stage >= 0 ? staging_.data() + o.stage : reinterpret_cast<const char*>(o.src);
+  return o.stage >= 0 ? staging_ + o.stage : reinterpret_cast<const char*>(o.src);
 }
 
 // Without stage_all the staging is written only when the carries are passed, so until then the
@@ -81,7 +90,7 @@ const char* LoopCarry::current(size_t i) const {
 
 void LoopCarry::stage() {
   for (size_t i = 0; i < sig_.nc; ++i)
-    if (out_[i].stage >= 0) std::memcpy(staging_.data() + out_[i].stage, out_[i].src, out_[i].bytes);
+    if (out_[i].stage >= 0) std::memcpy(staging_ + out_[i].stage, out_[i].src, out_[i].bytes);
 }
 
 void LoopCarry::step(size_t t, bool first) {
@@ -90,9 +99,13 @@ void LoopCarry::step(size_t t, bool first) {
   if (row >= 0)
     for (size_t i = 0; i < nc; ++i)
       std::memcpy(saved_[i] + size_t(row) * out_[i].bytes, first ? init_[i] : current(i), out_[i].bytes);
+  // Fed here, not once per loop run: a checkpointed kernel's advance runs before the first
+  // reverse step, over the same region.
   if (first && bound_) {
-    for (size_t i = 0; i < nc; ++i) std::memcpy(staging_.data() + out_[i].stage, init_[i], out_[i].bytes);
-  } else if (!first) {
+    for (size_t i = 0; i < nc; ++i) std::memcpy(staging_ + out_[i].stage, init_[i], out_[i].bytes);
+  } else if (first) {
+    for (size_t i = 0; i < nc; ++i) feeds_->feed(i, init_[i]);
+  } else {
     if (!stage_all_) stage();
     for (size_t i = 0; i < nc; ++i) feeds_->feed(i, carry_src(i));  // bound: a no-op, they are read where staged
   }
@@ -105,11 +118,12 @@ void LoopCarry::finish() {
   for (size_t i = 0; i < sig_.nc; ++i) std::memcpy(out_[i].dst, current(i), out_[i].bytes);
 }
 
-CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s) {
+CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s, const Region& region) {
   CompileOptions options;
   options.shared_workspace = &ctx.workspace;
-  options.scratch_arena = ctx.loop_scratch;
-  options.scratch_arena_bytes = ctx.loop_scratch_bytes;
+  options.scratch_arena = region.rest();
+  options.scratch_arena_bytes = region.rest_bytes();
+  options.inputs_in_scratch = true;
   const std::vector<std::string> invariants = scan_invariant_names(*ctx.node.body, s);
   for (size_t k = 0; k < invariants.size(); ++k) options.bound_inputs.push_back({invariants[k], ctx.in[s.nc + s.nx + k]});
   return options;
@@ -132,7 +146,7 @@ size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all) {
   size_t bytes = 0;
   for (size_t k = 0; k < s.nc; ++k)
     if (staged(body, k, stage_all)) bytes += body.type(body.outputs()[k].value).bytes();
-  return std::max<size_t>(1, bytes);
+  return bytes;
 }
 
 }  // namespace metagrad

@@ -14,6 +14,23 @@
 
 namespace metagrad {
 
+// Cuts a loop kernel's region of the arena (KernelCtx::scratch) into pieces, 64-byte aligned, in
+// the order the kernel takes them; over a null base it only counts them (scan_kernel_scratch),
+// so the kernel and the planner agree on the layout.
+class Region {
+ public:
+  explicit Region(char* base = nullptr, size_t bytes = 0) : base_(base), bytes_(bytes) {}
+  char* take(size_t bytes);
+  char* rest() const { return base_ ? base_ + used_ : nullptr; }
+  size_t rest_bytes() const { return bytes_ > used_ ? bytes_ - used_ : 0; }
+  size_t used() const { return used_; }
+
+ private:
+  char* base_;
+  size_t bytes_, used_ = 0;
+};
+size_t region_piece(size_t bytes);  // what take(bytes) uses
+
 // The loop's inputs as one body executable reads them (an executable compiled for some of the
 // body's outputs may not read every input).
 class BodyFeeds {
@@ -21,9 +38,6 @@ class BodyFeeds {
   BodyFeeds(const KernelCtx& ctx, const ScanSig& s, Executable& exe);
   // Loop input i (one slice of it, for a stacked input) from `src`.
   void feed(size_t i, const char* src);
-  // The initial carries and any invariant the executable reads from a slot of its own (a loop
-  // kernel binds them instead, loop_body_options below), from the loop's inputs.
-  void feed_fixed();
   // Slice t of the stacked inputs [from, nc + nx).
   void feed_slices(size_t from, size_t t);
   const char* src(size_t i) const { return in_[i].src; }
@@ -50,7 +64,8 @@ class BodyFeeds {
 // the body with bind_carries' options, attach.
 class LoopCarry {
  public:
-  LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all);
+  // The staging is taken from `region`.
+  LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all, Region& region);
   // With stage_all and no carry output a body input, the body reads its carries where they are
   // staged instead of from slots of its own: the staging and the body's outputs are the two
   // buffers a carry alternates between, and the fed copy of each carry is gone. Adds those
@@ -64,7 +79,6 @@ class LoopCarry {
   void step(size_t t, bool first);
   // The last iteration's carries into the loop's outputs.
   void finish();
-  size_t staging_bytes() const { return staging_.size(); }
 
  private:
   struct Output {
@@ -83,18 +97,18 @@ class LoopCarry {
   std::optional<BodyFeeds> feeds_;
   std::vector<Output> out_;
   std::vector<char*> saved_;
-  std::vector<char> staging_;
+  char* staging_;
   std::vector<const char*> init_;  // the loop's initial carries
   bool stage_all_, bound_;
 };
 
 // How a loop kernel compiles its body executables: the body's invariants bound to the loop's input
 // buffers (ctx.in), which hold through the loop's run, so the body reads the loop's weights and
-// data in place; and, since a body runs only inside the loop kernel's own run, planned into the
-// enclosing executable's loop scratch (all but the fed inputs) with its workspace.
-CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s);
+// data in place; and, since a body runs only inside the loop kernel's own run, planned whole (fed
+// inputs too) into what is left of the kernel's region, with the enclosing workspace.
+CompileOptions loop_body_options(const KernelCtx& ctx, const ScanSig& s, const Region& region);
 
-// The staging a LoopCarry over `body` allocates (at least one byte).
+// The staging a LoopCarry over `body` takes from its region.
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);
 // Whether a LoopCarry with `stage_all` binds the body's carries to its staging: not when a carry
 // output is a body input, which the staging copy would read while overwriting it.

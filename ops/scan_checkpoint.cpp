@@ -83,27 +83,25 @@ std::vector<std::string> bound_names(const Graph& body, const ScanSig& s, bool r
 
 }  // namespace
 
-// A plain loop: one body executable. A checkpointed one: the reverse step and the advance, which
-// never run at once, so the larger of their plans is the scratch they share; each keeps its fed
-// inputs in a block of its own. At least 64 bytes of scratch, so that every loop kernel is given
-// a region and plans its bodies the same way.
-LoopBytes scan_kernel_bytes(const Node& n) {
+// A plain loop: the carry staging, then its body's plan. A checkpointed one: the staging, the
+// slots and the working carry, then the reverse step's and the advance's plans, which never run at
+// once and so share what is left. Each plan holds its fed inputs too: a loop kernel feeds them
+// before every run of a body.
+size_t scan_kernel_scratch(const Node& n) {
   const Graph& body = *n.body;
   const ScanSig s = scan_sig(n.attrs, n.inputs.size(), body);
-  LoopBytes b;
+  Region r;
+  r.take(scan_staging_bytes(body, s, s.na > 0));
+  size_t plans = 0;
   if (s.na == 0) {
-    const PeakParts p = planned_peak_parts(body, {}, false, scan_invariant_names(body, s));
-    b.own = p.fed + p.loops + scan_staging_bytes(body, s, false);
-    b.scratch = p.scratch;
+    plans = planned_peak_bytes(body, {}, false, scan_invariant_names(body, s));
   } else {
-    const PeakParts step = planned_peak_parts(body, scan_step_fetches(body, s), false, bound_names(body, s, true));
-    const PeakParts adv = planned_peak_parts(body, scan_advance_fetches(body, s), false, bound_names(body, s, false));
-    b.own = step.fed + step.loops + adv.fed + adv.loops + scan_staging_bytes(body, s, true) +
-            (scan_slot_count(s) + 1) * state_bytes(body, s);
-    b.scratch = std::max(step.scratch, adv.scratch);
+    r.take(scan_slot_count(s) * state_bytes(body, s));
+    r.take(state_bytes(body, s));
+    plans = std::max(planned_peak_bytes(body, scan_step_fetches(body, s), false, bound_names(body, s, true)),
+                     planned_peak_bytes(body, scan_advance_fetches(body, s), false, bound_names(body, s, false)));
   }
-  b.scratch = std::max<size_t>(64, b.scratch);
-  return b;
+  return r.used() + region_piece(plans);
 }
 
 namespace {
@@ -120,8 +118,10 @@ class CheckpointedScanKernel final : public Kernel {
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
         state_(state_offsets(*ctx.node.body, sig_)),
         state_bytes_(state_bytes(*ctx.node.body, sig_)),
-        cur_(std::max<size_t>(1, state_bytes_)),
-        carry_(ctx, sig_, true),
+        region_(static_cast<char*>(ctx.scratch), ctx.scratch_bytes),
+        carry_(ctx, sig_, true, region_),
+        slots_(region_.take(scan_slot_count(sig_) * state_bytes_)),
+        cur_(region_.take(state_bytes_)),
         step_(std::make_unique<Executable>(*ctx.node.body, store_, scan_step_fetches(*ctx.node.body, sig_),
                                            body_options(ctx, true))),
         adv_(std::make_unique<Executable>(*ctx.node.body, store_, scan_advance_fetches(*ctx.node.body, sig_),
@@ -133,35 +133,32 @@ class CheckpointedScanKernel final : public Kernel {
     if (size_t(schedule_slots(schedule_)) > scan_slot_count(sig_))
       throw RuntimeError(fmt::format("scan: the checkpoint schedule uses {} slots, more than {}", schedule_slots(schedule_),
                                      scan_slot_count(sig_)));
-    slots_.resize(std::max<size_t>(1, scan_slot_count(sig_) * state_bytes_));
   }
 
   void run(dnnl::stream&) override {
     const size_t nc = sig_.nc, na = sig_.na;
     BodyFeeds& step_feeds = carry_.feeds();
-    step_feeds.feed_fixed();
-    adv_feeds_.feed_fixed();
-    for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + state_[k], step_feeds.src(nc + k), step_feeds.bytes(nc + k));
+    for (size_t k = 0; k < na; ++k) std::memcpy(cur_ + state_[k], step_feeds.src(nc + k), step_feeds.bytes(nc + k));
     int64_t q = 0;  // reverse steps taken
     for (const LoopAction& a : schedule_) {
       const size_t t = size_t(sig_.reverse ? a.step : sig_.length - 1 - a.step);  // the forward step's index
       switch (a.kind) {
-        case LoopAction::store: std::memcpy(slots_.data() + size_t(a.slot) * state_bytes_, cur_.data(), state_bytes_); break;
-        case LoopAction::restore: std::memcpy(cur_.data(), slots_.data() + size_t(a.slot) * state_bytes_, state_bytes_); break;
+        case LoopAction::store: std::memcpy(slots_ + size_t(a.slot) * state_bytes_, cur_, state_bytes_); break;
+        case LoopAction::restore: std::memcpy(cur_, slots_ + size_t(a.slot) * state_bytes_, state_bytes_); break;
         case LoopAction::load: {
           const size_t row = size_t(scan_checkpoint_row(sig_, a.slot));
           for (size_t k = 0; k < na; ++k)
-            std::memcpy(cur_.data() + state_[k], step_feeds.src(nc + k) + row * step_feeds.bytes(nc + k), step_feeds.bytes(nc + k));
+            std::memcpy(cur_ + state_[k], step_feeds.src(nc + k) + row * step_feeds.bytes(nc + k), step_feeds.bytes(nc + k));
           break;
         }
         case LoopAction::advance:
-          for (size_t k = 0; k < na; ++k) adv_feeds_.feed(nc + k, cur_.data() + state_[k]);  // bound: a no-op
+          for (size_t k = 0; k < na; ++k) adv_feeds_.feed(nc + k, cur_ + state_[k]);  // bound: a no-op
           adv_feeds_.feed_slices(nc + na, t);
           adv_->run();
-          for (size_t k = 0; k < na; ++k) std::memcpy(cur_.data() + state_[k], advance_[k], adv_feeds_.bytes(nc + k));
+          for (size_t k = 0; k < na; ++k) std::memcpy(cur_ + state_[k], advance_[k], adv_feeds_.bytes(nc + k));
           break;
         case LoopAction::backward:
-          for (size_t k = 0; k < na; ++k) step_feeds.feed(nc + k, cur_.data() + state_[k]);  // bound: a no-op
+          for (size_t k = 0; k < na; ++k) step_feeds.feed(nc + k, cur_ + state_[k]);  // bound: a no-op
           step_feeds.feed_slices(nc + na, t);
           carry_.step(t, q == 0);
           ++q;
@@ -174,19 +171,15 @@ class CheckpointedScanKernel final : public Kernel {
     return fmt::format("scan:{}x{}:{}{}", sig_.length, step_->kernel_count(), sig_.checkpoint == 1 ? "every-" : "revolve-",
                        sig_.slots);
   }
-  size_t own_bytes() const override {
-    return step_->peak_bytes() + adv_->peak_bytes() + carry_.staging_bytes() + slots_.size() + cur_.size();
-  }
-
  private:
   // The options of the reverse step or the advance: loop_body_options, the forward carries bound
   // to cur_ and, for the reverse step, its carries to their staging (bound_names says which).
   CompileOptions body_options(const KernelCtx& ctx, bool reverse_step) {
     const Graph& body = *ctx.node.body;
-    CompileOptions options = loop_body_options(ctx, sig_);
+    CompileOptions options = loop_body_options(ctx, sig_, region_);
     if (states_bound(body, sig_))
       for (size_t k = 0; k < sig_.na; ++k)
-        options.bound_inputs.push_back({body.node(sig_.body_inputs[sig_.nc + k]).name, cur_.data() + state_[k]});
+        options.bound_inputs.push_back({body.node(sig_.body_inputs[sig_.nc + k]).name, cur_ + state_[k]});
     if (reverse_step) carry_.bind_carries(options);
     return options;
   }
@@ -195,12 +188,16 @@ class CheckpointedScanKernel final : public Kernel {
   ParamStore store_;
   std::vector<size_t> state_;  // per recomputed carry: its offset in cur_ and in each slot
   size_t state_bytes_;
-  std::vector<char> cur_;      // allocated before the executables, which read it in place
-  LoopCarry carry_;            // the reverse step's carries, staged; made before the reverse step reads them
+  // The kernel's region of the arena, in the order scan_kernel_scratch counts it: the staging, the
+  // slots, the working carry (all taken before the executables, which read them in place), then
+  // the plans of the two executables.
+  Region region_;
+  LoopCarry carry_;  // the reverse step's carries, staged
+  char* slots_;
+  char* cur_;
   std::unique_ptr<Executable> step_, adv_;
-  BodyFeeds adv_feeds_;        // the advance's inputs
+  BodyFeeds adv_feeds_;  // the advance's inputs
   std::vector<const float*> advance_;
-  std::vector<char> slots_;
   std::vector<LoopAction> schedule_;
 };
 

@@ -9,9 +9,6 @@
 
 #include "graph/op_def.h"
 #include "metagrad/error.h"
-#include "ops/scan.h"
-#include "passes/accumulate_early.h"
-#include "runtime/memory_budget.h"
 
 namespace metagrad {
 
@@ -97,6 +94,13 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
         requests.back().inplace_of = int(request_of.at(v));
         break;
       }
+    // The kernel's own region, live at its step only: a loop kernel's carries, slots and body
+    // plans overlap whatever is dead while it runs.
+    if (node.kind == NodeKind::Op && node.op->kernel_scratch)
+      if (const size_t bytes = node.op->kernel_scratch(node); bytes > 0) {
+        ap.scratch_of[int(i)] = requests.size();
+        requests.push_back({bytes, step_of[i], step_of[i]});
+      }
   }
   ap.in_fed.assign(requests.size(), 0);
   if (!separate_fed) {
@@ -129,29 +133,10 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
   return ap;
 }
 
-namespace {
-
-size_t loop_bytes(const Graph& g, const std::vector<char>& needed) {
-  size_t own = 0, scratch = 0;
-  for (const Node& n : g.nodes())
-    if (needed[size_t(n.id)] && n.kind == NodeKind::Op && n.body) {
-      const LoopBytes b = scan_kernel_bytes(n);
-      own += b.own, scratch = std::max(scratch, b.scratch);
-    }
-  return own + loop_scratch_bytes(scratch);
-}
-
-// What the arena of one form of a graph holds at least, however it is placed: the fed inputs,
-// which live through the whole run, and beside them the largest step, at which an op's operands
-// that ops made and its outputs are all live at once (fed operands are in the fed block already;
-// parameters, constants and bound inputs take no arena). The planner overlaps no two buffers live
-// at one step but an in-place output and the operand it takes over, so that one is counted once,
-// whether or not that operand dies there in this form.
-struct FormFloor {
-  size_t fed = 0, step = 0;
-  int node = -1;
-};
-
+// The planner overlaps no two buffers live at one step but an in-place output and the operand it
+// takes over, so a step holds at least its op's operands that ops made, its outputs and its
+// kernel's region (fed operands are in the fed block already; parameters, constants and bound
+// inputs take no arena), the in-place pair counted once whether or not that operand dies there.
 FormFloor form_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                      const std::vector<std::string>& bound) {
   const std::vector<char> needed = needed_nodes(g, wanted_outputs(g, fetches));
@@ -161,7 +146,7 @@ FormFloor form_floor(const Graph& g, const std::vector<std::string>& fetches, bo
     if (node.kind == NodeKind::Input && !is_bound(node, bound))
       for (const TensorType& t : node.outputs) f.fed += t.bytes();
     if (node.kind != NodeKind::Op) continue;
-    size_t live = 0;
+    size_t live = node.op->kernel_scratch ? node.op->kernel_scratch(node) : 0;
     for (const TensorType& t : node.outputs) live += t.bytes();
     std::vector<Value> seen;
     bool shared = false;
@@ -177,62 +162,16 @@ FormFloor form_floor(const Graph& g, const std::vector<std::string>& fetches, bo
   return f;
 }
 
-}  // namespace
-
-// Sound over every graph the reducers make, because of what they may change:
-// - checkpoint-loops rewrites the loop pairs of checkpointable_loops, all under one policy. Every
-//   form of one policy has the same ops and operands (only the slots differ); revolve's backward
-//   reads the forward's initial carries where every-k's reads its stored segment starts (at least
-//   one carry each) and its forward stores none, so no step of a revolve form holds more than the
-//   same step of an every-k form, and leanest_loops stands for them all. Revolve over one slot
-//   keeps the fewest slots of any checkpointed loop, the rest of a loop's storage (its bodies'
-//   plans, staging) being the same under either policy, so the lesser of the loops' storage as
-//   they are and in that form is their least.
-// - accumulate-early, applied or not, rewrites the many-way sums of either form, once.
-// - rematerialize adds copies of ops, each reading values of the types its original read and
-//   none of them fed in place of a value an op made, and keeps every needed value made by its
-//   original or a copy: every step it makes holds what a step of its form's own ops does, and
-//   the fed inputs stay the same.
-// Each of these forms' arena peak is over its form_floor (the planned peak adds the loops'
-// storage to the arena's), so the least of them plus the loops' least bounds them all. The graph
-// outputs made before the largest step, though held to the end, are not added: recomputation may
-// make an output again after that step.
-PeakFloor planned_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
-                        const std::vector<std::string>& bound) {
-  std::vector<Graph> forms = {g, leanest_loops(g)};  // numbered alike: checkpointing edits nodes in place
-  for (size_t i = 0; i < 2; ++i) {
-    Graph acc = forms[i];
-    if (accumulate_sums_early(acc)) forms.push_back(std::move(acc));
-  }
-  PeakFloor best;
-  size_t least = SIZE_MAX;
-  for (const Graph& form : forms) {
-    const FormFloor f = form_floor(form, fetches, check_numerics, bound);
-    if (f.fed + f.step >= least) continue;
-    least = f.fed + f.step;
-    best.fed = f.fed, best.step_bytes = f.step, best.node = f.node;
-    best.node_desc = f.node < 0 ? "" : form.describe(f.node);
-  }
-  best.loops = SIZE_MAX;
-  for (size_t i = 0; i < 2; ++i)
-    best.loops = std::min(best.loops, loop_bytes(forms[i], needed_nodes(forms[i], wanted_outputs(forms[i], fetches))));
-  best.bytes = least + best.loops;
-  return best;
-}
-
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                           const std::vector<std::string>& bound) {
-  ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, false, bound);
-  return ap.memory.peak_bytes + loop_bytes(g, ap.needed);
+  return plan_arena(g, wanted_outputs(g, fetches), check_numerics, false, bound).memory.peak_bytes;
 }
 
 PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                              const std::vector<std::string>& bound) {
   ArenaPlan ap = plan_arena(g, wanted_outputs(g, fetches), check_numerics, true, bound);
-  return {ap.fed_bytes, ap.memory.peak_bytes, loop_bytes(g, ap.needed)};
+  return {ap.fed_bytes, ap.memory.peak_bytes};
 }
-
-size_t loop_scratch_bytes(size_t largest) { return largest == 0 ? 0 : (largest + 63) / 64 * 64; }
 
 std::vector<std::string> bound_input_names(const std::vector<CompileOptions::BoundInput>& bound) {
   std::vector<std::string> names;

@@ -1,5 +1,5 @@
 // The arena plan of a graph without building it: which nodes run, their buffers and offsets, and
-// the planned peak (arena plus the loop kernels' own storage) that a memory budget is held to.
+// the planned peak (the arena, the loop kernels' regions in it) that a memory budget is held to.
 #pragma once
 #include <map>
 #include <string>
@@ -16,6 +16,7 @@ struct ArenaPlan {
   std::vector<char> needed;         // per node: runs (or is read) for the fetches and updates
   std::vector<BufferRequest> requests;
   std::map<Value, size_t> request_of;
+  std::map<int, size_t> scratch_of;  // per op node whose kernel has a region (OpDef::kernel_scratch)
   MemoryPlan memory;
   // With `separate_fed`: the fed inputs lie in a block of their own, [0, fed_bytes), and
   // memory.offsets of every other buffer (in_fed 0) are offsets in a second region of
@@ -36,37 +37,28 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
 ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics,
                      bool separate_fed = false, const std::vector<std::string>& bound = {});
 
-// The planned peak in parts: the fed block and the rest of the arena (as plan_arena with
-// separate_fed places them), and the loop kernels' own storage.
+// The planned peak in parts: the fed block and the rest of the arena, as plan_arena with
+// separate_fed places them.
 struct PeakParts {
-  size_t fed = 0, scratch = 0, loops = 0;
+  size_t fed = 0, scratch = 0;
 };
 PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                              const std::vector<std::string>& bound = {});
 
-// The arena peak plus the storage the loop kernels allocate for themselves (their bodies' own
-// plans, checkpoint slots), as the compiled executable would report it. Workspace (oneDNN
-// scratch) is not included.
+// The arena peak, the loop kernels' regions included, as the compiled executable would report
+// it. Workspace (oneDNN scratch) is not included.
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
                           const std::vector<std::string>& bound = {});
 
-// A lower bound of the planned peak of every graph the memory reducers can make from `g`
-// (runtime/memory_budget.h), so that a budget below it is known to be out of reach rather than
-// merely not found: the fed inputs, plus the most that one op's step holds at once, plus the loops'
-// storage at its least. `node` is the op whose step sets it (-1 when the fed inputs and loops alone
-// do), numbered in `g`, or in the early-accumulated form of g when only that form's step is lower
-// (`node_desc` names it either way, as Graph::describe does); `step_bytes` is what that step holds.
-struct PeakFloor {
-  size_t bytes = 0;
+// What the arena of `g` holds at least, however its buffers are placed: the fed inputs, which live
+// through the whole run, and beside them its largest step (`node`, -1 if none), at which the
+// op's operands that ops made, its outputs and its kernel's region are all live at once.
+struct FormFloor {
+  size_t fed = 0, step = 0;
   int node = -1;
-  std::string node_desc;
-  size_t fed = 0, step_bytes = 0, loops = 0;
 };
-PeakFloor planned_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
-                        const std::vector<std::string>& bound = {});
-
-// The loop scratch an executable allocates for its largest loop's `largest` bytes (ops/scan.h).
-size_t loop_scratch_bytes(size_t largest);
+FormFloor form_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                     const std::vector<std::string>& bound = {});
 
 // The names of CompileOptions::bound_inputs, as the planner takes them.
 std::vector<std::string> bound_input_names(const std::vector<CompileOptions::BoundInput>& bound);

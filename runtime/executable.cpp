@@ -98,8 +98,7 @@ struct Executable::Impl {
     void operator()(void* p) const { std::free(p); }
   };
   std::unique_ptr<char, Free> arena_;
-  std::unique_ptr<char, Free> loop_scratch_;  // shared by the loop kernels (KernelCtx::loop_scratch)
-  size_t loop_scratch_bytes_ = 0;
+  size_t largest_region_ = 0;  // the largest kernel region of the arena (KernelCtx::scratch)
   Workspace own_workspace_;  // scratch shared by all kernels (oneDNN scratchpads, reordered operands)
   Workspace& workspace_;     // own_workspace_, or the enclosing executable's (shared_workspace)
   size_t arena_bytes_ = 0, naive_bytes_ = 0;
@@ -135,8 +134,8 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
   }
   remat_ = fit_memory_budget(graph_, fetches, options_);
   char* const scratch = static_cast<char*>(options_.scratch_arena);
-  ArenaPlan ap =
-      plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, scratch != nullptr, bound);
+  const bool separate_fed = scratch && !options_.inputs_in_scratch;
+  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, separate_fed, bound);
   const std::vector<NamedOutput>& wanted = ap.wanted;
   const std::vector<char>& needed = ap.needed;
   const std::vector<BufferRequest>& requests = ap.requests;
@@ -150,7 +149,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
   if (scratch && plan.peak_bytes > options_.scratch_arena_bytes)
     throw RuntimeError(fmt::format("the scratch arena given ({} bytes) is smaller than the plan's {} bytes",
                                    options_.scratch_arena_bytes, plan.peak_bytes));
-  arena_bytes_ = scratch ? ap.fed_bytes : plan.peak_bytes;
+  arena_bytes_ = scratch ? ap.fed_bytes : plan.peak_bytes;  // inputs in the scratch: fed_bytes is 0
   naive_bytes_ = plan.naive_bytes;
   arena_.reset(static_cast<char*>(std::aligned_alloc(64, std::max<size_t>(64, (arena_bytes_ + 63) / 64 * 64))));
   if (!arena_) throw std::bad_alloc();
@@ -187,19 +186,15 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     }
   }
 
-  size_t largest_loop_scratch = 0;
-  for (size_t i = 0; i < n; ++i)
-    if (needed[i] && graph_.node(int(i)).body)
-      largest_loop_scratch = std::max(largest_loop_scratch, scan_kernel_bytes(graph_.node(int(i))).scratch);
-  if ((loop_scratch_bytes_ = loop_scratch_bytes(largest_loop_scratch)) > 0) {
-    loop_scratch_.reset(static_cast<char*>(std::aligned_alloc(64, loop_scratch_bytes_)));
-    if (!loop_scratch_) throw std::bad_alloc();
-  }
   for (size_t i = 0; i < n; ++i) {
     const Node& node = graph_.node(int(i));
     if (!needed[i] || node.kind != NodeKind::Op) continue;
-    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective, loop_scratch_.get(),
-                  loop_scratch_bytes_};
+    KernelCtx ctx{node, {}, {}, ptrs_[i], engine_, workspace_, options_.collective};
+    if (const auto r = ap.scratch_of.find(int(i)); r != ap.scratch_of.end()) {
+      ctx.scratch = (scratch ? scratch : arena_.get()) + plan.offsets[r->second];
+      ctx.scratch_bytes = requests[r->second].bytes;
+      largest_region_ = std::max(largest_region_, ctx.scratch_bytes);
+    }
     for (Value v : node.inputs) {
       ctx.in_types.push_back(graph_.type(v));
       ctx.in.push_back(value_ptr(v));
@@ -225,7 +220,7 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
 }
 
 Executable::Impl::~Impl() {
-  kernels_.clear();  // loop kernels' body executables plan into loop_scratch_
+  kernels_.clear();  // loop kernels' body executables plan into their regions of arena_
 }
 
 void* Executable::Impl::value_ptr(Value v) const { return ptrs_.at(size_t(v.node)).at(size_t(v.index)); }
@@ -406,11 +401,9 @@ size_t Executable::workspace_bytes() const { return impl_->workspace_.bytes(); }
 size_t Executable::naive_bytes() const { return impl_->naive_bytes_; }
 size_t Executable::kernel_count() const { return impl_->kernels_.size(); }
 size_t Executable::loop_storage_bytes() const {
-  size_t b = impl_->loop_scratch_bytes_;
-  for (const auto& k : impl_->kernels_) b += k->own_bytes();
-  return b;
+  return impl_->largest_region_;
 }
-size_t Executable::peak_bytes() const { return arena_bytes() + loop_storage_bytes(); }
+size_t Executable::peak_bytes() const { return arena_bytes(); }
 std::vector<LoopReport> Executable::loops() const { return loop_reports(impl_->graph_, impl_->kernel_nodes_); }
 const RematReport& Executable::remat() const { return impl_->remat_; }
 const std::vector<BufferInfo>& Executable::buffers() const { return impl_->buffers_; }

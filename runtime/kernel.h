@@ -41,10 +41,10 @@ struct KernelCtx {
   const dnnl::engine& engine;
   Workspace& workspace;
   Collective* collective = nullptr;  // CompileOptions::collective, for allreduce_sum
-  // The region the executable's loop kernels plan their bodies into, shared by all of them: they
-  // run one at a time and keep nothing there between runs (ops/scan.h, scan_kernel_bytes).
-  void* loop_scratch = nullptr;
-  size_t loop_scratch_bytes = 0;
+  // The kernel's region of the arena (OpDef::kernel_scratch bytes, 64-byte aligned), live during
+  // its own run only: it keeps nothing there between runs.
+  void* scratch = nullptr;
+  size_t scratch_bytes = 0;
   const TensorType& out_type(size_t i = 0) const { return node.outputs.at(i); }
   const float* in_f32(size_t i) const { return static_cast<const float*>(in.at(i)); }
   const int32_t* in_i32(size_t i) const { return static_cast<const int32_t*>(in.at(i)); }
@@ -56,9 +56,6 @@ class Kernel {
   virtual ~Kernel() = default;
   virtual void run(dnnl::stream& stream) = 0;
   virtual std::string impl() const = 0;  // for profiles: "onednn:brg:avx512_core", "loop"
-  // Bytes the kernel allocated for itself beside the arena, the workspace and the loop scratch (a
-  // loop's body inputs, carry staging, checkpoint slots).
-  virtual size_t own_bytes() const { return 0; }
 };
 
 // A dense row-major oneDNN memory descriptor of an f32 or i32 tensor; scalars become [1].

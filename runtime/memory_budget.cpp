@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 
 #include "graph/op_def.h"
@@ -115,6 +116,41 @@ bool rematerialize_values_to_budget(Graph& g, size_t budget, const PlannedPeak& 
 
 Graph leanest_loops(const Graph& g) { return with_policy(g, 2, 1); }
 
+// Sound over every graph the reducers make, because of what they may change:
+// - checkpoint-loops rewrites the loop pairs of checkpointable_loops, all under one policy. Every
+//   form of one policy has the same ops and operands (only the slots differ); revolve's backward
+//   reads the forward's initial carries where every-k's reads its stored segment starts (at least
+//   one carry each) and its forward stores none, and revolve over one slot keeps the fewest slots
+//   in its region of any checkpointed loop, the rest of the region (the bodies' plans, staging,
+//   the working carry) being the same under either policy: no step of any checkpointed form holds
+//   less than the same step of leanest_loops, which stands for them all.
+// - accumulate-early, applied or not, rewrites the many-way sums of either form, once.
+// - rematerialize adds copies of ops, each reading values of the types its original read and
+//   none of them fed in place of a value an op made, and keeps every needed value made by its
+//   original or a copy: every step it makes holds what a step of its form's own ops does, and
+//   the fed inputs stay the same.
+// Each of these forms' arena peak is over its form_floor, so the least of them bounds them all.
+// The graph outputs made before the largest step, though held to the end, are not added:
+// recomputation may make an output again after that step.
+PeakFloor planned_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                        const std::vector<std::string>& bound) {
+  std::vector<Graph> forms = {g, leanest_loops(g)};
+  for (size_t i = 0; i < 2; ++i) {
+    Graph acc = forms[i];
+    if (accumulate_sums_early(acc)) forms.push_back(std::move(acc));
+  }
+  PeakFloor best;
+  best.bytes = SIZE_MAX;
+  for (const Graph& form : forms) {
+    const FormFloor f = form_floor(form, fetches, check_numerics, bound);
+    if (f.fed + f.step >= best.bytes) continue;
+    best.bytes = f.fed + f.step;
+    best.fed = f.fed, best.step_bytes = f.step;
+    best.node_desc = f.node < 0 ? "" : form.describe(f.node);
+  }
+  return best;
+}
+
 const std::vector<MemoryReducer>& memory_reducers() {
   static const std::vector<MemoryReducer> table = {
       {"checkpoint-loops", checkpoint_loops_to_budget, true},
@@ -161,15 +197,15 @@ RematReport fit_memory_budget(Graph& g, const std::vector<std::string>& fetches,
   }
   const PeakFloor floor = planned_floor(given, fetches, numerics, bound);
   const std::string step =
-      floor.node < 0 ? ""
-                     : fmt::format(", {} that {} alone needs at once", format_bytes(floor.step_bytes), floor.node_desc);
-  throw Error(
-      fmt::format("memory budget {} ({} bytes) is below the smallest plan found, {} ({} bytes{}{}); "
-                  "no plan of these ops is below {} ({} bytes: {} of fed inputs{}, {} of loop storage); "
-                  "give a budget of at least {} bytes",
-                  format_bytes(options.memory_budget), options.memory_budget, format_bytes(now), now,
-                  tried.empty() ? "" : ", after trying ", tried, format_bytes(floor.bytes), floor.bytes,
-                  format_bytes(floor.fed), step, format_bytes(floor.loops), now));
+      floor.node_desc.empty()
+          ? ""
+          : fmt::format(" and {} that {} alone needs at once", format_bytes(floor.step_bytes), floor.node_desc);
+  throw Error(fmt::format("memory budget {} ({} bytes) is below the smallest plan found, {} ({} bytes{}{}); "
+                          "no plan of these ops is below {} ({} bytes: {} of fed inputs{}); "
+                          "give a budget of at least {} bytes",
+                          format_bytes(options.memory_budget), options.memory_budget, format_bytes(now), now,
+                          tried.empty() ? "" : ", after trying ", tried, format_bytes(floor.bytes), floor.bytes,
+                          format_bytes(floor.fed), step, now));
 }
 
 }  // namespace metagrad

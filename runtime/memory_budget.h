@@ -22,6 +22,20 @@ struct MemoryReducer {
 };
 const std::vector<MemoryReducer>& memory_reducers();
 
+// A lower bound of the planned peak of every graph the memory reducers can make from `g`, so that
+// a budget below it is known to be out of reach rather than merely not found: the least, over the
+// forms those reducers start from, of the fed inputs plus the most one op's step holds at once
+// (form_floor, runtime/arena_plan.h). `node_desc` names the op whose step sets it (empty when
+// none does), as Graph::describe does in the form it was found in; `step_bytes` is what that step
+// holds.
+struct PeakFloor {
+  size_t bytes = 0;
+  std::string node_desc;
+  size_t fed = 0, step_bytes = 0;
+};
+PeakFloor planned_floor(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
+                        const std::vector<std::string>& bound = {});
+
 // Applies a forced loop_checkpoint policy, then, with a budget over the planned peak, the
 // reducers in table order, the planned peak recomputed after each. Throws Error naming every
 // reducer tried, the smallest peak reached and the floor no plan goes below (planned_floor,

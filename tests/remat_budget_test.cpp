@@ -242,10 +242,8 @@ TEST(RematBudget, FloorIsTheFedInputsAndTheLargestStep) {
   const PeakFloor f = planned_floor(g, {}, false);
   EXPECT_EQ(f.fed, size_t(192 * 1024));
   EXPECT_EQ(f.step_bytes, size_t(640 * 1024));
-  EXPECT_EQ(f.loops, 0u);
   EXPECT_EQ(f.bytes, size_t(832 * 1024));
-  EXPECT_EQ(f.node, large);
-  EXPECT_NE(f.node_desc.find("matmul"), std::string::npos) << f.node_desc;
+  EXPECT_EQ(f.node_desc, g.describe(large));
   EXPECT_LE(f.bytes, planned(g));
 }
 
@@ -267,7 +265,6 @@ TEST(RematBudget, FloorIsBelowTheSmallestPlanFound) {
     EXPECT_NE(msg.find(floor_text(f.bytes)), std::string::npos) << msg;
     EXPECT_NE(msg.find(f.node_desc + " alone needs at once"), std::string::npos) << msg;
   }
-  EXPECT_GT(planned_floor(scan_maml, {}, false).loops, 0u);
 }
 
 // Just below the floor the budget fails, naming the floor and the op that sets it.

@@ -3,7 +3,7 @@
 
 For each workload, in one run: no budget; budgets of 3/4 and 1/2 of the unconstrained peak; and the
 smallest budget that fits (the one the error of a 1-byte budget names). Each row gives the compiled
-plan's peak (arena plus loop storage, `result.compile.planned_peak_bytes`, which equals the planner's
+plan's peak (the arena, loop kernels' regions included, `result.compile.planned_peak_bytes`, which equals the planner's
 estimate), what rematerialization recomputed (`remat`), the time to build the executable (the
 budget's search included, the graph passes before it not) and the time per step against the
 unconstrained row.

@@ -102,7 +102,7 @@ struct TrainSpec {
 struct CompileStats {
   size_t nodes_raw = 0, nodes_optimized = 0, kernels = 0;
   size_t arena_bytes = 0, naive_bytes = 0, workspace_bytes = 0;
-  size_t loop_storage_bytes = 0;   // beside the arena: the loop kernels' own (Executable::loop_storage_bytes)
+  size_t loop_storage_bytes = 0;   // of the arena, the largest loop kernel region (Executable::loop_storage_bytes)
   std::vector<LoopReport> loops;   // the backward loops' checkpointing (Executable::loops)
   RematReport remat;               // what the memory budget recomputed (Executable::remat)
   double pass_seconds = 0;

@@ -52,7 +52,7 @@ struct CompileOptions {
   // loop is the plain one, no cost. On: the planner gives no kernel an in-place partner, so the
   // inputs of the kernel at fault are still intact to be reported (the arena may grow).
   bool check_numerics = false;
-  // The most the compiled plan may take (arena plus the loop kernels' own storage), in bytes; 0:
+  // The most the compiled plan may take (its arena, the loop kernels' regions in it), in bytes; 0:
   // no limit. Over it, the memory reducers of runtime/memory_budget.cpp are tried in turn (the
   // loops' checkpointing first); if none brings the plan within it, compilation throws an Error
   // that names the smallest budget that would have worked.
@@ -71,6 +71,11 @@ struct CompileOptions {
   // error.
   void* scratch_arena = nullptr;
   std::size_t scratch_arena_bytes = 0;
+  // Internal, for loop kernels: the fed inputs lie in scratch_arena too, so they do not hold
+  // between runs (every input is fed before every run) and arena_bytes() is 0. A loop kernel
+  // feeds its body's carries and slices before each run of it, so its body executables need no
+  // memory beyond its region of the enclosing arena.
+  bool inputs_in_scratch = false;
   // Inputs read in place from caller memory instead of fed: the kernels that read input `name`
   // read `data` itself (not owned, not copied), which must hold the input's type, stay unchanged
   // while the executable runs and outlive it. A bound input has no slot and no arena space. A
@@ -140,9 +145,10 @@ class Executable {
   size_t workspace_bytes() const;
   size_t naive_bytes() const;
   size_t kernel_count() const;
-  // Storage the loop kernels hold beside the arena (their bodies' plans, checkpoint slots), and
-  // the peak a memory budget is held to: arena_bytes() + loop_storage_bytes().
+  // The largest region of the arena a loop kernel uses during its run (its carries, checkpoint
+  // slots and body plans; OpDef::kernel_scratch), for reports: it is part of arena_bytes().
   size_t loop_storage_bytes() const;
+  // The peak a memory budget is held to: arena_bytes(), the loops' regions included.
   size_t peak_bytes() const;
   // The backward loops (scans whose forward carries they read), in graph order.
   std::vector<LoopReport> loops() const;

@@ -123,7 +123,7 @@ nlohmann::json timing_json(const TrainResult& t, double eval_seconds) {
 }
 
 namespace {
-size_t planned_peak(const CompileStats& c) { return c.arena_bytes + c.loop_storage_bytes; }
+size_t planned_peak(const CompileStats& c) { return c.arena_bytes; }
 
 nlohmann::json compile_json(const CompileStats& c) {
   nlohmann::json loops = nlohmann::json::array();

@@ -100,8 +100,8 @@ nlohmann::json with_compile(nlohmann::json result, const CompileStats& step);
 // The JSON every bench command writes: summary_json with_compile(result, step).
 nlohmann::json bench_summary(const std::string& command, nlohmann::json config, nlohmann::json timing, nlohmann::json result,
                              const CompileStats& step);
-// Of several trainings, the step a bench reports: the one with the larger planned peak (arena plus
-// loop storage), `a` on a tie; a step never compiled (no kernels) loses to any other.
+// Of several trainings, the step a bench reports: the one with the larger planned peak (the arena,
+// loop regions included), `a` on a tie; a step never compiled (no kernels) loses to any other.
 const CompileStats& larger_step(const CompileStats& a, const CompileStats& b);
 // The driver's timing ("timing" of summary_json, plus eval seconds).
 nlohmann::json timing_json(const TrainResult& t, double eval_seconds);

@@ -115,7 +115,7 @@ int run_inspect(const InspectOptions& o) {
   std::cout << fmt::format("arena: {:.1f} KiB peak, {:.1f} KiB naive (every intermediate kept): {:.0f}%\n",
                            exe.arena_bytes() / 1024.0, exe.naive_bytes() / 1024.0,
                            100.0 * double(exe.arena_bytes()) / double(std::max<size_t>(1, exe.naive_bytes())));
-  std::cout << fmt::format("planned peak: {:.1f} KiB (arena + {:.1f} KiB of loop storage){}; passes {:.2f} s, compiled in {:.2f} s\n",
+  std::cout << fmt::format("planned peak: {:.1f} KiB (the arena; its largest loop region {:.1f} KiB){}; passes {:.2f} s, compiled in {:.2f} s\n",
                            exe.peak_bytes() / 1024.0, exe.loop_storage_bytes() / 1024.0,
                            o.compile.memory_budget ? fmt::format(", budget {:.1f} KiB", o.compile.memory_budget / 1024.0) : "",
                            optimize_seconds, compile_seconds);
