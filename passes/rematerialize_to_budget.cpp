@@ -84,8 +84,9 @@ int inplace_operand(const Graph& g, const Node& n, DiesHere dies_here) {
 }
 
 // The planner's rule over node order (runtime/arena_plan.cpp): an op's outputs are live from its
-// step to its last read, outputs and updates to the end, fed inputs throughout; parameters and
-// constants are outside the arena; an in-place op's output takes over its operand's bytes.
+// step to its last read, outputs and updates to the end, fed inputs throughout, a kernel's region
+// (a loop's storage) at its step; parameters and constants are outside the arena; an in-place
+// op's output takes over its operand's bytes.
 struct Liveness {
   std::vector<char> live;
   std::vector<std::vector<int>> readers;  // live readers, in node order
@@ -116,6 +117,11 @@ Liveness analyse(const Graph& g) {
     L.last[i] = pinned[i] ? steps : rs.empty() ? L.step[i] : L.step[size_t(rs.back())];
     if (node.kind == NodeKind::Input) fed += node_bytes(node);
     if (node.kind != NodeKind::Op) continue;
+    if (node.op->kernel_scratch) {
+      const auto r = int64_t(node.op->kernel_scratch(node));
+      diff[size_t(L.step[i])] += r;
+      diff[size_t(L.step[i]) + 1] -= r;
+    }
     const size_t b = node_bytes(node);
     const bool takes_over = inplace_operand(g, node, [&](int p) { return L.last[size_t(p)] == L.step[i]; }) >= 0;
     diff[size_t(L.step[i]) + (takes_over ? 1 : 0)] += int64_t(b);
@@ -228,8 +234,8 @@ bool rematerialize_to_budget(Graph& g, size_t budget, const PlannedPeak& planned
   Graph cur = g, best = g;
   size_t best_peak = start;
   RematReport done, best_done;
-  // The planned peak differs from the estimate by the loops' own storage and the planner's
-  // fragmentation; learnt at every check, so the estimate is driven to where the plan fits.
+  // The planned peak differs from the estimate by the planner's fragmentation (and, where the
+  // reducers left them, in-place pairs the estimate does not see); learnt at every check, so the estimate is driven to where the plan fits.
   int64_t offset = int64_t(best_peak) - int64_t(analyse(cur).peak);
   // Checks once every kCheckEvery applications whatever the budget, so that compiling again with
   // the smallest budget a run reached retraces the same graphs and finds the same fit.

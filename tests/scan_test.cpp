@@ -13,6 +13,7 @@
 #include "metagrad/reference.h"
 #include "metagrad/scan.h"
 #include "metagrad/serialize.h"
+#include "ops/scan.h"
 #include "runtime/arena_plan.h"
 #include "tests/alloc_counter.h"
 #include "tests/grad_check.h"
@@ -392,6 +393,36 @@ TEST(Scan, InvariantsAreReadInPlaceNotCopiedIntoTheBody) {
   EXPECT_NEAR(exe.fetch(0)[0], ref[0].data[0], 1e-3 * std::max(1.0, std::abs(ref[0].data[0])));
   EXPECT_LT(exe.loop_storage_bytes(), (size_t(1) << 16) * sizeof(float) / 8);
   EXPECT_EQ(exe.peak_bytes(), planned_peak_bytes(exe.graph(), {}, false)) << "the plan counts the same";
+}
+
+// A loop kernel's storage (its carry staging and its body's plan) is a region of the arena live
+// at the loop's step only, so it lies over values that died before the loop: the peak is the fed
+// input and the larger of the two, not their sum.
+TEST(Scan, LoopRegionOverlapsValuesDeadBeforeTheLoop) {
+  const int64_t N = 1 << 14;
+  const size_t vec = size_t(N) * sizeof(float);
+  Graph g;
+  Tensor x = input(g, "x", {N});
+  Tensor before = sum(exp(x * 2.0), {0}, true);  // two [N] values, dead once summed
+  ScanResult s = scan(4, {before}, {}, {x}, [](const auto& cs, const auto&, const auto& ks) {
+    return ScanStep{{cs[0] * 0.5 + sum(tanh(ks[0] * cs[0]), {0}, true)}, {}};
+  });
+  g.add_output("c", s.carries[0].value());
+  RefValues f{{"x", random_ref({N}, 1, -0.5, 0.5)}};
+  auto ref = reference_eval(g, {g.output("c")}, f);
+  ParamStore store;
+  Executable exe(g, store);
+  std::vector<float> xv = testing::to_f32(f["x"]);
+  exe.run({Feed::f32("x", {N}, xv)});
+  EXPECT_NEAR(exe.fetch(0)[0], ref[0].data[0], 1e-4 * std::max(1.0, std::abs(ref[0].data[0])));
+  size_t region = 0;
+  for (const Node& n : exe.graph().nodes())
+    if (n.body) region = scan_kernel_scratch(n);
+  ASSERT_GE(region, 2 * vec) << "the body holds two [N] values";
+  EXPECT_EQ(exe.loop_storage_bytes(), region);
+  EXPECT_LT(exe.peak_bytes(), vec + 2 * vec + region) << "the region is beside the values dead before it";
+  EXPECT_LE(exe.peak_bytes(), vec + std::max(2 * vec, region) + 1024);
+  EXPECT_EQ(exe.peak_bytes(), planned_peak_bytes(exe.graph(), {}, false));
 }
 
 // A loop body's kernels share the enclosing executable's workspace (they run only inside the
