@@ -207,8 +207,7 @@ class ScanKernel final : public Kernel {
       : sig_(scan_sig(ctx.node.attrs, ctx.in.size(), *ctx.node.body)),
         region_(static_cast<char*>(ctx.scratch), ctx.scratch_bytes),
         carry_(ctx, sig_, false, region_),
-        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{},
-                                           loop_body_options(ctx, sig_, region_))) {
+        body_(std::make_unique<Executable>(*ctx.node.body, store_, std::vector<std::string>{}, options(ctx))) {
     carry_.attach(ctx, *body_);
   }
 
@@ -223,6 +222,12 @@ class ScanKernel final : public Kernel {
   std::string impl() const override { return fmt::format("scan:{}x{}", sig_.length, body_->kernel_count()); }
 
  private:
+  CompileOptions options(const KernelCtx& ctx) const {
+    CompileOptions o = loop_body_options(ctx, sig_, region_);
+    o.outputs_over_inputs = scan_carries_in_place(*ctx.node.body, sig_);
+    return o;
+  }
+
   ScanSig sig_;
   ParamStore store_;  // the body has no parameters; Executable wants a store
   Region region_;

@@ -142,6 +142,13 @@ std::vector<std::string> scan_carry_names(const Graph& body, const ScanSig& s) {
   return names;
 }
 
+OutputsOverInputs scan_carries_in_place(const Graph& body, const ScanSig& s) {
+  OutputsOverInputs over;
+  const std::vector<std::string> carries = scan_carry_names(body, s);
+  for (size_t k = 0; k < s.nc; ++k) over.push_back({body.outputs()[k].name, carries[k]});
+  return over;
+}
+
 size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all) {
   size_t bytes = 0;
   for (size_t k = 0; k < s.nc; ++k)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "metagrad/executable.h"
+#include "runtime/arena_plan.h"
 #include "ops/scan.h"
 #include "runtime/kernel.h"
 
@@ -115,5 +116,8 @@ size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);
 bool scan_carries_bound(const Graph& body, const ScanSig& s, bool stage_all);
 // The names of the body's carry inputs [0, nc).
 std::vector<std::string> scan_carry_names(const Graph& body, const ScanSig& s);
+// A plain loop's body writes each next carry over the carry it read, where its schedule allows
+// (CompileOptions::outputs_over_inputs): the carry is then passed on without a copy.
+OutputsOverInputs scan_carries_in_place(const Graph& body, const ScanSig& s);
 
 }  // namespace metagrad

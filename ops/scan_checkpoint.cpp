@@ -94,7 +94,7 @@ size_t scan_kernel_scratch(const Node& n) {
   r.take(scan_staging_bytes(body, s, s.na > 0));
   size_t plans = 0;
   if (s.na == 0) {
-    plans = planned_peak_bytes(body, {}, false, scan_invariant_names(body, s));
+    plans = planned_peak_bytes(body, {}, false, scan_invariant_names(body, s), scan_carries_in_place(body, s));
   } else {
     r.take(scan_slot_count(s) * state_bytes(body, s));
     r.take(state_bytes(body, s));

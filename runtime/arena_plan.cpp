@@ -56,8 +56,42 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
   return wanted;
 }
 
+namespace {
+
+// Per input node, the op node whose one output is written over it (-1: none), for the pairs of
+// `over` the schedule allows: the output is fetched once and is not an update, and every read of
+// the input is at an earlier step than the op's, or at it when the op reads it through an
+// in-place kernel.
+std::vector<int> writes_over(const Graph& g, const std::vector<NamedOutput>& wanted, const OutputsOverInputs& over,
+                             const std::vector<int>& step_of, const std::vector<int>& last_use, bool check_numerics) {
+  std::vector<int> maker(g.size(), -1);
+  std::vector<char> taken(g.size(), 0);
+  for (const auto& [output, input] : over) {
+    const int in = g.find(input);
+    std::vector<Value> made;
+    for (const auto& o : wanted)
+      if (o.name == output) made.push_back(o.value);
+    if (in < 0 || g.node(in).kind != NodeKind::Input || step_of[size_t(in)] < 0 || made.size() != 1) continue;
+    const Value v = made[0];
+    const Node& op = g.node(v.node);
+    if (op.kind != NodeKind::Op || op.outputs.size() != 1 || g.type(v) != g.node(in).type() || taken[size_t(v.node)]) continue;
+    size_t fetched = 0;
+    for (const auto& o : wanted) fetched += o.value == v;
+    for (const auto& u : g.updates()) fetched += u.value == v ? 2 : 0;
+    const int at = step_of[size_t(v.node)], read = last_use[size_t(in)];
+    const bool reads_it = std::find(op.inputs.begin(), op.inputs.end(), Value{in, 0}) != op.inputs.end();
+    const bool safe = read < at || (read == at && reads_it && op.op->inplace && !check_numerics);
+    if (fetched != 1 || !safe || maker[size_t(in)] >= 0) continue;
+    maker[size_t(in)] = v.node;
+    taken[size_t(v.node)] = 1;
+  }
+  return maker;
+}
+
+}  // namespace
+
 ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics, bool separate_fed,
-                     const std::vector<std::string>& bound) {
+                     const std::vector<std::string>& bound, const OutputsOverInputs& over) {
   ArenaPlan ap;
   ap.wanted = wanted;
   const size_t n = g.size();
@@ -77,6 +111,14 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
       for (Value v : g.node(int(i)).inputs) last_use[size_t(v.node)] = std::max(last_use[size_t(v.node)], step_of[i]);
   for (const auto& o : wanted) last_use[size_t(o.value.node)] = steps;
   for (const auto& u : g.updates()) last_use[size_t(u.value.node)] = steps;
+  std::vector<int> over_input(n, -1);  // per op node: the input whose place its output takes
+  std::vector<int> overwritten_at(n, -1);  // per input node: the step that writes over it
+  if (!separate_fed) {
+    const std::vector<int> maker = writes_over(g, wanted, over, step_of, last_use, check_numerics);
+    for (size_t i = 0; i < n; ++i)
+      if (maker[i] >= 0 && !is_bound(g.node(int(i)), bound))
+        over_input[size_t(maker[i])] = int(i), overwritten_at[i] = step_of[size_t(maker[i])];
+  }
   for (size_t i = 0; i < n; ++i) {
     const Node& node = g.node(int(i));
     if (!needed[i] || node.kind == NodeKind::Parameter || node.kind == NodeKind::Constant) continue;
@@ -84,7 +126,9 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
     // Inputs are written before the first step and stay intact through the whole run, so a
     // caller may run again without feeding again.
     const bool fed = node.kind == NodeKind::Input;
-    const int first = fed ? -1 : step_of[i], last = fed ? steps : std::max(last_use[i], step_of[i]);
+    const int first = fed ? -1 : step_of[i];
+    int last = fed ? steps : std::max(last_use[i], step_of[i]);
+    if (overwritten_at[i] >= 0) last = overwritten_at[i];  // up to the step that writes over it
     for (size_t k = 0; k < node.outputs.size(); ++k) {
       request_of[{int(i), int(k)}] = requests.size();
       requests.push_back({node.outputs[k].bytes(), first, last});
@@ -94,6 +138,7 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
         requests.back().inplace_of = int(request_of.at(v));
         break;
       }
+    if (over_input[i] >= 0) requests.back().inplace_of = int(request_of.at({over_input[i], 0}));
     // The kernel's own region, live at its step only: a loop kernel's carries, slots and body
     // plans overlap whatever is dead while it runs.
     if (node.kind == NodeKind::Op && node.op->kernel_scratch)
@@ -163,8 +208,8 @@ FormFloor form_floor(const Graph& g, const std::vector<std::string>& fetches, bo
 }
 
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
-                          const std::vector<std::string>& bound) {
-  return plan_arena(g, wanted_outputs(g, fetches), check_numerics, false, bound).memory.peak_bytes;
+                          const std::vector<std::string>& bound, const OutputsOverInputs& over) {
+  return plan_arena(g, wanted_outputs(g, fetches), check_numerics, false, bound, over).memory.peak_bytes;
 }
 
 PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,

@@ -33,9 +33,13 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
 // `check_numerics`, which keeps a faulty kernel's operands intact). `separate_fed` keeps the fed
 // inputs out of the planned region (CompileOptions::scratch_arena), so that the region can be
 // shared with another executable while the inputs hold between runs. The inputs named in `bound`
-// read caller memory (CompileOptions::bound_inputs) and get no buffer.
+// read caller memory (CompileOptions::bound_inputs) and get no buffer. Each pair of `over`
+// (CompileOptions::outputs_over_inputs) the schedule allows puts the output where the input is,
+// the input's life ending at the step that makes it (not with separate_fed).
+using OutputsOverInputs = std::vector<CompileOptions::OutputOverInput>;
 ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics,
-                     bool separate_fed = false, const std::vector<std::string>& bound = {});
+                     bool separate_fed = false, const std::vector<std::string>& bound = {},
+                     const OutputsOverInputs& over = {});
 
 // The planned peak in parts: the fed block and the rest of the arena, as plan_arena with
 // separate_fed places them.
@@ -48,7 +52,7 @@ PeakParts planned_peak_parts(const Graph& g, const std::vector<std::string>& fet
 // The arena peak, the loop kernels' regions included, as the compiled executable would report
 // it. Workspace (oneDNN scratch) is not included.
 size_t planned_peak_bytes(const Graph& g, const std::vector<std::string>& fetches, bool check_numerics,
-                          const std::vector<std::string>& bound = {});
+                          const std::vector<std::string>& bound = {}, const OutputsOverInputs& over = {});
 
 // What the arena of `g` holds at least, however its buffers are placed: the fed inputs, which live
 // through the whole run, and beside them its largest step (`node`, -1 if none), at which the

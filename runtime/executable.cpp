@@ -135,7 +135,8 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
   remat_ = fit_memory_budget(graph_, fetches, options_);
   char* const scratch = static_cast<char*>(options_.scratch_arena);
   const bool separate_fed = scratch && !options_.inputs_in_scratch;
-  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, separate_fed, bound);
+  ArenaPlan ap = plan_arena(graph_, wanted_outputs(graph_, fetches), options_.check_numerics, separate_fed, bound,
+                            options_.outputs_over_inputs);
   const std::vector<NamedOutput>& wanted = ap.wanted;
   const std::vector<char>& needed = ap.needed;
   const std::vector<BufferRequest>& requests = ap.requests;
@@ -248,7 +249,7 @@ void Executable::Impl::copy_input(int slot, DType dtype, const void* data, size_
     throw RuntimeError(fmt::format("input \"{}\" is {}, fed {}", s.name, dtype_name(s.type.dtype), dtype_name(dtype)));
   if (int64_t(count) != s.type.numel())
     throw RuntimeError(fmt::format("input \"{}\" of type {} fed {} values", s.name, type_str(s.type), count));
-  std::memcpy(s.ptr, data, count * dtype_size(dtype));
+  if (s.ptr != data) std::memcpy(s.ptr, data, count * dtype_size(dtype));  // a loop's carry may already be there
   s.set = true;
 }
 

@@ -425,6 +425,40 @@ TEST(Scan, LoopRegionOverlapsValuesDeadBeforeTheLoop) {
   EXPECT_EQ(exe.peak_bytes(), planned_peak_bytes(exe.graph(), {}, false));
 }
 
+// A plain loop's body writes the next carry over the carry it read when every read of that carry
+// comes first (here one fused program reads it and makes the next): the carry is passed on without
+// a copy, and the body's plan holds one carry, not two. The loop still equals the reference, and
+// its saved carries (what the derivative reads) are the carries each iteration started from.
+TEST(Scan, CarryIsWrittenOverTheCarryItRead) {
+  const int64_t N = 1 << 14, T = 5;
+  const size_t vec = size_t(N) * sizeof(float);
+  Graph g;
+  Tensor c = input(g, "c", {N}), k = input(g, "k", {N});
+  ScanResult s = scan(T, {c}, {}, {k}, [](const auto& cs, const auto&, const auto& ks) {
+    return ScanStep{{tanh(cs[0] * ks[0]) * 0.5 + 0.25}, {}};
+  });
+  Tensor loss = sum(square(s.carries[0]));
+  g.add_output("c", s.carries[0].value());
+  g.add_output("dk", grad(loss, {k})[0].value());
+  optimize(g);
+  const Node* forward = nullptr;
+  for (const Node& n : g.nodes())
+    if (n.body && attr_int(n.attrs, "save_carries") == 1) forward = &n;
+  ASSERT_NE(forward, nullptr);
+  EXPECT_LT(scan_kernel_scratch(*forward), 2 * vec) << "the body holds its carry twice";
+  RefValues f{{"c", random_ref({N}, 1)}, {"k", random_ref({N}, 2)}};
+  auto ref = reference_eval(g, {g.output("c"), g.output("dk")}, f);
+  ParamStore store;
+  Executable exe(g, store);
+  std::vector<float> cv = testing::to_f32(f["c"]), kv = testing::to_f32(f["k"]);
+  for (int run = 0; run < 2; ++run) {
+    exe.run({Feed::f32("c", {N}, cv), Feed::f32("k", {N}, kv)});
+    for (size_t o = 0; o < 2; ++o)
+      for (size_t e = 0; e < size_t(N); e += 97)
+        ASSERT_NEAR(exe.fetch(o)[e], ref[o].data[e], 1e-5 * std::max(1.0, std::abs(ref[o].data[e]))) << o << "/" << e;
+  }
+}
+
 // A loop body's kernels share the enclosing executable's workspace (they run only inside the
 // loop kernel's run): the executable reports it, and the loop still equals the reference.
 TEST(Scan, BodyKernelsShareTheEnclosingWorkspace) {

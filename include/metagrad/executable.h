@@ -76,6 +76,14 @@ struct CompileOptions {
   // feeds its body's carries and slices before each run of it, so its body executables need no
   // memory beyond its region of the enclosing arena.
   bool inputs_in_scratch = false;
+  // Internal, for loop kernels: fetch `output` is written over input `input` (a carry passed on
+  // in place, without a copy) where that is safe: every read of the input comes before the step
+  // that makes the output, or at it through an in-place kernel. The planner decides per pair; where
+  // it agrees, fetch() of that output is the input's slot. Needs inputs_in_scratch or no scratch.
+  struct OutputOverInput {
+    std::string output, input;
+  };
+  std::vector<OutputOverInput> outputs_over_inputs{};
   // Inputs read in place from caller memory instead of fed: the kernels that read input `name`
   // read `data` itself (not owned, not copied), which must hold the input's type, stay unchanged
   // while the executable runs and outlive it. A bound input has no slot and no arena space. A
