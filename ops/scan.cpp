@@ -56,6 +56,7 @@ int64_t scan_saved_row(const ScanSig& s, int64_t t) {
 }
 
 int64_t scan_checkpoint_row(const ScanSig& s, int64_t seg) {
+  if (s.checkpoint != 1) return 0;  // revolve: its one checkpoint, the initial carries, unstacked
   return s.reverse ? seg : scan_saved_rows(s.length, s.slots) - 1 - seg;
 }
 

@@ -42,7 +42,8 @@ int64_t scan_saved_rows(int64_t length, int64_t every);
 // it saves none (save_every > 1 and it is not a segment start).
 int64_t scan_saved_row(const ScanSig& s, int64_t t);
 // The row of an every-k checkpointed loop's advance slices that holds checkpoint `seg` (the
-// forward carry at step seg * k), the forward having run the other way and saved it there.
+// forward carry at step seg * k), the forward having run the other way and saved it there;
+// revolve's one checkpoint, the forward's initial carries, is unstacked (row 0).
 int64_t scan_checkpoint_row(const ScanSig& s, int64_t seg);
 
 std::vector<Tensor> scan_grad(const GradCtx& ctx);
@@ -54,8 +55,8 @@ std::vector<Tensor> inline_body(const Graph& body, Graph& b, const std::vector<T
 // The schedule a checkpointed loop runs, from its signature.
 struct LoopAction;
 std::vector<LoopAction> scan_schedule(const ScanSig& s);
-// The carries its kernel stores (slots, at least one), whatever the schedule: the allocation the
-// plan counts.
+// The carries its kernel stores in slots of its region, whatever the schedule: every-k k - 2,
+// revolve one fewer than its slots (the initial carry is the loop's input).
 size_t scan_slot_count(const ScanSig& s);
 // The forward carries held for it in all: the checkpoints it reads from the arena (every-k's
 // segment starts) and the slots its schedule uses.

@@ -22,10 +22,9 @@ std::vector<LoopAction> scan_schedule(const ScanSig& s) {
   return revolve_schedule(s.length, s.slots);
 }
 
-// Every-k with k <= 2 uses no slot; the kernel still allocates one (a buffer is never empty).
 size_t scan_slot_count(const ScanSig& s) {
-  if (s.checkpoint == 1) return size_t(std::max<int64_t>(1, every_k_slots(s.length, s.slots)));
-  return size_t(std::min(s.slots, s.length));
+  if (s.checkpoint == 1) return size_t(every_k_slots(s.length, s.slots));
+  return size_t(std::min(s.slots, s.length) - 1);  // the initial carry is the loop's input
 }
 
 int64_t scan_stored_carries(const ScanSig& s) {

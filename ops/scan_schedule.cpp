@@ -92,8 +92,18 @@ std::vector<LoopAction> revolve_schedule(int64_t n, int64_t slots) {
   check(n, slots, "revolve");
   slots = std::min(slots, n);
   RevolveTable t(n, slots);
-  std::vector<LoopAction> out{{LoopAction::store, 0, 0}};
-  revolve_into(t, 0, n, slots, 0, out);
+  std::vector<LoopAction> rec{{LoopAction::store, 0, 0}};
+  revolve_into(t, 0, n, slots, 0, rec);
+  // The recursion's slot 0 only ever holds step 0, the forward's initial carry, which the
+  // backward loop has as its input: it is loaded from there (checkpoint 0) instead of stored, and
+  // the other slots move down by one.
+  std::vector<LoopAction> out;
+  for (LoopAction a : rec) {
+    if (a.kind == LoopAction::store && a.slot == 0) continue;
+    if (a.kind == LoopAction::restore && a.slot == 0) a = {LoopAction::load, 0, a.step};
+    else if (a.kind == LoopAction::store || a.kind == LoopAction::restore) --a.slot;
+    out.push_back(a);
+  }
   return out;
 }
 

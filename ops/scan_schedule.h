@@ -30,7 +30,8 @@ int64_t every_k_slots(int64_t n, int64_t k);
 
 // Binomial checkpointing (Griewank and Walther's revolve) as a recursion over the split point,
 // each split chosen by dynamic programming: the least recomputation that reverses n steps with
-// `slots` stored carries (the initial carry occupies one of them).
+// `slots` stored carries. The initial carry is one of them: it is checkpoint 0 (loaded, the
+// backward loop's input), so the schedule uses slots - 1 slots.
 std::vector<LoopAction> revolve_schedule(int64_t n, int64_t slots);
 // That least number of recomputed forward steps.
 int64_t revolve_cost(int64_t n, int64_t slots);
