@@ -69,6 +69,7 @@ void LoopCarry::bind_carries(CompileOptions& options) const {
   if (!bound_) return;
   const std::vector<std::string> names = scan_carry_names(*body_, sig_);
   for (size_t i = 0; i < sig_.nc; ++i) options.bound_inputs.push_back({names[i], staging_ + out_[i].stage});
+  options.outputs_over_inputs = scan_carries_in_place(*body_, sig_);
 }
 
 void LoopCarry::attach(const KernelCtx& ctx, Executable& exe) {
@@ -90,7 +91,8 @@ const char* LoopCarry::current(size_t i) const {
 
 void LoopCarry::stage() {
   for (size_t i = 0; i < sig_.nc; ++i)
-    if (out_[i].stage >= 0) std::memcpy(staging_ + out_[i].stage, out_[i].src, out_[i].bytes);
+    if (out_[i].stage >= 0 && staging_ + out_[i].stage != reinterpret_cast<const char*>(out_[i].src))  // not written there
+      std::memcpy(staging_ + out_[i].stage, out_[i].src, out_[i].bytes);
 }
 
 void LoopCarry::step(size_t t, bool first) {

@@ -69,8 +69,9 @@ class LoopCarry {
   LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all, Region& region);
   // With stage_all and no carry output a body input, the body reads its carries where they are
   // staged instead of from slots of its own: the staging and the body's outputs are the two
-  // buffers a carry alternates between, and the fed copy of each carry is gone. Adds those
-  // bindings to `options` (a no-op otherwise).
+  // buffers a carry alternates between, and the fed copy of each carry is gone; where the body's
+  // schedule allows, it writes the next carry there too (scan_carries_in_place), and there is no
+  // second buffer or copy. Adds those bindings to `options` (a no-op otherwise).
   void bind_carries(CompileOptions& options) const;
   void attach(const KernelCtx& ctx, Executable& exe);
   BodyFeeds& feeds() { return *feeds_; }

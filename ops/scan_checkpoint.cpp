@@ -97,7 +97,8 @@ size_t scan_kernel_scratch(const Node& n) {
   } else {
     r.take(scan_slot_count(s) * state_bytes(body, s));
     r.take(state_bytes(body, s));
-    plans = std::max(planned_peak_bytes(body, scan_step_fetches(body, s), false, bound_names(body, s, true)),
+    const OutputsOverInputs over = scan_carries_bound(body, s, true) ? scan_carries_in_place(body, s) : OutputsOverInputs{};
+    plans = std::max(planned_peak_bytes(body, scan_step_fetches(body, s), false, bound_names(body, s, true), over),
                      planned_peak_bytes(body, scan_advance_fetches(body, s), false, bound_names(body, s, false)));
   }
   return r.used() + region_piece(plans);

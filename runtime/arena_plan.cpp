@@ -113,11 +113,11 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
   for (const auto& u : g.updates()) last_use[size_t(u.value.node)] = steps;
   std::vector<int> over_input(n, -1);  // per op node: the input whose place its output takes
   std::vector<int> overwritten_at(n, -1);  // per input node: the step that writes over it
-  if (!separate_fed) {
-    const std::vector<int> maker = writes_over(g, wanted, over, step_of, last_use, check_numerics);
-    for (size_t i = 0; i < n; ++i)
-      if (maker[i] >= 0 && !is_bound(g.node(int(i)), bound))
-        over_input[size_t(maker[i])] = int(i), overwritten_at[i] = step_of[size_t(maker[i])];
+  const std::vector<int> maker = writes_over(g, wanted, over, step_of, last_use, check_numerics);
+  for (size_t i = 0; i < n; ++i) {
+    if (maker[i] < 0) continue;
+    if (is_bound(g.node(int(i)), bound)) ap.written_into[maker[i]] = g.node(int(i)).name;  // caller memory
+    else if (!separate_fed) over_input[size_t(maker[i])] = int(i), overwritten_at[i] = step_of[size_t(maker[i])];
   }
   for (size_t i = 0; i < n; ++i) {
     const Node& node = g.node(int(i));
@@ -129,16 +129,18 @@ ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, boo
     const int first = fed ? -1 : step_of[i];
     int last = fed ? steps : std::max(last_use[i], step_of[i]);
     if (overwritten_at[i] >= 0) last = overwritten_at[i];  // up to the step that writes over it
-    for (size_t k = 0; k < node.outputs.size(); ++k) {
-      request_of[{int(i), int(k)}] = requests.size();
-      requests.push_back({node.outputs[k].bytes(), first, last});
-    }
-    for (Value v : node.inputs)
-      if (may_take_over(g, node, v, check_numerics) && last_use[size_t(v.node)] == step_of[i]) {
-        requests.back().inplace_of = int(request_of.at(v));
-        break;
+    if (!ap.written_into.count(int(i))) {
+      for (size_t k = 0; k < node.outputs.size(); ++k) {
+        request_of[{int(i), int(k)}] = requests.size();
+        requests.push_back({node.outputs[k].bytes(), first, last});
       }
-    if (over_input[i] >= 0) requests.back().inplace_of = int(request_of.at({over_input[i], 0}));
+      for (Value v : node.inputs)
+        if (may_take_over(g, node, v, check_numerics) && last_use[size_t(v.node)] == step_of[i]) {
+          requests.back().inplace_of = int(request_of.at(v));
+          break;
+        }
+      if (over_input[i] >= 0) requests.back().inplace_of = int(request_of.at({over_input[i], 0}));
+    }
     // The kernel's own region, live at its step only: a loop kernel's carries, slots and body
     // plans overlap whatever is dead while it runs.
     if (node.kind == NodeKind::Op && node.op->kernel_scratch)

@@ -17,6 +17,9 @@ struct ArenaPlan {
   std::vector<BufferRequest> requests;
   std::map<Value, size_t> request_of;
   std::map<int, size_t> scratch_of;  // per op node whose kernel has a region (OpDef::kernel_scratch)
+  // Per op node whose output is written over a bound input (`over`): that input's name. The output
+  // has no buffer of its own; it is the caller's memory.
+  std::map<int, std::string> written_into;
   MemoryPlan memory;
   // With `separate_fed`: the fed inputs lie in a block of their own, [0, fed_bytes), and
   // memory.offsets of every other buffer (in_fed 0) are offsets in a second region of
@@ -34,8 +37,9 @@ std::vector<NamedOutput> wanted_outputs(const Graph& g, const std::vector<std::s
 // inputs out of the planned region (CompileOptions::scratch_arena), so that the region can be
 // shared with another executable while the inputs hold between runs. The inputs named in `bound`
 // read caller memory (CompileOptions::bound_inputs) and get no buffer. Each pair of `over`
-// (CompileOptions::outputs_over_inputs) the schedule allows puts the output where the input is,
-// the input's life ending at the step that makes it (not with separate_fed).
+// (CompileOptions::outputs_over_inputs) the schedule allows puts the output where the input is:
+// over a planned input, the input's life ends at the step that makes it (not with separate_fed);
+// over a bound one, the output is written into the caller's memory (written_into).
 using OutputsOverInputs = std::vector<CompileOptions::OutputOverInput>;
 ArenaPlan plan_arena(const Graph& g, const std::vector<NamedOutput>& wanted, bool check_numerics,
                      bool separate_fed = false, const std::vector<std::string>& bound = {},

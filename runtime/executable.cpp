@@ -177,6 +177,9 @@ Executable::Impl::Impl(const Graph& g, ParamStore& store, const std::vector<std:
     } else if (const auto b = std::find(bound.begin(), bound.end(), node.name);
                node.kind == NodeKind::Input && b != bound.end()) {
       ptrs_[i] = {const_cast<void*>(options_.bound_inputs[size_t(b - bound.begin())].data)};  // read only
+    } else if (const auto w = ap.written_into.find(int(i)); w != ap.written_into.end()) {
+      const auto at = std::find(bound.begin(), bound.end(), w->second);
+      ptrs_[i] = {const_cast<void*>(options_.bound_inputs[size_t(at - bound.begin())].data)};  // outputs_over_inputs
     } else {
       for (size_t k = 0; k < node.outputs.size(); ++k) {
         const size_t r = request_of.at({int(i), int(k)});

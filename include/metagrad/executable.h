@@ -79,7 +79,8 @@ struct CompileOptions {
   // Internal, for loop kernels: fetch `output` is written over input `input` (a carry passed on
   // in place, without a copy) where that is safe: every read of the input comes before the step
   // that makes the output, or at it through an in-place kernel. The planner decides per pair; where
-  // it agrees, fetch() of that output is the input's slot. Needs inputs_in_scratch or no scratch.
+  // it agrees, fetch() of that output is the input's slot (a fed input: with inputs_in_scratch or
+  // no scratch) or the bound input's memory, which the run then writes.
   struct OutputOverInput {
     std::string output, input;
   };
