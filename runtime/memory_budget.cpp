@@ -80,9 +80,9 @@ bool checkpoint_loops_to_budget(Graph& g, size_t budget, const PlannedPeak& plan
   int64_t longest = 0;
   for (const LoopPair& p : pairs) longest = std::max(longest, p.length);
   Graph leanest = leanest_loops(g);
-  // A checkpointed loop holds fixed storage a plain one does not (the advance's fed block, the
-  // working carry, a slot, the staged carries): with few steps of a body whose carries are small
-  // next to its activations that costs more than the carries it saves, and storing every carry
+  // A checkpointed loop's region holds what a plain one's does not (the working carry, the staged
+  // carries, the larger of two body plans): with few steps of a body whose carries are small next
+  // to its activations that can cost more than the carries it saves, and storing every carry
   // stays leaner.
   const size_t leanest_peak = planned_peak(leanest);  // planning a graph is costly: once per candidate
   if (leanest_peak >= planned_peak(g)) return false;
