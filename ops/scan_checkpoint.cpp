@@ -107,11 +107,11 @@ size_t scan_kernel_scratch(const Node& n) {
 namespace {
 
 // Two executables of one body: the reverse step (the body's own outputs) and the advance (the
-// forward step of the carries it reads), both planned into the loop scratch and reading the
-// invariants and the working carry `cur_` (the recomputed forward carry) in place. A run follows
-// the schedule over `cur_` and the slots; the reverse step's carries are copied out after each of
-// its runs (an advance may run before the next reverse step and overwrite the scratch) and read
-// from there by the next.
+// forward step of the carries it reads), both planned into the rest of the kernel's region and
+// reading the invariants and the working carry `cur_` (the recomputed forward carry) in place. A
+// run follows the schedule over `cur_` and the slots; the reverse step's carries are staged after
+// each of its runs, written there or copied (an advance may run before the next reverse step and
+// overwrite its plan), and read from there by the next.
 class CheckpointedScanKernel final : public Kernel {
  public:
   explicit CheckpointedScanKernel(const KernelCtx& ctx)

@@ -375,7 +375,7 @@ TEST(Scan, CseDoesNotMergeLoopsWithDifferentBodies) {
 }
 
 // A loop's invariants (its weights and data) are read by the body where the loop's inputs are,
-// not copied into the body executable: the loop's own storage is far smaller than its invariant.
+// not copied into the body executable: the loop's region is far smaller than its invariant.
 TEST(Scan, InvariantsAreReadInPlaceNotCopiedIntoTheBody) {
   Graph g;
   Tensor c = input(g, "c", {1});
