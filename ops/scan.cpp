@@ -225,7 +225,7 @@ class ScanKernel final : public Kernel {
  private:
   CompileOptions options(const KernelCtx& ctx) const {
     CompileOptions o = loop_body_options(ctx, sig_, region_);
-    o.outputs_over_inputs = scan_carries_in_place(*ctx.node.body, sig_);
+    carry_.bind_carries(o);
     return o;
   }
 

@@ -60,16 +60,15 @@ LoopCarry::LoopCarry(const KernelCtx& ctx, const ScanSig& s, bool stage_all, Reg
     out_.push_back(o);
   }
   staging_ = region.take(scan_staging_bytes(body, s, stage_all));
-  for (size_t i = 0; i < s.nc; ++i) init_.push_back(static_cast<const char*>(ctx.in[i]));
   if (s.save)
     for (size_t i = 0; i < s.nc; ++i) saved_.push_back(static_cast<char*>(ctx.out[s.nc + s.ny + i]));
 }
 
 void LoopCarry::bind_carries(CompileOptions& options) const {
+  options.outputs_over_inputs = scan_carries_in_place(*body_, sig_, stage_all_);
   if (!bound_) return;
   const std::vector<std::string> names = scan_carry_names(*body_, sig_);
   for (size_t i = 0; i < sig_.nc; ++i) options.bound_inputs.push_back({names[i], staging_ + out_[i].stage});
-  options.outputs_over_inputs = scan_carries_in_place(*body_, sig_);
 }
 
 void LoopCarry::attach(const KernelCtx& ctx, Executable& exe) {
@@ -100,13 +99,13 @@ void LoopCarry::step(size_t t, bool first) {
   const int64_t row = sig_.save ? scan_saved_row(sig_, int64_t(t)) : -1;  // save_every: not every iteration
   if (row >= 0)
     for (size_t i = 0; i < nc; ++i)
-      std::memcpy(saved_[i] + size_t(row) * out_[i].bytes, first ? init_[i] : current(i), out_[i].bytes);
+      std::memcpy(saved_[i] + size_t(row) * out_[i].bytes, first ? feeds_->src(i) : current(i), out_[i].bytes);
   // Fed here, not once per loop run: a checkpointed kernel's advance runs before the first
   // reverse step, over the same region.
   if (first && bound_) {
-    for (size_t i = 0; i < nc; ++i) std::memcpy(staging_ + out_[i].stage, init_[i], out_[i].bytes);
+    for (size_t i = 0; i < nc; ++i) std::memcpy(staging_ + out_[i].stage, feeds_->src(i), out_[i].bytes);
   } else if (first) {
-    for (size_t i = 0; i < nc; ++i) feeds_->feed(i, init_[i]);
+    for (size_t i = 0; i < nc; ++i) feeds_->feed(i, feeds_->src(i));
   } else {
     if (!stage_all_) stage();
     for (size_t i = 0; i < nc; ++i) feeds_->feed(i, carry_src(i));  // bound: a no-op, they are read where staged
@@ -144,8 +143,9 @@ std::vector<std::string> scan_carry_names(const Graph& body, const ScanSig& s) {
   return names;
 }
 
-OutputsOverInputs scan_carries_in_place(const Graph& body, const ScanSig& s) {
+OutputsOverInputs scan_carries_in_place(const Graph& body, const ScanSig& s, bool stage_all) {
   OutputsOverInputs over;
+  if (stage_all && !scan_carries_bound(body, s, stage_all)) return over;  // read from slots of its own
   const std::vector<std::string> carries = scan_carry_names(body, s);
   for (size_t k = 0; k < s.nc; ++k) over.push_back({body.outputs()[k].name, carries[k]});
   return over;

@@ -71,7 +71,8 @@ class LoopCarry {
   // staged instead of from slots of its own: the staging and the body's outputs are the two
   // buffers a carry alternates between, and the fed copy of each carry is gone; where the body's
   // schedule allows, it writes the next carry there too (scan_carries_in_place), and there is no
-  // second buffer or copy. Adds those bindings to `options` (a no-op otherwise).
+  // second buffer or copy. Without stage_all, the next carry is written over the body's own input
+  // slot where it can be. Adds those bindings to `options`.
   void bind_carries(CompileOptions& options) const;
   void attach(const KernelCtx& ctx, Executable& exe);
   BodyFeeds& feeds() { return *feeds_; }
@@ -100,7 +101,6 @@ class LoopCarry {
   std::vector<Output> out_;
   std::vector<char*> saved_;
   char* staging_;
-  std::vector<const char*> init_;  // the loop's initial carries
   bool stage_all_, bound_;
 };
 
@@ -117,8 +117,10 @@ size_t scan_staging_bytes(const Graph& body, const ScanSig& s, bool stage_all);
 bool scan_carries_bound(const Graph& body, const ScanSig& s, bool stage_all);
 // The names of the body's carry inputs [0, nc).
 std::vector<std::string> scan_carry_names(const Graph& body, const ScanSig& s);
-// A plain loop's body writes each next carry over the carry it read, where its schedule allows
-// (CompileOptions::outputs_over_inputs): the carry is then passed on without a copy.
-OutputsOverInputs scan_carries_in_place(const Graph& body, const ScanSig& s);
+// A loop's body writes each next carry over the carry it read, where its schedule allows
+// (CompileOptions::outputs_over_inputs): the carry is then passed on without a copy. A plain
+// loop's over its input slots; with `stage_all`, over the staging, when the carries are read there
+// (scan_carries_bound; none otherwise).
+OutputsOverInputs scan_carries_in_place(const Graph& body, const ScanSig& s, bool stage_all);
 
 }  // namespace metagrad

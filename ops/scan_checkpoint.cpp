@@ -93,12 +93,12 @@ size_t scan_kernel_scratch(const Node& n) {
   r.take(scan_staging_bytes(body, s, s.na > 0));
   size_t plans = 0;
   if (s.na == 0) {
-    plans = planned_peak_bytes(body, {}, false, scan_invariant_names(body, s), scan_carries_in_place(body, s));
+    plans = planned_peak_bytes(body, {}, false, scan_invariant_names(body, s), scan_carries_in_place(body, s, false));
   } else {
     r.take(scan_slot_count(s) * state_bytes(body, s));
     r.take(state_bytes(body, s));
-    const OutputsOverInputs over = scan_carries_bound(body, s, true) ? scan_carries_in_place(body, s) : OutputsOverInputs{};
-    plans = std::max(planned_peak_bytes(body, scan_step_fetches(body, s), false, bound_names(body, s, true), over),
+    plans = std::max(planned_peak_bytes(body, scan_step_fetches(body, s), false, bound_names(body, s, true),
+                                        scan_carries_in_place(body, s, true)),
                      planned_peak_bytes(body, scan_advance_fetches(body, s), false, bound_names(body, s, false)));
   }
   return r.used() + region_piece(plans);

@@ -77,11 +77,11 @@ std::vector<int> writes_over(const Graph& g, const std::vector<NamedOutput>& wan
     if (op.kind != NodeKind::Op || op.outputs.size() != 1 || g.type(v) != g.node(in).type() || taken[size_t(v.node)]) continue;
     size_t fetched = 0;
     for (const auto& o : wanted) fetched += o.value == v;
-    for (const auto& u : g.updates()) fetched += u.value == v ? 2 : 0;
+    const bool updated = std::any_of(g.updates().begin(), g.updates().end(), [v](const auto& u) { return u.value == v; });
     const int at = step_of[size_t(v.node)], read = last_use[size_t(in)];
     const bool reads_it = std::find(op.inputs.begin(), op.inputs.end(), Value{in, 0}) != op.inputs.end();
     const bool safe = read < at || (read == at && reads_it && op.op->inplace && !check_numerics);
-    if (fetched != 1 || !safe || maker[size_t(in)] >= 0) continue;
+    if (fetched != 1 || updated || !safe || maker[size_t(in)] >= 0) continue;
     maker[size_t(in)] = v.node;
     taken[size_t(v.node)] = 1;
   }
